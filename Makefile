@@ -1,0 +1,70 @@
+# Rig Alpha — every target installs what it needs (virtualenv, Python packages, Kafka jars,
+# and Debian packages when run as root).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= edge,cloud,sim,dev
+comma := ,
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)-$(subst $(comma),_,$(EXTRAS))
+PYTEST_ARGS ?=
+
+.PHONY: help venv system-deps kafka-jars test test-unit test-integration lint demo kafka \
+        bench-e2e clean
+
+help:
+	@echo "make demo        simulator + edge + cloud (embedded PostgreSQL) on http://127.0.0.1:8080"
+	@echo "make test        the whole test suite against real Kafka, PostgreSQL and Modbus"
+	@echo "make test-unit   fast tests only (no services)"
+	@echo "make lint        ruff"
+	@echo "make kafka       a local Kafka broker for manual use"
+	@echo "make bench-e2e   end-to-end throughput and latency benchmark (JSON on the last line)"
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "python3 is required"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[$(EXTRAS)]"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+venv: $(STAMP)
+
+# Java 17 and Maven run the Kafka broker; Debian packages them. Installed only when missing
+# and only as root (otherwise the message says what to install).
+system-deps:
+	@missing=""; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing; \
+	  else echo "please install:$$missing"; exit 1; fi; \
+	fi
+
+kafka-jars: system-deps
+	@bash tools/fetch_kafka.sh
+
+test: venv kafka-jars
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(PY) -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
+
+test-integration: venv kafka-jars
+	$(PY) -m pytest -m integration $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+demo: venv
+	$(PY) -m tools.demo
+
+kafka: venv kafka-jars
+	$(PY) -m tools.kafka_broker
+
+bench-e2e: venv kafka-jars
+	$(PY) -m benchmarks.bench_e2e
+
+clean:
+	rm -rf var .pytest_cache .ruff_cache

@@ -1,0 +1,206 @@
+"""``rig-cloud``: the cloud API server, the Kafka aggregator and database tools.
+
+Configuration comes from the environment: DATABASE_URL (or DATABASE_URL_FILE); without it an
+embedded PostgreSQL is started under --data-dir (demo and tests only).
+KAFKA_BOOTSTRAP_SERVERS enables Kafka (ingest produces to it; ``aggregate`` consumes it).
+RIG_INGEST_API_KEY or RIG_INGEST_API_KEY_FILE: the ingest API key (required by ``serve``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from cloud.settings import CloudSettings, SettingsError
+from shared.logs import configure_logging, log_event
+
+log = logging.getLogger("rig-cloud")
+
+DEFAULT_DATA_DIR = Path("var/cloud-postgres")
+
+
+def _settings_with_database(args: argparse.Namespace) -> tuple[CloudSettings, object | None]:
+    """Settings from the environment; starts the embedded PostgreSQL when no DATABASE_URL."""
+    settings = CloudSettings.from_env()
+    if settings.database_url:
+        return settings, None
+    from cloud.db.embedded import EmbeddedPostgres
+
+    pg = EmbeddedPostgres(args.data_dir, port=args.db_port)
+    url = pg.start()
+    log_event(log, logging.INFO, "using embedded postgres", url=url, data_dir=str(args.data_dir))
+    return dataclasses.replace(settings, database_url=url), pg
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from cloud.db.migrate import apply_migrations
+
+    settings, pg = _settings_with_database(args)
+    try:
+        applied = apply_migrations(settings.database_url or "")
+        print(f"applied: {applied or 'nothing (up to date)'}")
+    finally:
+        if pg is not None:
+            pg.stop()  # type: ignore[attr-defined]
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from cloud.api.app import create_app
+    from cloud.db.migrate import apply_migrations
+
+    settings, pg = _settings_with_database(args)
+    try:
+        apply_migrations(settings.database_url or "")
+        app = create_app(settings)
+        log_event(
+            log,
+            logging.INFO,
+            "api listening",
+            url=f"http://{args.host}:{args.port}",
+            kafka=settings.kafka_bootstrap or "off (direct to PostgreSQL)",
+        )
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if pg is not None:
+            pg.stop()  # type: ignore[attr-defined]
+    return 0
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    from cloud.consumer import Aggregator
+    from cloud.db.migrate import apply_migrations
+
+    settings, pg = _settings_with_database(args)
+    if not settings.kafka_bootstrap:
+        raise SettingsError("KAFKA_BOOTSTRAP_SERVERS is not set; the aggregator consumes Kafka")
+    try:
+        apply_migrations(settings.database_url or "")
+        aggregator = Aggregator(
+            settings.kafka_bootstrap,
+            settings.database_url or "",
+            topic=settings.topic,
+            group=settings.consumer_group,
+            batch_size=args.batch_size,
+            kafka_extra=settings.kafka_extra,
+        )
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        log_event(
+            log,
+            logging.INFO,
+            "aggregator starting",
+            group=settings.consumer_group,
+            topic=settings.topic,
+        )
+        aggregator.run(stop)
+        log_event(
+            log,
+            logging.INFO,
+            "aggregator stopped",
+            stored=aggregator.stored_total,
+            duplicates=aggregator.duplicates_total,
+        )
+    finally:
+        if pg is not None:
+            pg.stop()  # type: ignore[attr-defined]
+    return 0
+
+
+def cmd_embedded_db(args: argparse.Namespace) -> int:
+    from cloud.db.embedded import EmbeddedPostgres
+    from cloud.db.migrate import apply_migrations
+
+    pg = EmbeddedPostgres(args.data_dir, port=args.db_port)
+    url = pg.start()
+    apply_migrations(url)
+    print(f"DATABASE_URL={url}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        stop.wait()
+    finally:
+        pg.stop()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rig-cloud",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_db(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--data-dir",
+            type=Path,
+            default=DEFAULT_DATA_DIR,
+            help="embedded PostgreSQL data directory when DATABASE_URL is unset "
+            f"(default {DEFAULT_DATA_DIR})",
+        )
+        p.add_argument(
+            "--db-port",
+            type=int,
+            default=None,
+            help="embedded PostgreSQL port (default: a free one)",
+        )
+
+    serve = sub.add_parser("serve", help="run the REST API (and dashboard)")
+    add_db(serve)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(func=cmd_serve)
+
+    aggregate = sub.add_parser("aggregate", help="consume Kafka into PostgreSQL")
+    add_db(aggregate)
+    aggregate.add_argument(
+        "--batch-size",
+        type=int,
+        default=2000,
+        help="messages per database transaction (default 2000)",
+    )
+    aggregate.set_defaults(func=cmd_aggregate)
+
+    migrate = sub.add_parser("migrate", help="apply pending schema migrations and exit")
+    add_db(migrate)
+    migrate.set_defaults(func=cmd_migrate)
+
+    embedded = sub.add_parser("embedded-db", help="run an embedded PostgreSQL (demo/tests)")
+    add_db(embedded)
+    embedded.set_defaults(func=cmd_embedded_db)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging("rig-cloud", args.log_level)
+    try:
+        return int(args.func(args))
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

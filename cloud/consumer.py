@@ -1,0 +1,165 @@
+"""The aggregator: a Kafka consumer in group ``sensor-consumer-group`` writing to PostgreSQL.
+
+Offsets are committed only after the PostgreSQL transaction holding the batch's rows has
+committed. A crash between the two redelivers the batch; the ``(edge_id, seq)`` key drops the
+repeats. Messages that do not decode or validate go to ``dead_letters`` (in the same
+transaction) with the reason, so they never block their partition. When PostgreSQL is down
+the consumer rewinds to the first unstored offset of each partition and retries with back-off.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+
+import psycopg
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from cloud.storage import store_dead_letters, store_readings
+from shared.logs import log_event
+from shared.message import MessageError, Reading, decode_reading
+
+log = logging.getLogger(__name__)
+
+
+class Aggregator:
+    def __init__(
+        self,
+        bootstrap: str,
+        database_url: str,
+        *,
+        topic: str = "sensor-data",
+        group: str = "sensor-consumer-group",
+        batch_size: int = 2000,
+        kafka_extra: dict[str, str] | None = None,
+        on_stored: Callable[[int], None] | None = None,
+    ) -> None:
+        self.topic = topic
+        self.database_url = database_url
+        self.batch_size = batch_size
+        self.on_stored = on_stored
+        settings: dict[str, object] = {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "isolation.level": "read_committed",
+            # Cooperative rebalancing: adding an aggregator does not stop the others.
+            "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 2_000,
+            "max.poll.interval.ms": 300_000,
+            "fetch.min.bytes": 1,
+        }
+        settings.update(kafka_extra or {})
+        self._consumer = Consumer(settings, logger=log)
+        self._conn: psycopg.Connection | None = None
+        self.stored_total = 0
+        self.duplicates_total = 0
+        self.dead_letters_total = 0
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.database_url, connect_timeout=5)
+        return self._conn
+
+    def run(self, stop: threading.Event) -> None:
+        self._consumer.subscribe([self.topic])
+        failures = 0
+        try:
+            while not stop.is_set():
+                messages = self._consumer.consume(num_messages=self.batch_size, timeout=0.5)
+                if not messages:
+                    continue
+                try:
+                    self._process(messages)
+                    failures = 0
+                except (psycopg.Error, OSError) as exc:
+                    failures += 1
+                    self._rewind(messages)
+                    if self._conn is not None:
+                        self._conn.close()
+                    delay = min(30.0, 0.5 * 2 ** min(failures - 1, 8)) * random.uniform(0.5, 1)
+                    log_event(
+                        log,
+                        logging.WARNING,
+                        "database write failed; will retry batch",
+                        error=str(exc).strip(),
+                        retry_in_s=round(delay, 2),
+                    )
+                    stop.wait(delay)
+        finally:
+            self._close()
+
+    def _rewind(self, messages: list[Message]) -> None:
+        """Seek each partition back to the first message of the failed batch."""
+        first: dict[tuple[str, int], int] = {}
+        for msg in messages:
+            if msg.error() is None:
+                key = (msg.topic(), msg.partition())
+                first[key] = min(first.get(key, msg.offset()), msg.offset())
+        for (topic, partition), offset in first.items():
+            try:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:
+                # The partition was revoked meanwhile; its new owner starts from the last
+                # committed offset, which is before this batch. Nothing is lost.
+                log_event(log, logging.INFO, "seek skipped", partition=partition, error=str(exc))
+
+    def _process(self, messages: list[Message]) -> None:
+        readings: list[Reading] = []
+        letters: list[tuple[str, str | None, int | None, int | None, str, bytes | None]] = []
+        offsets: dict[tuple[str, int], int] = {}
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log_event(log, logging.WARNING, "kafka error", error=str(err))
+                continue
+            key = (msg.topic(), msg.partition())
+            offsets[key] = max(offsets.get(key, -1), msg.offset())
+            raw = msg.value() or b""
+            try:
+                readings.append(decode_reading(raw))
+            except MessageError as exc:
+                letters.append(
+                    ("kafka", msg.topic(), msg.partition(), msg.offset(), str(exc), raw[:65536])
+                )
+        if not offsets:
+            return
+        conn = self._connection()
+        with conn.transaction():
+            result = store_readings(conn, readings)
+            store_dead_letters(conn, letters)
+        # Only now are the rows durable: commit the offsets (synchronously, so a crash right
+        # after this line cannot leave a stored batch uncommitted for long).
+        commit = [TopicPartition(t, p, o + 1) for (t, p), o in offsets.items()]
+        try:
+            self._consumer.commit(offsets=commit, asynchronous=False)
+        except KafkaException as exc:
+            # E.g. a rebalance took the partition: the next owner re-reads from the last
+            # committed offset and the key drops what we stored. Nothing is lost.
+            log_event(log, logging.WARNING, "offset commit failed", error=str(exc))
+        self.stored_total += result.inserted
+        self.duplicates_total += result.duplicates
+        self.dead_letters_total += len(letters)
+        if letters:
+            log_event(
+                log,
+                logging.WARNING,
+                "messages dead-lettered",
+                count=len(letters),
+                first_reason=letters[0][4],
+            )
+        if self.on_stored is not None:
+            self.on_stored(result.inserted)
+
+    def _close(self) -> None:
+        try:
+            self._consumer.close()
+        finally:
+            if self._conn is not None:
+                self._conn.close()

@@ -1,0 +1,126 @@
+"""Writing readings into PostgreSQL: COPY into a staging table, then one INSERT that skips
+``(edge_id, seq)`` keys already stored. Used by the Kafka aggregator and the direct ingest
+path alike, so both give exactly-once storage under redelivery."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+from shared.catalog import CORE_SENSOR_NAMES
+from shared.message import Reading
+
+_COLUMNS = (
+    "edge_id",
+    "seq",
+    "machine_id",
+    "timestamp",
+    *CORE_SENSOR_NAMES,
+    "custom_sensors",
+    "quality",
+    "detection",
+)
+_COLUMN_LIST = ", ".join(f'"{c}"' for c in _COLUMNS)
+
+_CREATE_STAGING = f"""
+CREATE TEMP TABLE IF NOT EXISTS staging_readings
+ON COMMIT DELETE ROWS
+AS SELECT {_COLUMN_LIST} FROM sensor_readings WITH NO DATA
+"""
+
+_MERGE = f"""
+INSERT INTO sensor_readings ({_COLUMN_LIST})
+SELECT {_COLUMN_LIST} FROM staging_readings
+ON CONFLICT (edge_id, seq) DO NOTHING
+RETURNING machine_id, "timestamp", edge_id, seq
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    received: int
+    inserted: int
+
+    @property
+    def duplicates(self) -> int:
+        return self.received - self.inserted
+
+
+def _row(reading: Reading) -> tuple[object, ...]:
+    values = reading.values
+    return (
+        reading.edge_id,
+        reading.seq,
+        reading.machine_id,
+        reading.ts,
+        *(values.get(name) for name in CORE_SENSOR_NAMES),
+        json.dumps(reading.custom),
+        json.dumps(reading.quality) if reading.quality else None,
+        json.dumps(reading.detection) if reading.detection is not None else None,
+    )
+
+
+def store_readings(conn: psycopg.Connection, readings: Sequence[Reading]) -> StoreResult:
+    """Store readings inside the caller's transaction (the caller commits)."""
+    if not readings:
+        return StoreResult(0, 0)
+    with conn.cursor() as cur:
+        cur.execute(_CREATE_STAGING)  # type: ignore[arg-type]
+        with cur.copy(f"COPY staging_readings ({_COLUMN_LIST}) FROM STDIN") as copy:  # type: ignore[arg-type]
+            for reading in readings:
+                copy.write_row(_row(reading))
+        cur.execute(_MERGE)  # type: ignore[arg-type]
+        inserted = cur.fetchall()
+        _update_totals(cur, inserted)
+    return StoreResult(len(readings), len(inserted))
+
+
+def _update_totals(cur: psycopg.Cursor, inserted: list[tuple[str, datetime, str, int]]) -> None:
+    if not inserted:
+        return
+    per_machine: dict[str, tuple[int, datetime]] = {}
+    per_edge: dict[str, int] = defaultdict(int)
+    for machine_id, ts, edge_id, seq in inserted:
+        count, last = per_machine.get(machine_id, (0, ts))
+        per_machine[machine_id] = (count + 1, max(last, ts))
+        per_edge[edge_id] = max(per_edge[edge_id], seq)
+    # Sorted so that concurrent aggregators lock rows in the same order: no deadlocks.
+    for machine_id in sorted(per_machine):
+        count, last = per_machine[machine_id]
+        cur.execute(
+            "INSERT INTO reading_totals (machine_id, total, last_timestamp, updated_at) "
+            "VALUES (%s, %s, %s, now()) ON CONFLICT (machine_id) DO UPDATE SET "
+            "total = reading_totals.total + excluded.total, "
+            "last_timestamp = GREATEST(reading_totals.last_timestamp, excluded.last_timestamp), "
+            "updated_at = now()",
+            (machine_id, count, last),
+        )
+        cur.execute(
+            "INSERT INTO machines (machine_id) VALUES (%s) ON CONFLICT DO NOTHING", (machine_id,)
+        )
+    for edge_id in sorted(per_edge):
+        cur.execute(
+            "INSERT INTO edges (edge_id, last_seq) VALUES (%s, %s) ON CONFLICT (edge_id) DO "
+            "UPDATE SET last_seen = now(), last_seq = GREATEST(edges.last_seq, excluded.last_seq)",
+            (edge_id, per_edge[edge_id]),
+        )
+
+
+def store_dead_letters(
+    conn: psycopg.Connection,
+    letters: Sequence[tuple[str, str | None, int | None, int | None, str, bytes | None]],
+) -> None:
+    """(source, topic, partition, offset, reason, payload) rows, in the caller's transaction."""
+    if not letters:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO dead_letters (source, topic, kafka_partition, kafka_offset, reason, "
+            "payload) VALUES (%s, %s, %s, %s, %s, %s)",
+            letters,
+        )

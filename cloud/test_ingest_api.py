@@ -1,0 +1,149 @@
+"""The ingest and stats API against a real PostgreSQL (direct-storage mode)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from cloud.api.app import create_app
+from cloud.settings import CloudSettings, SettingsError
+
+pytestmark = pytest.mark.integration
+
+KEY = "k-" + "x" * 30
+
+
+@pytest.fixture
+def client(database_url: str) -> Iterator[TestClient]:
+    settings = CloudSettings(database_url=database_url, ingest_api_key=KEY)
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def _count(database_url: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        return int(conn.execute("SELECT count(*) FROM sensor_readings").fetchone()[0])
+
+
+def _post(client: TestClient, body: object, key: str | None = KEY, raw: bytes | None = None):
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["X-API-KEY"] = key
+    return client.post("/api/v1/ingest", content=raw or json.dumps(body).encode(), headers=headers)
+
+
+def test_manifest_payload_is_stored_with_custom_sensors(
+    client: TestClient, database_url: str
+) -> None:
+    response = _post(
+        client,
+        {
+            "machine_id": "A",
+            "temperature": 72.5,
+            "pressure": 10.2,
+            "custom_sensors": {"hydraulic_pressure": 2500},
+        },
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["stored"] == 1
+    stats = client.get("/api/stats").json()
+    assert stats["total_readings"] == 1
+    machine = stats["machines"]["A"]
+    assert machine["latest"] == {"temperature": 72.5, "pressure": 10.2}
+    assert machine["custom"] == {"hydraulic_pressure": 2500.0}
+
+
+def test_batch_redelivery_is_stored_once(client: TestClient, database_url: str) -> None:
+    batch = {
+        "readings": [
+            {
+                "machine_id": "B",
+                "edge_id": "rig-9",
+                "seq": i,
+                "ts": "2026-11-22T10:00:00Z",
+                "values": {"rpm": 3000.0 + i},
+            }
+            for i in range(1, 51)
+        ]
+    }
+    first = _post(client, batch).json()
+    second = _post(client, batch).json()
+    assert (first["stored"], second["stored"], second["duplicates"]) == (50, 0, 50)
+    assert _count(database_url) == 50
+    assert client.get("/api/stats").json()["machines"]["B"]["total_readings"] == 50
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"machine_id": "A", "temperature": "hot"}, 422, "$.temperature"),
+        ({"machine_id": "../etc", "temperature": 1}, 422, "$.machine_id"),
+        ({"machine_id": 7, "temperature": 1}, 422, "$.machine_id"),
+        ({"temperature": 1}, 422, "$.machine_id"),
+        ({"machine_id": "A", "temperature": 1e308}, 422, "$.temperature"),
+        (
+            {"readings": [{"machine_id": "A", "temperature": 1}, {"machine_id": "A", "rpm": [1]}]},
+            422,
+            "$.readings[1].rpm",
+        ),
+        ({"readings": []}, 422, "$.readings"),
+        ("just a string", 422, "$"),
+    ],
+)
+def test_bad_bodies_get_4xx_naming_the_field_and_store_nothing(
+    client: TestClient, database_url: str, body: object, status: int, field: str
+) -> None:
+    response = _post(client, body)
+    assert response.status_code == status, response.text
+    assert response.json()["field"] == field
+    assert _count(database_url) == 0
+
+
+def test_nan_is_refused(client: TestClient, database_url: str) -> None:
+    response = _post(client, None, raw=b'{"machine_id": "A", "temperature": NaN}')
+    assert response.status_code == 422
+    assert "finite" in response.json()["error"]
+    assert _count(database_url) == 0
+
+
+def test_non_json_is_refused(client: TestClient, database_url: str) -> None:
+    response = _post(client, None, raw=b'{"machine_id": ')
+    assert response.status_code == 400
+    assert "not valid JSON" in response.json()["error"]
+
+
+def test_ten_megabyte_body_is_refused(client: TestClient, database_url: str) -> None:
+    readings = [
+        {"machine_id": "A", "temperature": 1.0, "pad_" + str(i): 1.0} for i in range(200_000)
+    ]
+    raw = json.dumps({"readings": readings}).encode()
+    raw += b" " * max(0, 10_000_000 - len(raw))
+    response = _post(client, None, raw=raw)
+    assert response.status_code == 413
+    assert "limit" in response.json()["error"]
+    assert _count(database_url) == 0
+
+
+def test_oversized_batch_is_refused(database_url: str) -> None:
+    settings = CloudSettings(database_url=database_url, ingest_api_key=KEY, max_batch_readings=10)
+    with TestClient(create_app(settings)) as client:
+        body = {"readings": [{"machine_id": "A", "temperature": 1.0}] * 11}
+        response = _post(client, body)
+    assert response.status_code == 413
+    assert response.json()["field"] == "$.readings"
+
+
+@pytest.mark.parametrize("key", [None, "", "wrong"])
+def test_ingest_needs_the_key(client: TestClient, database_url: str, key: str | None) -> None:
+    response = _post(client, {"machine_id": "A", "temperature": 1.0}, key=key)
+    assert response.status_code == 401
+    assert _count(database_url) == 0
+
+
+def test_no_built_in_key() -> None:
+    with pytest.raises(SettingsError, match="RIG_INGEST_API_KEY"):
+        create_app(CloudSettings(database_url="postgresql://x/y", ingest_api_key=None))

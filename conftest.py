@@ -1,0 +1,64 @@
+"""Real services for the test suite: one embedded PostgreSQL and one Kafka broker per
+session, a fresh database and fresh topic names per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from cloud.db.embedded import EmbeddedPostgres
+from cloud.db.migrate import apply_migrations
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+    server.start()
+    yield server
+    server.stop("immediate")
+
+
+@pytest.fixture
+def database_url(pg_server: EmbeddedPostgres) -> Iterator[str]:
+    """A fresh, migrated database for one test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = f"postgresql://postgres@127.0.0.1:{pg_server.port}/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    url = f"postgresql://postgres@127.0.0.1:{pg_server.port}/{name}"
+    apply_migrations(url)
+    yield url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    from tools.kafka_broker import KafkaBroker
+
+    broker = KafkaBroker(
+        tmp_path_factory.mktemp("kafka") / "data",
+        log_file=tmp_path_factory.getbasetemp() / "kafka.log",
+    )
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def kafka_topic(kafka_broker: object) -> str:
+    """A fresh 3-partition topic (the production layout) for one test."""
+    name = f"sensor-data-{uuid.uuid4().hex[:8]}"
+    kafka_broker.create_topic(name, partitions=3)  # type: ignore[attr-defined]
+    return name
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "logs"
+    path.mkdir()
+    return path

@@ -1,0 +1,86 @@
+"""The edge daemon's one YAML config file, validated at load.
+
+See deploy/edge-systemd/edge.example.yaml for an annotated example.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from edge.inputs.modbus.config import ModbusSource
+from edge.outputs.http.config import HttpOutputConfig
+from edge.outputs.kafka.config import KafkaOutputConfig
+from shared.configfile import load_yaml_model
+from shared.message import EDGE_ID_RE
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BufferConfig(_Strict):
+    path: Path = Path("/var/lib/rig-edge/buffer.db")
+    max_bytes: int = Field(default=1 << 30, ge=1 << 16, description="Disk cap; oldest dropped")
+    synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
+
+
+class MetricsConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=9108, ge=0, le=65535, description="0 disables the endpoint")
+
+
+class SourcesConfig(_Strict):
+    modbus: list[ModbusSource] = Field(default_factory=list)
+
+
+class ForwardingConfig(_Strict):
+    retry_initial_s: float = Field(default=0.5, gt=0, le=60)
+    retry_max_s: float = Field(default=30.0, gt=0, le=3600)
+    shutdown_flush_s: float = Field(default=5.0, ge=0, le=300)
+
+
+OutputConfig = Annotated[KafkaOutputConfig | HttpOutputConfig, Field(discriminator="kind")]
+
+
+class EdgeConfig(_Strict):
+    edge_id: str
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    buffer: BufferConfig = Field(default_factory=BufferConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    sources: SourcesConfig
+    output: OutputConfig
+    forwarding: ForwardingConfig = Field(default_factory=ForwardingConfig)
+
+    @field_validator("edge_id")
+    @classmethod
+    def _edge_id(cls, value: str) -> str:
+        if not EDGE_ID_RE.match(value):
+            raise ValueError(
+                "1-64 letters, digits, '_', '.', ':', '-' starting with a letter/digit"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _has_sources_and_unique_machines(self) -> EdgeConfig:
+        if not self.sources.modbus:
+            raise ValueError("sources: configure at least one source (sources.modbus)")
+        seen: dict[str, str] = {}
+        for source in self.sources.modbus:
+            for device in source.devices:
+                if device.machine_id in seen:
+                    raise ValueError(
+                        f"machine {device.machine_id!r} is read by both {seen[device.machine_id]!r}"
+                        f" and {source.name!r}; one machine, one source"
+                    )
+                seen[device.machine_id] = source.name
+        names = [s.name for s in self.sources.modbus]
+        if len(names) != len(set(names)):
+            raise ValueError("sources.modbus: source names must be unique")
+        return self
+
+
+def load_edge_config(path: Path) -> EdgeConfig:
+    return load_yaml_model(path, EdgeConfig)

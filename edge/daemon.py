@@ -1,0 +1,170 @@
+"""The edge daemon: sources -> detection -> buffer (commit) -> forwarder.
+
+Nothing leaves the edge before it is committed to the buffer. Readings produced in the same
+moment are group-committed in one transaction, so fsync cost is per batch, not per reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from typing import Any
+
+from edge.buffer import StoreAndForwardBuffer
+from edge.config import EdgeConfig
+from edge.detection import Detector, ThresholdDetector
+from edge.forwarding import Forwarder
+from edge.health import HealthServer
+from edge.inputs.modbus.connector import ModbusConnector
+from edge.metrics import EdgeMetrics
+from edge.outputs.base import Output
+from edge.systemd import notify, watchdog_interval_s
+from shared.logs import log_event
+from shared.message import Reading
+
+log = logging.getLogger(__name__)
+
+
+def build_output(config: EdgeConfig) -> tuple[Output, int]:
+    if config.output.kind == "kafka":
+        from edge.outputs.kafka.output import KafkaOutput
+
+        return KafkaOutput(config.output), config.output.batch_readings
+    from edge.outputs.http.output import HttpOutput
+
+    return HttpOutput(config.output), config.output.batch_readings
+
+
+class EdgeDaemon:
+    def __init__(self, config: EdgeConfig, detector: Detector | None = None) -> None:
+        self.config = config
+        self.metrics = EdgeMetrics()
+        self.detector = detector or ThresholdDetector()
+        self.buffer = StoreAndForwardBuffer(
+            config.buffer.path,
+            max_bytes=config.buffer.max_bytes,
+            synchronous=config.buffer.synchronous,
+        )
+        output, batch = build_output(config)
+        self.forwarder = Forwarder(self.buffer, output, batch, config.forwarding, self.metrics)
+        self._output = output
+        self._pending: list[Reading] = []
+        self._pending_event = asyncio.Event()
+        self.connectors = [
+            ModbusConnector(source, config.edge_id, self._accept, self.metrics)
+            for source in config.sources.modbus
+        ]
+        self.started_at = time.time()
+        self._health_server: HealthServer | None = None
+
+    def _accept(self, reading: Reading) -> None:
+        self._pending.append(reading)
+        self._pending_event.set()
+
+    def health(self) -> dict[str, Any]:
+        stats = self.buffer.stats()
+        sources = {c.source.name: c.health() for c in self.connectors}
+        return {
+            "status": "ok",
+            "edge_id": self.config.edge_id,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "output": {
+                "kind": self.config.output.kind,
+                "healthy": self.forwarder.healthy,
+                "last_error": self.forwarder.last_error,
+            },
+            "buffer": {
+                "depth": stats.depth,
+                "bytes": stats.bytes,
+                "dropped_total": stats.dropped_total,
+                "next_seq": stats.next_seq,
+            },
+            "sources": sources,
+        }
+
+    async def _writer(self, stop: asyncio.Event) -> None:
+        while True:
+            if not self._pending:
+                if stop.is_set():
+                    return
+                self._pending_event.clear()
+                waiter = asyncio.create_task(self._pending_event.wait())
+                stopper = asyncio.create_task(stop.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                continue
+            batch, self._pending = self._pending, []
+            for reading in batch:
+                reading.detection = self.detector.score(reading)
+                if reading.detection.get("is_anomaly"):
+                    self.metrics.anomalies.labels(reading.machine_id).inc()
+            # The commit (with fsync) runs off the event loop so polling keeps its schedule.
+            await asyncio.to_thread(self.buffer.append_many, batch)
+            self.metrics.readings_buffered.inc(len(batch))
+
+    async def _watchdog(self, stop: asyncio.Event) -> None:
+        interval = watchdog_interval_s()
+        if interval is None:
+            return
+        while not stop.is_set():
+            notify("WATCHDOG=1")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if self.config.metrics.port:
+            self._health_server = HealthServer(
+                self.config.metrics.host,
+                self.config.metrics.port,
+                self.metrics.registry,
+                self.health,
+            )
+            self._health_server.start()
+        stats = self.buffer.stats()
+        log_event(
+            log,
+            logging.INFO,
+            "edge starting",
+            edge_id=self.config.edge_id,
+            buffered=stats.depth,
+            next_seq=stats.next_seq,
+            output=self.config.output.kind,
+        )
+        self.forwarder.start()
+        connector_stop = asyncio.Event()
+        tasks = [asyncio.create_task(c.run(connector_stop)) for c in self.connectors]
+        writer = asyncio.create_task(self._writer(connector_stop))
+        watchdog = asyncio.create_task(self._watchdog(stop))
+        notify("READY=1")
+        try:
+            await stop.wait()
+        finally:
+            notify("STOPPING=1")
+            log_event(log, logging.INFO, "edge stopping")
+            connector_stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await writer  # commits whatever the sources produced up to now
+            watchdog.cancel()
+            await asyncio.to_thread(self.forwarder.stop, self.config.forwarding.shutdown_flush_s)
+            self._output.close()
+            if self._health_server is not None:
+                self._health_server.stop()
+            stats = self.buffer.stats()
+            self.buffer.close()
+            log_event(log, logging.INFO, "edge stopped", left_buffered=stats.depth)
+
+
+def run_daemon(config: EdgeConfig) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        daemon = EdgeDaemon(config)
+        await daemon.run(stop)
+
+    asyncio.run(main())

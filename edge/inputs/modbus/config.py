@@ -1,0 +1,113 @@
+"""Typed configuration of the Modbus TCP input."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.catalog import SENSOR_INDEX
+from shared.message import CUSTOM_NAME_RE, MACHINE_ID_RE
+
+DataType = Literal["int16", "uint16", "int32", "uint32", "float32", "float64", "uint64", "int64"]
+REGISTER_WIDTH: dict[str, int] = {
+    "int16": 1,
+    "uint16": 1,
+    "int32": 2,
+    "uint32": 2,
+    "float32": 2,
+    "int64": 4,
+    "uint64": 4,
+    "float64": 4,
+}
+# Modbus allows at most 125 registers in one read-holding/input-registers response.
+MAX_REGISTERS_PER_READ = 125
+
+
+class _Strict(BaseModel):
+    # "register" is the natural YAML key but shadows ABC.register, hence the alias.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class RegisterField(_Strict):
+    """One value in a device's register map."""
+
+    name: str = Field(description="Core sensor name or a snake_case custom sensor name")
+    address: int = Field(ge=0, le=65535)
+    type: DataType = "float32"
+    register_kind: Literal["holding", "input"] = Field(default="holding", alias="register")
+    byte_order: Literal["big", "little"] = "big"
+    word_order: Literal["big", "little"] = "big"
+    scale: float = 1.0
+    offset: float = 0.0
+
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, name: str) -> str:
+        if name not in SENSOR_INDEX and not CUSTOM_NAME_RE.match(name):
+            raise ValueError(
+                f"{name!r} is neither a core sensor nor a snake_case custom sensor name"
+            )
+        return name
+
+    @property
+    def width(self) -> int:
+        return REGISTER_WIDTH[self.type]
+
+
+class CounterField(_Strict):
+    """A register the device increments with every new sample (a heartbeat/sample counter).
+    When set, a poll that sees an unchanged counter is not recorded again."""
+
+    address: int = Field(ge=0, le=65535)
+    type: Literal["uint16", "uint32", "uint64"] = "uint32"
+    register_kind: Literal["holding", "input"] = Field(default="holding", alias="register")
+    byte_order: Literal["big", "little"] = "big"
+    word_order: Literal["big", "little"] = "big"
+
+
+class TimestampField(_Strict):
+    """A register pair/quad holding the sample time as Unix milliseconds."""
+
+    address: int = Field(ge=0, le=65535)
+    type: Literal["uint64", "int64"] = "uint64"
+    register_kind: Literal["holding", "input"] = Field(default="holding", alias="register")
+    byte_order: Literal["big", "little"] = "big"
+    word_order: Literal["big", "little"] = "big"
+
+
+class ModbusDevice(_Strict):
+    machine_id: str
+    unit_id: int = Field(default=1, ge=0, le=255)
+    poll_interval_s: float = Field(default=1.0, gt=0.0, le=3600.0)
+    fields: list[RegisterField] = Field(min_length=1)
+    sample_counter: CounterField | None = None
+    timestamp: TimestampField | None = None
+    # Registers of no interest between two fields are read anyway when the gap is at most
+    # this many: one longer request is cheaper than two round trips.
+    max_gap: int = Field(default=16, ge=0, le=100)
+
+    @field_validator("machine_id")
+    @classmethod
+    def _machine(cls, value: str) -> str:
+        if not MACHINE_ID_RE.match(value):
+            raise ValueError("1-32 letters, digits, '_', '.', '-' starting with a letter or digit")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ModbusDevice:
+        seen: set[str] = set()
+        for f in self.fields:
+            if f.name in seen:
+                raise ValueError(f"field {f.name!r} is mapped twice")
+            seen.add(f.name)
+        return self
+
+
+class ModbusSource(_Strict):
+    name: str = Field(default="modbus", min_length=1, max_length=64)
+    host: str = Field(min_length=1)
+    port: int = Field(default=502, ge=1, le=65535)
+    timeout_s: float = Field(default=1.0, gt=0.0, le=60.0)
+    retries: int = Field(default=1, ge=0, le=10)
+    devices: list[ModbusDevice] = Field(min_length=1)

@@ -1,0 +1,310 @@
+"""Modbus TCP input: polls each device on its own schedule with block reads.
+
+Fields are grouped into as few requests as possible (contiguous registers of one kind, gaps up
+to ``max_gap`` read through, at most 125 registers a request). A timeout or exception response
+marks the affected values ``bad`` and is counted; it never raises out of the poll loop, and each
+device polls in its own task so one dead device never delays another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
+
+from edge.inputs.modbus.config import (
+    MAX_REGISTERS_PER_READ,
+    REGISTER_WIDTH,
+    CounterField,
+    ModbusDevice,
+    ModbusSource,
+    RegisterField,
+    TimestampField,
+)
+from edge.metrics import EdgeMetrics
+from shared.catalog import SENSOR_INDEX
+from shared.logs import log_event
+from shared.message import Reading
+
+log = logging.getLogger(__name__)
+
+_STRUCT_CODES = {
+    "int16": "h",
+    "uint16": "H",
+    "int32": "i",
+    "uint32": "I",
+    "float32": "f",
+    "int64": "q",
+    "uint64": "Q",
+    "float64": "d",
+}
+
+Decodable = RegisterField | CounterField | TimestampField
+
+
+def decode_registers(
+    registers: list[int], data_type: str, byte_order: str = "big", word_order: str = "big"
+) -> float | int:
+    """Decode 1-4 16-bit registers. ``word_order`` orders the registers, ``byte_order`` the
+    two bytes inside each register (big/big is the Modbus-standard ABCD layout)."""
+    words = registers if word_order == "big" else list(reversed(registers))
+    raw = b"".join(
+        w.to_bytes(2, "big") if byte_order == "big" else w.to_bytes(2, "little") for w in words
+    )
+    return struct.unpack(">" + _STRUCT_CODES[data_type], raw)[0]
+
+
+@dataclass(slots=True)
+class ReadRequest:
+    register: str
+    start: int
+    count: int
+    items: list[tuple[str, Decodable]] = field(default_factory=list)
+
+
+def plan_reads(device: ModbusDevice) -> list[ReadRequest]:
+    """Group the device's registers into block reads."""
+    wanted: list[tuple[str, Decodable]] = [(f.name, f) for f in device.fields]
+    if device.sample_counter is not None:
+        wanted.append(("__counter__", device.sample_counter))
+    if device.timestamp is not None:
+        wanted.append(("__timestamp__", device.timestamp))
+    requests: list[ReadRequest] = []
+    for register in ("holding", "input"):
+        items = sorted(
+            (w for w in wanted if w[1].register_kind == register), key=lambda w: w[1].address
+        )
+        current: ReadRequest | None = None
+        for key, item in items:
+            width = REGISTER_WIDTH[item.type]
+            end = item.address + width
+            if current is not None:
+                gap = item.address - (current.start + current.count)
+                new_count = max(current.count, end - current.start)
+                if gap <= device.max_gap and new_count <= MAX_REGISTERS_PER_READ:
+                    current.count = new_count
+                    current.items.append((key, item))
+                    continue
+            current = ReadRequest(register, item.address, width, [(key, item)])
+            requests.append(current)
+    return requests
+
+
+@dataclass(slots=True)
+class DeviceState:
+    last_counter: int | None = None
+    consecutive_failures: int = 0
+    healthy: bool = False
+
+
+class ModbusConnector:
+    """Runs the polling tasks of one Modbus TCP endpoint (one or more unit ids)."""
+
+    def __init__(
+        self,
+        source: ModbusSource,
+        edge_id: str,
+        emit: Callable[[Reading], None],
+        metrics: EdgeMetrics,
+    ) -> None:
+        self.source = source
+        self.edge_id = edge_id
+        self.emit = emit
+        self.metrics = metrics
+        self._plans = {id(d): plan_reads(d) for d in source.devices}
+        self._states = {d.machine_id: DeviceState() for d in source.devices}
+        self._client = AsyncModbusTcpClient(
+            source.host,
+            port=source.port,
+            timeout=source.timeout_s,
+            retries=source.retries,
+            reconnect_delay=0.5,
+            reconnect_delay_max=10.0,
+            name=source.name,
+        )
+        # pymodbus matches responses by transaction id, but serialising requests per TCP
+        # connection keeps slow gateways (which often handle one request at a time) happy.
+        self._lock = asyncio.Lock()
+
+    def health(self) -> dict[str, bool]:
+        return {m: s.healthy for m, s in self._states.items()}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        tasks = [asyncio.create_task(self._poll_device(d, stop)) for d in self.source.devices]
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._client.close()
+
+    async def _ensure_connected(self) -> bool:
+        if self._client.connected:
+            return True
+        ok = await self._client.connect()
+        if ok:
+            self.metrics.source_reconnects.labels(self.source.name).inc()
+            log_event(
+                log,
+                logging.INFO,
+                "modbus connected",
+                source=self.source.name,
+                endpoint=f"{self.source.host}:{self.source.port}",
+            )
+        return bool(ok)
+
+    async def _poll_device(self, device: ModbusDevice, stop: asyncio.Event) -> None:
+        interval = device.poll_interval_s
+        deadline = time.monotonic()
+        while not stop.is_set():
+            try:
+                await self._poll_once(device)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a poll must never take the daemon down
+                log.exception(
+                    "modbus poll failed", extra={"fields": {"machine": device.machine_id}}
+                )
+            deadline += interval
+            delay = deadline - time.monotonic()
+            if delay < 0:
+                # Behind schedule (slow device): skip the missed slots instead of bursting.
+                missed = int(-delay // interval) + 1
+                deadline += missed * interval
+                delay = deadline - time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=max(0.0, delay))
+
+    async def _read(self, device: ModbusDevice, request: ReadRequest) -> list[int] | None:
+        async with self._lock:
+            if not await self._ensure_connected():
+                return None
+            if request.register == "holding":
+                response = await self._client.read_holding_registers(
+                    request.start, count=request.count, device_id=device.unit_id
+                )
+            else:
+                response = await self._client.read_input_registers(
+                    request.start, count=request.count, device_id=device.unit_id
+                )
+        if response.isError():
+            log_event(
+                log,
+                logging.WARNING,
+                "modbus exception response",
+                source=self.source.name,
+                machine=device.machine_id,
+                unit=device.unit_id,
+                register=request.register,
+                start=request.start,
+                count=request.count,
+                response=str(response),
+            )
+            return None
+        return list(response.registers)
+
+    async def _poll_once(self, device: ModbusDevice) -> None:
+        state = self._states[device.machine_id]
+        sensors: dict[str, float | None] = {}
+        quality: dict[str, str] = {}
+        counter: int | None = None
+        device_ts: int | None = None
+        any_ok = False
+        started = time.perf_counter()
+        for request in self._plans[id(device)]:
+            try:
+                registers = await self._read(device, request)
+            except (ModbusException, OSError, TimeoutError) as exc:
+                log_event(
+                    log,
+                    logging.WARNING,
+                    "modbus read failed",
+                    source=self.source.name,
+                    machine=device.machine_id,
+                    error=str(exc),
+                )
+                registers = None
+            if registers is None:
+                self.metrics.source_errors.labels(self.source.name, device.machine_id).inc()
+                for key, _item in request.items:
+                    if not key.startswith("__"):
+                        sensors[key] = None
+                        quality[key] = "bad"
+                continue
+            any_ok = True
+            for key, item in request.items:
+                offset = item.address - request.start
+                raw = decode_registers(
+                    registers[offset : offset + REGISTER_WIDTH[item.type]],
+                    item.type,
+                    item.byte_order,
+                    item.word_order,
+                )
+                if key == "__counter__":
+                    counter = int(raw)
+                elif key == "__timestamp__":
+                    device_ts = int(raw)
+                else:
+                    assert isinstance(item, RegisterField)
+                    value = float(raw) * item.scale + item.offset
+                    if not math.isfinite(value):
+                        sensors[key] = None
+                        quality[key] = "bad"
+                    else:
+                        sensors[key] = value
+        self.metrics.poll_seconds.labels(self.source.name).observe(time.perf_counter() - started)
+
+        if not any_ok:
+            state.consecutive_failures += 1
+            if state.healthy:
+                log_event(
+                    log,
+                    logging.WARNING,
+                    "modbus device unreachable",
+                    source=self.source.name,
+                    machine=device.machine_id,
+                )
+            state.healthy = False
+            self.metrics.source_up.labels(self.source.name, device.machine_id).set(0)
+            return
+        if not state.healthy:
+            log_event(
+                log,
+                logging.INFO,
+                "modbus device healthy",
+                source=self.source.name,
+                machine=device.machine_id,
+            )
+        state.healthy = True
+        state.consecutive_failures = 0
+        self.metrics.source_up.labels(self.source.name, device.machine_id).set(1)
+
+        if counter is not None:
+            if counter == state.last_counter:
+                return  # the device has not produced a new sample since the last poll
+            state.last_counter = counter
+
+        ts = datetime.fromtimestamp(device_ts / 1000.0, UTC) if device_ts else datetime.now(UTC)
+        core = {k: v for k, v in sensors.items() if k in SENSOR_INDEX}
+        custom = {k: v for k, v in sensors.items() if k not in SENSOR_INDEX and v is not None}
+        reading = Reading(
+            machine_id=device.machine_id,
+            edge_id=self.edge_id,
+            seq=0,  # assigned by the buffer at commit
+            ts=ts,
+            values=core,
+            custom=custom,
+            quality=quality,
+        )
+        self.metrics.readings_in.labels(self.source.name).inc()
+        self.emit(reading)

@@ -1,0 +1,28 @@
+"""What every output (forwarder) provides to the forwarding loop."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from edge.buffer import BufferedReading
+
+
+@dataclass(slots=True)
+class SendResult:
+    """``confirmed``: the destination has the readings durably; delete them.
+    ``rejected``: the destination refuses them for good (with why); never resend.
+    Everything else in the batch stays buffered and is retried."""
+
+    confirmed: list[int] = field(default_factory=list)
+    rejected: dict[int, str] = field(default_factory=dict)
+    error: str | None = None
+
+
+class Output(Protocol):
+    name: str
+
+    def send(self, batch: Sequence[BufferedReading]) -> SendResult: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,73 @@
+"""HTTP(S) output: batches to the cloud's POST /api/v1/ingest.
+
+The cloud stores (or produces to Kafka) a whole batch atomically and answers 200 only after
+that, so 200 confirms every reading in the batch. A 4xx other than 408/429 means the cloud
+will never take the batch; it is split until the offending reading is alone, and that one
+is rejected with the server's reason instead of blocking the buffer forever.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import httpx
+
+from edge.buffer import BufferedReading
+from edge.outputs.base import SendResult
+from edge.outputs.http.config import HttpOutputConfig
+
+log = logging.getLogger(__name__)
+
+_RETRYABLE = {408, 425, 429}
+
+
+class HttpOutput:
+    name = "http"
+
+    def __init__(self, config: HttpOutputConfig) -> None:
+        self.config = config
+        verify: bool | str = (
+            str(config.ca_file) if config.ca_file is not None else config.verify_tls
+        )
+        self._client = httpx.Client(
+            timeout=config.timeout_s,
+            verify=verify,
+            headers={"X-API-KEY": config.api_key(), "Content-Type": "application/json"},
+        )
+
+    def _post(self, batch: Sequence[BufferedReading]) -> httpx.Response:
+        body = b'{"readings":[' + b",".join(item.payload for item in batch) + b"]}"
+        return self._client.post(self.config.url, content=body)
+
+    def send(self, batch: Sequence[BufferedReading]) -> SendResult:
+        result = SendResult()
+        self._send_into(batch, result)
+        return result
+
+    def _send_into(self, batch: Sequence[BufferedReading], result: SendResult) -> None:
+        try:
+            response = self._post(batch)
+        except httpx.HTTPError as exc:
+            result.error = f"{type(exc).__name__}: {exc}"
+            return
+        if response.status_code == 200:
+            result.confirmed.extend(item.seq for item in batch)
+            return
+        reason = response.text[:500]
+        if 400 <= response.status_code < 500 and response.status_code not in _RETRYABLE:
+            if response.status_code in (401, 403):
+                result.error = f"HTTP {response.status_code}: API key refused"
+                return
+            if len(batch) == 1:
+                result.rejected[batch[0].seq] = f"HTTP {response.status_code}: {reason}"
+                return
+            middle = len(batch) // 2
+            self._send_into(batch[:middle], result)
+            if result.error is None:
+                self._send_into(batch[middle:], result)
+            return
+        result.error = f"HTTP {response.status_code}: {reason}"
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+
+from edge.cli import main
+from edge.config import load_edge_config
+from shared.configfile import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "deploy/edge-systemd/edge.example.yaml"
+
+GOOD = """
+edge_id: rig-1
+buffer: {path: BUF}
+sources:
+  modbus:
+    - host: 127.0.0.1
+      port: 5020
+      devices:
+        - machine_id: A
+          fields: [{name: temperature, address: 10}]
+output: {kind: http, url: "http://127.0.0.1:8080/api/v1/ingest", api_key_env: KEY}
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "edge.yaml"
+    path.write_text(text.replace("BUF", str(tmp_path / "buf.db")))
+    return path
+
+
+def test_example_config_is_valid() -> None:
+    config = load_edge_config(EXAMPLE)
+    assert config.output.kind == "kafka"
+    assert config.sources.modbus[0].devices[0].fields[-1].scale == 0.1
+
+
+def test_good_config_loads(tmp_path: Path) -> None:
+    assert load_edge_config(_write(tmp_path, GOOD)).edge_id == "rig-1"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("port: 5020", "port: 70000"), "sources.modbus[0].port"),
+        (("address: 10", "address: -1"), "sources.modbus[0].devices[0].fields[0].address"),
+        (("name: temperature", "name: Temp Sensor"), "sources.modbus[0].devices[0].fields[0].name"),
+        (("machine_id: A", "machine_id: 'A B'"), "sources.modbus[0].devices[0].machine_id"),
+        (("edge_id: rig-1", "edge_id: rig-1\ncolour: blue"), "colour: Extra inputs"),
+        (("kind: http", "kind: carrier-pigeon"), "output"),
+        ((", api_key_env: KEY", ""), "api_key_env or api_key_file"),
+        (("edge_id: rig-1", ""), "edge_id: Field required"),
+    ],
+)
+def test_bad_config_names_file_and_field(
+    tmp_path: Path, change: tuple[str, str], expected: str
+) -> None:
+    path = _write(tmp_path, GOOD.replace(*change))
+    with pytest.raises(ConfigError) as info:
+        load_edge_config(path)
+    assert str(path) in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, "edge_id: [unclosed\n")
+    with pytest.raises(ConfigError, match="line 2"):
+        load_edge_config(path)
+
+
+def test_check_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", "-c", str(_write(tmp_path, GOOD))]) == 0
+    assert main(["check-config", "-c", str(tmp_path / "missing.yaml")]) == 2
+    assert "file not found" in capsys.readouterr().err
