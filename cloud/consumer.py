@@ -71,9 +71,14 @@ class Aggregator:
         failures = 0
         try:
             while not stop.is_set():
-                messages = self._consumer.consume(num_messages=self.batch_size, timeout=0.5)
-                if not messages:
+                # Block for the first message only, then take whatever is already fetched:
+                # low latency when the stream is thin, big batches when it is thick.
+                first = self._consumer.poll(0.5)
+                if first is None:
                     continue
+                messages = [first]
+                if self.batch_size > 1:
+                    messages += self._consumer.consume(num_messages=self.batch_size - 1, timeout=0)
                 try:
                     self._process(messages)
                     failures = 0
