@@ -147,3 +147,39 @@ def test_ingest_needs_the_key(client: TestClient, database_url: str, key: str | 
 def test_no_built_in_key() -> None:
     with pytest.raises(SettingsError, match="RIG_INGEST_API_KEY"):
         create_app(CloudSettings(database_url="postgresql://x/y", ingest_api_key=None))
+
+
+def test_with_kafka_ingest_answers_after_the_broker_confirmed(
+    database_url: str, kafka_broker: object, kafka_topic: str
+) -> None:
+    from confluent_kafka import Consumer, TopicPartition
+
+    from shared.message import decode_reading
+
+    bootstrap = kafka_broker.bootstrap  # type: ignore[attr-defined]
+    settings = CloudSettings(
+        database_url=database_url, ingest_api_key=KEY, kafka_bootstrap=bootstrap, topic=kafka_topic
+    )
+    with TestClient(create_app(settings)) as client:
+        response = _post(
+            client, {"machine_id": "C", "temperature": 71.0, "custom_sensors": {"arm_torque": 3.0}}
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["success"] is True and body["topic"] == kafka_topic
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "check", "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition(kafka_topic, body["partition"], body["offset"])])
+    message = consumer.poll(15)
+    consumer.close()
+    assert message is not None and message.error() is None
+    reading = decode_reading(message.value())
+    assert (reading.machine_id, reading.values, reading.custom) == (
+        "C",
+        {"temperature": 71.0},
+        {"arm_torque": 3.0},
+    )
+    assert reading.edge_id == "ingest:default" and reading.seq >= 1
+    # In Kafka mode the API does not write rows itself: the aggregator does.
+    assert _count(database_url) == 0
