@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 PYTEST_ARGS ?=
 
 .PHONY: help venv system-deps kafka-jars test test-unit test-integration lint demo kafka \
-        bench-e2e clean
+        bench-e2e bench-sim clean
 
 help:
 	@echo "make demo        simulator + edge + cloud (embedded PostgreSQL) on http://127.0.0.1:8080"
@@ -19,6 +19,7 @@ help:
 	@echo "make lint        ruff"
 	@echo "make kafka       a local Kafka broker for manual use"
 	@echo "make bench-e2e   end-to-end throughput and latency benchmark (JSON on the last line)"
+	@echo "make bench-sim   simulator rate for 1, 10 and 100 machines at 100 Hz (JSON)"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "python3 is required"; exit 1; }
@@ -30,12 +31,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Java 17 and Maven run the Kafka broker; Debian packages them. Installed only when missing
+# Java 17 and Maven run the Kafka broker, Mosquitto is the MQTT broker of the tests;
+# Debian packages them. Installed only when missing
 # and only as root (otherwise the message says what to install).
 system-deps:
 	@missing=""; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
+	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing; \
 	  else echo "please install:$$missing"; exit 1; fi; \
@@ -44,13 +47,13 @@ system-deps:
 kafka-jars: system-deps
 	@bash tools/fetch_kafka.sh
 
-test: venv kafka-jars
+test: venv system-deps kafka-jars
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv
 	$(PY) -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
 
-test-integration: venv kafka-jars
+test-integration: venv system-deps kafka-jars
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
 
 lint: venv
@@ -65,6 +68,9 @@ kafka: venv kafka-jars
 
 bench-e2e: venv kafka-jars
 	$(PY) -m benchmarks.bench_e2e
+
+bench-sim: venv
+	$(PY) -m benchmarks.bench_sim
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

@@ -8,28 +8,65 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from shared.configfile import describe_validation_error
 
+if TYPE_CHECKING:
+    from simulator.config import SimConfig
+
+
+def _scenario(args: argparse.Namespace) -> SimConfig:
+    """The scenario file (if any) with explicitly given flags on top."""
+    from simulator.config import SimConfig, load_scenario
+
+    base = load_scenario(args.scenario).model_dump() if args.scenario else {}
+    overrides: dict[str, object] = {}
+    if args.machines is not None:
+        overrides["machines"] = [m.strip() for m in args.machines.split(",") if m.strip()]
+    if args.machine_count is not None:
+        overrides["machines"] = [f"M{i:03d}" for i in range(1, args.machine_count + 1)]
+    for flag, key in (
+        ("rate", "rate_hz"),
+        ("seed", "seed"),
+        ("record", "record_path"),
+        ("ground_truth", "ground_truth_path"),
+    ):
+        if getattr(args, flag) is not None:
+            overrides[key] = getattr(args, flag)
+    doc = {**base, **overrides}
+    for section, pairs in (
+        ("modbus", (("modbus_host", "host"), ("modbus_port", "port"))),
+        ("opcua", (("opcua_port", "port"),)),
+        ("mqtt", (("mqtt_host", "host"), ("mqtt_port", "port"))),
+        ("modbus_rtu", (("rtu_link", "link"),)),
+    ):
+        for flag, key in pairs:
+            value = getattr(args, flag)
+            if value is not None:
+                doc.setdefault(section, {})
+                doc[section] = {**doc[section], key: value}
+                if section != "modbus":
+                    doc[section]["enabled"] = True
+    return SimConfig.model_validate(doc)
+
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from shared.configfile import ConfigError
     from shared.logs import configure_logging
-    from simulator.config import SimConfig
     from simulator.server import SimulatorError, run_simulator
 
     try:
-        config = SimConfig(
-            machines=[m.strip() for m in args.machines.split(",") if m.strip()],
-            rate_hz=args.rate,
-            seed=args.seed,
-            modbus_host=args.modbus_host,
-            modbus_port=args.modbus_port,
-            record_path=args.record,
-        )
+        config = _scenario(args)
+    except ConfigError as exc:
+        print(f"rig-sim: {exc}", file=sys.stderr)
+        return 2
     except ValidationError as exc:
-        print(describe_validation_error("rig-sim options", exc), file=sys.stderr)
+        print(
+            describe_validation_error(str(args.scenario or "rig-sim options"), exc), file=sys.stderr
+        )
         return 2
     configure_logging("rig-sim", args.log_level)
 
@@ -42,7 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(main())
-    except SimulatorError as exc:
+    except (SimulatorError, OSError, ValueError) as exc:
         print(f"rig-sim: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -93,19 +130,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="serve simulated machines until SIGINT/SIGTERM")
-    run.add_argument("--machines", default="A,B,C", help="comma-separated ids (default A,B,C)")
-    run.add_argument(
-        "--rate", type=float, default=1.0, help="samples per second per machine (default 1)"
+    run = sub.add_parser(
+        "run",
+        help="serve simulated machines until SIGINT/SIGTERM",
+        description="Serve simulated machines. A --scenario YAML file sets everything "
+        "(machines, rate, protocols, states, faults, replays; see simulator/scenarios/); "
+        "flags given on the command line override it.",
     )
-    run.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
-    run.add_argument("--modbus-host", default="127.0.0.1")
-    run.add_argument("--modbus-port", type=int, default=5020)
+    run.add_argument("--scenario", type=Path, default=None, help="scenario YAML file")
+    run.add_argument("--machines", default=None, help="comma-separated ids (default A,B,C)")
+    run.add_argument(
+        "--machine-count",
+        type=int,
+        default=None,
+        help="N machines named M001..MNNN (instead of --machines)",
+    )
+    run.add_argument(
+        "--rate", type=float, default=None, help="samples per second per machine (default 1)"
+    )
+    run.add_argument("--seed", type=int, default=None, help="random seed (default 42)")
+    run.add_argument("--modbus-host", default=None, help="Modbus TCP host (default 127.0.0.1)")
+    run.add_argument("--modbus-port", type=int, default=None, help="Modbus TCP port (default 5020)")
+    run.add_argument(
+        "--rtu-link",
+        type=Path,
+        default=None,
+        help="serve Modbus RTU on a pty pair; clients open this path",
+    )
+    run.add_argument("--opcua-port", type=int, default=None, help="serve OPC-UA on this port")
+    run.add_argument("--mqtt-host", default=None, help="publish to this MQTT broker")
+    run.add_argument("--mqtt-port", type=int, default=None, help="MQTT broker port")
     run.add_argument(
         "--record",
         type=Path,
         default=None,
         help="SQLite file recording every sample served (ground truth)",
+    )
+    run.add_argument(
+        "--ground-truth",
+        type=Path,
+        default=None,
+        help="JSON-lines file describing every injected fault",
     )
     run.add_argument("--log-level", default="INFO")
     run.set_defaults(func=cmd_run)

@@ -1,17 +1,21 @@
-"""The simulator's own record of every sample it served (ground truth for tests)."""
+"""The simulator's own record of every sample it served (ground truth for tests and for
+scoring detectors): values exactly as served, the faults active, the true remaining life."""
 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 from pathlib import Path
 
+from simulator.engine import Sample
+
 
 class SampleRecorder:
-    """Appends (machine, sample, ts_ms, state, values) rows to SQLite, committing at most
-    every ``flush_s`` so recording costs little even at high rates. Values are stored exactly
-    as served (float32-rounded), as a JSON list in catalog order."""
+    """Appends one row per sample to SQLite, committing at most every ``flush_s`` so
+    recording costs little even at high rates. ``values`` is a JSON list in catalog order
+    (null for a dropped-out sensor)."""
 
     def __init__(self, path: Path, flush_s: float = 0.2) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -21,16 +25,27 @@ class SampleRecorder:
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS samples (machine_id TEXT NOT NULL, sample INTEGER "
             'NOT NULL, ts_ms INTEGER NOT NULL, state INTEGER NOT NULL, "values" TEXT NOT '
-            "NULL, PRIMARY KEY (machine_id, sample))"
+            "NULL, faults TEXT NOT NULL DEFAULT '[]', rul_s REAL, "
+            "PRIMARY KEY (machine_id, sample))"
         )
-        self._pending: list[tuple[str, int, int, int, str]] = []
+        self._pending: list[tuple[object, ...]] = []
         self._flush_s = flush_s
         self._last_flush = time.monotonic()
 
-    def add(
-        self, machine_id: str, sample: int, ts_ms: int, state: int, values: list[float]
-    ) -> None:
-        self._pending.append((machine_id, sample, ts_ms, state, json.dumps(values)))
+    def publish(self, samples: list[Sample]) -> None:
+        for s in samples:
+            values = [None if math.isnan(v) else v for v in s.values]
+            self._pending.append(
+                (
+                    s.machine_id,
+                    s.counter,
+                    s.ts_ms,
+                    s.state,
+                    json.dumps(values),
+                    json.dumps(s.faults),
+                    s.rul_s,
+                )
+            )
         if time.monotonic() - self._last_flush >= self._flush_s:
             self.flush()
 
@@ -38,7 +53,7 @@ class SampleRecorder:
         if self._pending:
             self._conn.execute("BEGIN")
             self._conn.executemany(
-                "INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?)", self._pending
+                "INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?, ?, ?)", self._pending
             )
             self._conn.execute("COMMIT")
             self._pending = []

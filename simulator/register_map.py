@@ -21,12 +21,16 @@ Input registers (function 4): core sensor *i* at address *i* as a scaled int16,
 power of ten (−3 … 3) that keeps the sensor's plausible maximum inside int16 (see
 ``INT16_SCALE_EXP``); the reader divides by the same factor.
 
+A sensor that dropped out reads NaN (0x7FC00000) in its float32 registers and −32768 (0x8000)
+in its int16 register.
+
 Reading outside these addresses answers Modbus exception 2 (illegal data address); an unknown
 unit id answers exception 11 (gateway target failed to respond).
 """
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any
 
@@ -50,6 +54,9 @@ def _scale_exp(max_abs: float) -> int:
             return exp
     return -3
 
+
+# A dropped-out sensor reads NaN in its float32 registers and this in its int16 register.
+INT16_MISSING = 0x8000  # -32768
 
 INT16_SCALE_EXP: dict[str, int] = {
     s.name: _scale_exp(max(abs(s.min_value), abs(s.max_value))) for s in CORE_SENSORS
@@ -77,6 +84,9 @@ def float32(values: Any) -> list[float]:
 def encode_int16_scaled(values: Any) -> list[int]:
     out = []
     for spec, value in zip(CORE_SENSORS, values, strict=True):
+        if math.isnan(value):  # a dropped-out sensor
+            out.append(INT16_MISSING)
+            continue
         raw = round(value * 10 ** INT16_SCALE_EXP[spec.name])
         raw = max(-32767, min(32767, raw))
         out.append(raw & 0xFFFF)  # two's complement in a 16-bit register

@@ -89,3 +89,42 @@ def test_port_in_use_is_named(tmp_path: Path) -> None:
         port = sock.getsockname()[1]
         with pytest.raises(SimulatorError, match=f"127.0.0.1:{port} is already in use"):
             asyncio.run(run_simulator(SimConfig(modbus_port=port), asyncio.Event()))
+
+
+def test_modbus_rtu_over_a_pty_pair(tmp_path: Path) -> None:
+    from pymodbus import FramerType
+    from pymodbus.client import AsyncModbusSerialClient
+
+    link = tmp_path / "ttyRIG"
+    record = tmp_path / "rec.db"
+    config = SimConfig.model_validate(
+        {
+            "rate_hz": 5,
+            "record_path": record,
+            "modbus": {"enabled": False},
+            "modbus_rtu": {"enabled": True, "link": str(link), "baudrate": 115200},
+        }
+    )
+    seen: list[tuple[int, list[float]]] = []
+
+    async def body() -> None:
+        client = AsyncModbusSerialClient(
+            str(link), framer=FramerType.RTU, baudrate=115200, timeout=2
+        )
+        assert await client.connect()
+        for _ in range(3):
+            response = await client.read_holding_registers(0, count=110, device_id=2)
+            assert not response.isError(), response
+            regs = response.registers
+            seen.append(((regs[0] << 16) | regs[1], decode_float32_be(regs[10:110])))
+            await asyncio.sleep(0.2)
+        client.close()
+
+    asyncio.run(_with_sim(config, body))
+    conn = sqlite3.connect(record)
+    for counter, values in seen:
+        row = conn.execute(
+            "SELECT \"values\" FROM samples WHERE machine_id = 'B' AND sample = ?", (counter,)
+        ).fetchone()
+        assert json.loads(row[0]) == values
+    assert not link.exists()  # the pty link is removed when the simulator stops
