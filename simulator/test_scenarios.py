@@ -223,3 +223,36 @@ def test_port_in_use_is_reported_by_the_cli(capsys: pytest.CaptureFixture[str]) 
         port = sock.getsockname()[1]
         assert sim_main(["run", "--modbus-port", str(port)]) == 1
     assert f"Modbus port 127.0.0.1:{port} is already in use" in capsys.readouterr().err
+
+
+def test_cmapss_rows_of_one_engine_in_cycle_order() -> None:
+    from simulator.config import ReplaySpec
+    from simulator.replay import load_rows
+
+    spec = ReplaySpec.model_validate(
+        {
+            "machine": "A",
+            "file": str(ROOT.parent / "shared/data/cmapss/train_FD001.txt"),
+            "format": "cmapss",
+            "cmapss_unit": 2,
+            "columns": {"cycle": "gear_wear", "s_4": "exhaust_temp", "s_11": "fluid_pressure"},
+        }
+    )
+    rows = load_rows(spec)
+    assert [r["cycle"] for r in rows] == [float(i) for i in range(1, len(rows) + 1)]
+    assert 100 < len(rows) < 400
+    assert all(1300 < r["s_4"] < 1500 for r in rows)
+
+
+def test_replay_errors_name_file_line_and_column(tmp_path: Path) -> None:
+    from simulator.config import ReplaySpec
+    from simulator.replay import ReplayError, load_rows
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n3,oops\n")
+    spec = ReplaySpec.model_validate({"machine": "A", "file": str(bad), "columns": {"b": "rpm"}})
+    with pytest.raises(ReplayError, match=r"bad.csv:3: column 'b': 'oops' is not a number"):
+        load_rows(spec)
+    spec = ReplaySpec.model_validate({"machine": "A", "file": str(bad), "columns": {"zz": "rpm"}})
+    with pytest.raises(ReplayError, match=r"columns \['zz'\] not in the file"):
+        load_rows(spec)
