@@ -67,38 +67,9 @@ def log_dir(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     """A real Mosquitto broker on a free loopback port."""
-    import shutil
-    import socket
-    import subprocess
-    import time
+    from tests.support.processes import Mosquitto
 
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(binary).exists():
-        pytest.fail(
-            "mosquitto is not installed (make test installs it as root: "
-            "apt-get install -y mosquitto)"
-        )
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    base = tmp_path_factory.mktemp("mosquitto")
-    conf = base / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-        f"persistence true\npersistence_location {base}/\n"
-        "max_queued_messages 100000\n"
-    )
-    log = (base / "mosquitto.log").open("wb")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("mosquitto did not start")
-    yield "127.0.0.1", port
-    proc.terminate()
-    proc.wait(10)
+    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    broker.start()
+    yield "127.0.0.1", broker.port
+    broker.stop()

@@ -32,10 +32,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    devices = sum(len(s.devices) for s in config.sources.modbus)
+    sources = config.sources
     print(
-        f"{args.config}: OK — edge {config.edge_id}, {len(config.sources.modbus)} Modbus "
-        f"source(s), {devices} device(s), output {config.output.kind}, "
+        f"{args.config}: OK — edge {config.edge_id}; sources: {len(sources.modbus)} Modbus, "
+        f"{len(sources.opcua)} OPC-UA, {len(sources.mqtt)} MQTT; output {config.output.kind}; "
         f"buffer {config.buffer.path}"
     )
     return 0

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge.inputs.modbus.config import ModbusSource
+from edge.inputs.mqtt.config import MqttSource
+from edge.inputs.opcua.config import OpcUaSource
 from edge.outputs.http.config import HttpOutputConfig
 from edge.outputs.kafka.config import KafkaOutputConfig
 from shared.configfile import load_yaml_model
@@ -34,6 +36,17 @@ class MetricsConfig(_Strict):
 
 class SourcesConfig(_Strict):
     modbus: list[ModbusSource] = Field(default_factory=list)
+    opcua: list[OpcUaSource] = Field(default_factory=list)
+    mqtt: list[MqttSource] = Field(default_factory=list)
+
+    def all(self) -> list[ModbusSource | OpcUaSource | MqttSource]:
+        return [*self.modbus, *self.opcua, *self.mqtt]
+
+    def machines(self) -> list[tuple[str, str]]:
+        """(machine id, source name) for sources that name their machines up front."""
+        pairs = [(d.machine_id, s.name) for s in self.modbus for d in s.devices]
+        pairs += [(m.machine_id, s.name) for s in self.opcua for m in s.machines]
+        return pairs
 
 
 class ForwardingConfig(_Strict):
@@ -65,20 +78,22 @@ class EdgeConfig(_Strict):
 
     @model_validator(mode="after")
     def _has_sources_and_unique_machines(self) -> EdgeConfig:
-        if not self.sources.modbus:
-            raise ValueError("sources: configure at least one source (sources.modbus)")
+        if not self.sources.all():
+            raise ValueError(
+                "sources: configure at least one of sources.modbus, sources.opcua, sources.mqtt"
+            )
         seen: dict[str, str] = {}
-        for source in self.sources.modbus:
-            for device in source.devices:
-                if device.machine_id in seen:
-                    raise ValueError(
-                        f"machine {device.machine_id!r} is read by both {seen[device.machine_id]!r}"
-                        f" and {source.name!r}; one machine, one source"
-                    )
-                seen[device.machine_id] = source.name
-        names = [s.name for s in self.sources.modbus]
-        if len(names) != len(set(names)):
-            raise ValueError("sources.modbus: source names must be unique")
+        for machine, source in self.sources.machines():
+            if machine in seen:
+                raise ValueError(
+                    f"machine {machine!r} is read by both {seen[machine]!r} and "
+                    f"{source!r}; one machine, one source"
+                )
+            seen[machine] = source
+        names = [s.name for s in self.sources.all()]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"sources: names must be unique; {duplicates} used twice")
         return self
 
 

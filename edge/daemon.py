@@ -11,7 +11,8 @@ import contextlib
 import logging
 import signal
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from edge.buffer import StoreAndForwardBuffer
 from edge.config import EdgeConfig
@@ -26,6 +27,33 @@ from shared.logs import log_event
 from shared.message import Reading
 
 log = logging.getLogger(__name__)
+
+
+class Connector(Protocol):
+    source: Any
+
+    def health(self) -> dict[str, bool]: ...
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
+def build_connectors(
+    config: EdgeConfig, emit: Callable[..., None], metrics: EdgeMetrics
+) -> list[Connector]:
+    connectors: list[Connector] = [
+        ModbusConnector(source, config.edge_id, emit, metrics) for source in config.sources.modbus
+    ]
+    if config.sources.opcua:
+        from edge.inputs.opcua.connector import OpcUaConnector
+
+        connectors += [
+            OpcUaConnector(s, config.edge_id, emit, metrics) for s in config.sources.opcua
+        ]
+    if config.sources.mqtt:
+        from edge.inputs.mqtt.connector import MqttConnector
+
+        connectors += [MqttConnector(s, config.edge_id, emit, metrics) for s in config.sources.mqtt]
+    return connectors
 
 
 def build_output(config: EdgeConfig) -> tuple[Output, int]:
@@ -52,16 +80,18 @@ class EdgeDaemon:
         self.forwarder = Forwarder(self.buffer, output, batch, config.forwarding, self.metrics)
         self._output = output
         self._pending: list[Reading] = []
+        self._pending_acks: list[Callable[[], None]] = []
         self._pending_event = asyncio.Event()
-        self.connectors = [
-            ModbusConnector(source, config.edge_id, self._accept, self.metrics)
-            for source in config.sources.modbus
-        ]
+        self.connectors = build_connectors(config, self._accept, self.metrics)
         self.started_at = time.time()
         self._health_server: HealthServer | None = None
 
-    def _accept(self, reading: Reading) -> None:
+    def _accept(self, reading: Reading, on_commit: Callable[[], None] | None = None) -> None:
+        """Sources hand readings over here; ``on_commit`` runs once the reading is durable
+        (an MQTT source acknowledges the message to its broker then)."""
         self._pending.append(reading)
+        if on_commit is not None:
+            self._pending_acks.append(on_commit)
         self._pending_event.set()
 
     def health(self) -> dict[str, Any]:
@@ -98,6 +128,7 @@ class EdgeDaemon:
                 stopper.cancel()
                 continue
             batch, self._pending = self._pending, []
+            acks, self._pending_acks = self._pending_acks, []
             for reading in batch:
                 reading.detection = self.detector.score(reading)
                 if reading.detection.get("is_anomaly"):
@@ -105,6 +136,8 @@ class EdgeDaemon:
             # The commit (with fsync) runs off the event loop so polling keeps its schedule.
             await asyncio.to_thread(self.buffer.append_many, batch)
             self.metrics.readings_buffered.inc(len(batch))
+            for ack in acks:
+                ack()
 
     async def _watchdog(self, stop: asyncio.Event) -> None:
         interval = watchdog_interval_s()

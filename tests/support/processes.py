@@ -104,3 +104,44 @@ def http_ok(url: str) -> bool:
         return httpx.get(url, timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+class Mosquitto:
+    """A real Mosquitto broker (Debian's package) on a loopback port, restartable on the same
+    port with its persistence, so persistent sessions survive a broker restart."""
+
+    def __init__(self, base: Path, port: int | None = None) -> None:
+        import shutil
+
+        self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(self.binary).exists():
+            raise RuntimeError("mosquitto is not installed: apt-get install -y mosquitto")
+        self.base = base
+        self.port = port or free_port()
+        self.conf = base / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"persistence true\npersistence_location {base}/\nautosave_interval 1\n"
+            "max_queued_messages 100000\nmax_inflight_messages 1000\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = (self.base / "mosquitto.log").open("ab")
+        self.proc = subprocess.Popen(
+            [self.binary, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"mosquitto did not start; see {self.base / 'mosquitto.log'}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None

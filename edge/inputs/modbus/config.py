@@ -105,9 +105,28 @@ class ModbusDevice(_Strict):
 
 
 class ModbusSource(_Strict):
+    """One Modbus endpoint: a TCP host:port or an RTU serial line, with its devices."""
+
     name: str = Field(default="modbus", min_length=1, max_length=64)
-    host: str = Field(min_length=1)
+    transport: Literal["tcp", "rtu"] = "tcp"
+    host: str | None = Field(default=None, min_length=1)
     port: int = Field(default=502, ge=1, le=65535)
+    serial_port: str | None = Field(default=None, description="e.g. /dev/ttyUSB0 (rtu)")
+    baudrate: int = Field(default=19200, gt=0)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
     timeout_s: float = Field(default=1.0, gt=0.0, le=60.0)
     retries: int = Field(default=1, ge=0, le=10)
     devices: list[ModbusDevice] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> ModbusSource:
+        if self.transport == "tcp" and not self.host:
+            raise ValueError("transport tcp needs host")
+        if self.transport == "rtu" and not self.serial_port:
+            raise ValueError("transport rtu needs serial_port")
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}" if self.transport == "tcp" else str(self.serial_port)

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from pymodbus.client import AsyncModbusTcpClient
+from pymodbus import FramerType
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient, ModbusBaseClient
 from pymodbus.exceptions import ModbusException
 
 from edge.inputs.modbus.config import (
@@ -122,15 +123,30 @@ class ModbusConnector:
         self.metrics = metrics
         self._plans = {id(d): plan_reads(d) for d in source.devices}
         self._states = {d.machine_id: DeviceState() for d in source.devices}
-        self._client = AsyncModbusTcpClient(
-            source.host,
-            port=source.port,
-            timeout=source.timeout_s,
-            retries=source.retries,
-            reconnect_delay=0.5,
-            reconnect_delay_max=10.0,
-            name=source.name,
-        )
+        self._client: ModbusBaseClient
+        if source.transport == "rtu":
+            self._client = AsyncModbusSerialClient(
+                str(source.serial_port),
+                framer=FramerType.RTU,
+                baudrate=source.baudrate,
+                parity=source.parity,
+                stopbits=source.stopbits,
+                timeout=source.timeout_s,
+                retries=source.retries,
+                reconnect_delay=0.5,
+                reconnect_delay_max=10.0,
+                name=source.name,
+            )
+        else:
+            self._client = AsyncModbusTcpClient(
+                source.host or "",
+                port=source.port,
+                timeout=source.timeout_s,
+                retries=source.retries,
+                reconnect_delay=0.5,
+                reconnect_delay_max=10.0,
+                name=source.name,
+            )
         # pymodbus matches responses by transaction id, but serialising requests per TCP
         # connection keeps slow gateways (which often handle one request at a time) happy.
         self._lock = asyncio.Lock()

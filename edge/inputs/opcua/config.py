@@ -1,0 +1,87 @@
+"""Typed configuration of the OPC-UA input."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.catalog import SENSOR_INDEX
+from shared.message import CUSTOM_NAME_RE, MACHINE_ID_RE
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OpcUaMachine(_Strict):
+    """Which nodes make up one machine's reading.
+
+    ``nodes`` maps sensor names to node ids (``ns=2;s=...`` or, robust against namespace
+    renumbering, ``nsu=<namespace uri>;s=...``). ``browse_root`` instead maps every variable
+    below that object whose browse name is a sensor name (core or snake_case custom).
+    """
+
+    machine_id: str
+    nodes: dict[str, str] = Field(default_factory=dict)
+    browse_root: str | None = Field(default=None, description="e.g. nsu=urn:x;s=Rig/A")
+    sample_counter: str | None = Field(
+        default=None, description="node the device bumps per sample; a reading per change"
+    )
+
+    @field_validator("machine_id")
+    @classmethod
+    def _machine(cls, value: str) -> str:
+        if not MACHINE_ID_RE.match(value):
+            raise ValueError("1-32 letters, digits, '_', '.', '-' starting with a letter or digit")
+        return value
+
+    @field_validator("nodes")
+    @classmethod
+    def _names(cls, nodes: dict[str, str]) -> dict[str, str]:
+        for name in nodes:
+            if name not in SENSOR_INDEX and not CUSTOM_NAME_RE.match(name):
+                raise ValueError(f"{name!r} is neither a core sensor nor a snake_case name")
+        return nodes
+
+    @model_validator(mode="after")
+    def _something_to_read(self) -> OpcUaMachine:
+        if not self.nodes and not self.browse_root:
+            raise ValueError("set nodes: {sensor: node id} or browse_root")
+        return self
+
+
+class OpcUaSource(_Strict):
+    name: str = Field(default="opcua", min_length=1, max_length=64)
+    endpoint: str = Field(pattern=r"^opc\.tcp://")
+    security: Literal["none", "basic256sha256_sign", "basic256sha256_sign_encrypt"] = "none"
+    certificate: Path | None = Field(default=None, description="client certificate (DER/PEM)")
+    private_key: Path | None = None
+    username: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    sampling_interval_ms: float = Field(default=100.0, ge=0, le=3_600_000)
+    publishing_interval_ms: float = Field(default=100.0, gt=0, le=3_600_000)
+    timeout_s: float = Field(default=5.0, gt=0, le=120)
+    reconnect_max_s: float = Field(default=10.0, gt=0, le=600)
+    machines: list[OpcUaMachine] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> OpcUaSource:
+        if self.security != "none" and not (self.certificate and self.private_key):
+            raise ValueError(f"security {self.security} needs certificate and private_key")
+        if self.username and not (self.password_env or self.password_file):
+            raise ValueError("username needs password_env or password_file")
+        return self
+
+    def password(self) -> str | None:
+        if self.password_file is not None:
+            return self.password_file.read_text(encoding="utf-8").strip()
+        if self.password_env is not None:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ValueError(f"environment variable {self.password_env} is not set")
+            return value
+        return None

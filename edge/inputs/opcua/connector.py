@@ -1,0 +1,281 @@
+"""OPC-UA input: subscriptions, assembled into one reading per machine per sample.
+
+Data-change notifications update the latest value of each node; every publishing interval a
+machine whose sample counter advanced (or, without a counter, whose values changed) emits one
+reading with every mapped sensor. When the connection drops the connector reconnects with
+back-off and subscribes again; a server restart is survived without a daemon restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from asyncua import Client, Node, ua
+
+from edge.inputs.opcua.config import OpcUaMachine, OpcUaSource
+from edge.metrics import EdgeMetrics
+from shared.catalog import SENSOR_INDEX
+from shared.logs import log_event
+from shared.message import CUSTOM_NAME_RE, Reading
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[..., None]
+_SECURITY = {
+    "basic256sha256_sign": "Basic256Sha256,Sign",
+    "basic256sha256_sign_encrypt": "Basic256Sha256,SignAndEncrypt",
+}
+
+
+@dataclass
+class MachineState:
+    config: OpcUaMachine
+    sensors: dict[str, str] = field(default_factory=dict)  # node id string -> sensor name
+    counter_node: str | None = None
+    values: dict[str, tuple[float | None, str]] = field(default_factory=dict)
+    counter: int | None = None
+    emitted_counter: int | None = None
+    changed: bool = False
+    source_ts: datetime | None = None
+    healthy: bool = False
+
+
+async def resolve_node_id(client: Client, text: str) -> ua.NodeId:
+    """``nsu=<uri>;s=...`` (namespace by URI) or any ``ns=<index>;...`` form."""
+    if text.startswith("nsu="):
+        uri, _, rest = text[4:].partition(";")
+        index = await client.get_namespace_index(uri)
+        return ua.NodeId.from_string(f"ns={index};{rest}")
+    return ua.NodeId.from_string(text)
+
+
+async def browse_sensors(root: Node) -> tuple[dict[str, ua.NodeId], ua.NodeId | None]:
+    """Variables below ``root`` whose browse names are sensor names; plus SampleCounter."""
+    found: dict[str, ua.NodeId] = {}
+    counter: ua.NodeId | None = None
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        for child in await node.get_children():
+            name = (await child.read_browse_name()).Name
+            node_class = await child.read_node_class()
+            if node_class == ua.NodeClass.Variable:
+                if name == "SampleCounter":
+                    counter = child.nodeid
+                elif name in SENSOR_INDEX or CUSTOM_NAME_RE.match(name):
+                    found[name] = child.nodeid
+            elif node_class == ua.NodeClass.Object:
+                stack.append(child)
+    return found, counter
+
+
+class _Handler:
+    def __init__(self, connector: OpcUaConnector) -> None:
+        self.connector = connector
+
+    def datachange_notification(self, node: Node, val: Any, data: Any) -> None:
+        self.connector._on_change(node.nodeid.to_string(), val, data.monitored_item.Value)
+
+    def status_change_notification(self, status: Any) -> None:
+        self.connector._lost.set()
+
+
+class OpcUaConnector:
+    def __init__(self, source: OpcUaSource, edge_id: str, emit: Emit, metrics: EdgeMetrics) -> None:
+        self.source = source
+        self.edge_id = edge_id
+        self.emit = emit
+        self.metrics = metrics
+        self._machines = [MachineState(m) for m in source.machines]
+        self._by_node: dict[str, MachineState] = {}
+        self._lost = asyncio.Event()
+
+    def health(self) -> dict[str, bool]:
+        return {m.config.machine_id: m.healthy for m in self._machines}
+
+    def _on_change(self, node_id: str, value: Any, data_value: ua.DataValue | None) -> None:
+        machine = self._by_node.get(node_id)
+        if machine is None:
+            return
+        status_ok = (
+            data_value is None or data_value.StatusCode is None or data_value.StatusCode.is_good()
+        )
+        if node_id == machine.counter_node:
+            if status_ok and value is not None:
+                machine.counter = int(value)
+                if data_value is not None and data_value.SourceTimestamp is not None:
+                    machine.source_ts = data_value.SourceTimestamp.replace(tzinfo=UTC)
+            return
+        sensor = machine.sensors[node_id]
+        number: float | None = None
+        if status_ok and isinstance(value, int | float) and not isinstance(value, bool):
+            number = float(value)
+            if not math.isfinite(number):
+                number = None
+        machine.values[sensor] = (number, "good" if number is not None else "bad")
+        machine.changed = True
+        if (
+            machine.counter_node is None
+            and data_value is not None
+            and data_value.SourceTimestamp is not None
+        ):
+            ts = data_value.SourceTimestamp.replace(tzinfo=UTC)
+            machine.source_ts = max(machine.source_ts or ts, ts)
+
+    def _emit_ready(self) -> None:
+        for machine in self._machines:
+            if machine.counter_node is not None:
+                if machine.counter is None or machine.counter == machine.emitted_counter:
+                    continue
+                machine.emitted_counter = machine.counter
+            elif not machine.changed:
+                continue
+            machine.changed = False
+            if not machine.values:
+                continue
+            core: dict[str, float | None] = {}
+            custom: dict[str, float] = {}
+            quality: dict[str, str] = {}
+            for sensor, (value, q) in machine.values.items():
+                if sensor in SENSOR_INDEX:
+                    core[sensor] = value
+                elif value is not None:
+                    custom[sensor] = value
+                if q != "good":
+                    quality[sensor] = q
+            reading = Reading(
+                machine.config.machine_id,
+                self.edge_id,
+                0,
+                machine.source_ts or datetime.now(UTC),
+                core,
+                custom,
+                quality,
+            )
+            self.metrics.readings_in.labels(self.source.name).inc()
+            self.emit(reading)
+
+    async def _connect(self) -> Client:
+        client = Client(self.source.endpoint, timeout=self.source.timeout_s)
+        client.application_uri = f"urn:rig-alpha:edge:{self.edge_id}"
+        if self.source.security != "none":
+            await client.set_security_string(
+                f"{_SECURITY[self.source.security]},{self.source.certificate},"
+                f"{self.source.private_key}"
+            )
+        if self.source.username:
+            client.set_user(self.source.username)
+            client.set_password(self.source.password() or "")
+
+        async def lost(exc: Exception) -> None:
+            self._lost.set()
+
+        client.connection_lost_callback = lost
+        await client.connect()
+        return client
+
+    async def _subscribe(self, client: Client) -> None:
+        self._by_node.clear()
+        nodes: list[Node] = []
+        for machine in self._machines:
+            machine.sensors.clear()
+            mapping: dict[str, ua.NodeId] = {}
+            counter: ua.NodeId | None = None
+            if machine.config.browse_root:
+                root = client.get_node(await resolve_node_id(client, machine.config.browse_root))
+                mapping, counter = await browse_sensors(root)
+            for sensor, text in machine.config.nodes.items():
+                mapping[sensor] = await resolve_node_id(client, text)
+            if machine.config.sample_counter:
+                counter = await resolve_node_id(client, machine.config.sample_counter)
+            for sensor, node_id in mapping.items():
+                key = node_id.to_string()
+                machine.sensors[key] = sensor
+                self._by_node[key] = machine
+                nodes.append(client.get_node(node_id))
+            if counter is not None:
+                machine.counter_node = counter.to_string()
+                self._by_node[machine.counter_node] = machine
+                # Subscribed last: a counter notification follows the sample's values.
+            machine.healthy = True
+            self.metrics.source_up.labels(self.source.name, machine.config.machine_id).set(1)
+        counters = [
+            client.get_node(ua.NodeId.from_string(m.counter_node))
+            for m in self._machines
+            if m.counter_node
+        ]
+        subscription = await client.create_subscription(
+            self.source.publishing_interval_ms, _Handler(self)
+        )
+        await subscription.subscribe_data_change(
+            nodes + counters, sampling_interval=self.source.sampling_interval_ms
+        )
+
+    def _mark_down(self) -> None:
+        for machine in self._machines:
+            machine.healthy = False
+            self.metrics.source_up.labels(self.source.name, machine.config.machine_id).set(0)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        failures = 0
+        while not stop.is_set():
+            client: Client | None = None
+            self._lost.clear()
+            try:
+                client = await self._connect()
+                await self._subscribe(client)
+                self.metrics.source_reconnects.labels(self.source.name).inc()
+                log_event(
+                    log,
+                    logging.INFO,
+                    "opcua subscribed",
+                    source=self.source.name,
+                    endpoint=self.source.endpoint,
+                    nodes=len(self._by_node),
+                )
+                failures = 0
+                interval = self.source.publishing_interval_ms / 1000.0
+                while not stop.is_set() and not self._lost.is_set():
+                    self._emit_ready()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=interval)
+                self._emit_ready()
+                if self._lost.is_set():
+                    log_event(
+                        log,
+                        logging.WARNING,
+                        "opcua connection lost; reconnecting",
+                        source=self.source.name,
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                self.metrics.source_errors.labels(self.source.name, "*").inc()
+                if failures == 1 or failures % 10 == 0:
+                    log_event(
+                        log,
+                        logging.WARNING,
+                        "opcua connect failed",
+                        source=self.source.name,
+                        error=f"{type(exc).__name__}: {exc}",
+                        attempt=failures,
+                    )
+            finally:
+                self._mark_down()
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(client.disconnect(), timeout=2)
+            if stop.is_set():
+                break
+            delay = min(self.source.reconnect_max_s, 0.5 * 2 ** min(failures, 6))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay * random.uniform(0.5, 1.0))
