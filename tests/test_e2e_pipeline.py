@@ -160,3 +160,48 @@ def test_http_path_survives_edge_kill_and_cloud_outage(
     result = verify_exactly_once(database_url, record, "edge-e2e", max_runs=2)
     print(f"stored {result.stored}; runs per machine {result.runs}")
     assert result.stored >= 100
+
+
+def test_kafka_broker_stop_and_start_loses_and_duplicates_nothing(
+    tmp_path: Path, log_dir: Path, database_url: str
+) -> None:
+    from tools.kafka_broker import KafkaBroker
+
+    broker = KafkaBroker(tmp_path / "kafka", log_file=log_dir / "kafka.log")
+    bootstrap = broker.start()
+    broker.create_topic("sensor-data", partitions=3)
+    record = tmp_path / "served.db"
+    sim, sim_port = start_simulator(log_dir, record, MACHINES, SIM_RATE_HZ)
+    cfg = edge_config(
+        tmp_path,
+        sim_port=sim_port,
+        machines=MACHINES,
+        poll_interval_s=POLL_INTERVAL_S,
+        output={
+            "kind": "kafka",
+            "bootstrap_servers": bootstrap,
+            "topic": "sensor-data",
+            "linger_ms": 5,
+            "message_timeout_ms": 5_000,
+        },
+    )
+    env = {"DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+    edge = Service("rig-edge", ["edge.cli", "run", "-c", str(cfg)], log_dir).start()
+    agg = Service("aggregator", ["cloud.cli", "aggregate"], log_dir, env).start()
+    try:
+        _grow(database_url, [sim, edge, agg], 30, "first readings")
+        broker.stop()  # the broker goes away; the edge keeps buffering
+        time.sleep(6.0)
+        health = edge_health(cfg)
+        assert health is not None and health["buffer"]["depth"] > 0
+        assert health["output"]["healthy"] is False
+        broker.start()  # same port, same log directory
+        _grow(database_url, [sim, edge, agg], 60, "readings after the broker came back")
+        assert sim.stop() == 0
+        _drain(cfg, database_url, [edge, agg])
+    finally:
+        for service in (edge, agg, sim):
+            service.stop()
+        broker.stop()
+    result = verify_exactly_once(database_url, record, "edge-e2e", max_runs=1)
+    assert result.stored >= 100

@@ -123,9 +123,16 @@ class ModbusConnector:
         self.metrics = metrics
         self._plans = {id(d): plan_reads(d) for d in source.devices}
         self._states = {d.machine_id: DeviceState() for d in source.devices}
-        self._client: ModbusBaseClient
+        self._client: ModbusBaseClient | None = None
+        # pymodbus matches responses by transaction id, but serialising requests per TCP
+        # connection keeps slow gateways (which often handle one request at a time) happy.
+        self._lock = asyncio.Lock()
+
+    def _make_client(self) -> ModbusBaseClient:
+        # Created inside run(): pymodbus binds its client to the running event loop.
+        source = self.source
         if source.transport == "rtu":
-            self._client = AsyncModbusSerialClient(
+            return AsyncModbusSerialClient(
                 str(source.serial_port),
                 framer=FramerType.RTU,
                 baudrate=source.baudrate,
@@ -137,24 +144,21 @@ class ModbusConnector:
                 reconnect_delay_max=10.0,
                 name=source.name,
             )
-        else:
-            self._client = AsyncModbusTcpClient(
-                source.host or "",
-                port=source.port,
-                timeout=source.timeout_s,
-                retries=source.retries,
-                reconnect_delay=0.5,
-                reconnect_delay_max=10.0,
-                name=source.name,
-            )
-        # pymodbus matches responses by transaction id, but serialising requests per TCP
-        # connection keeps slow gateways (which often handle one request at a time) happy.
-        self._lock = asyncio.Lock()
+        return AsyncModbusTcpClient(
+            source.host or "",
+            port=source.port,
+            timeout=source.timeout_s,
+            retries=source.retries,
+            reconnect_delay=0.5,
+            reconnect_delay_max=10.0,
+            name=source.name,
+        )
 
     def health(self) -> dict[str, bool]:
         return {m: s.healthy for m, s in self._states.items()}
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._client = self._make_client()
         tasks = [asyncio.create_task(self._poll_device(d, stop)) for d in self.source.devices]
         try:
             await stop.wait()
@@ -163,8 +167,10 @@ class ModbusConnector:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._client.close()
+            self._client = None
 
     async def _ensure_connected(self) -> bool:
+        assert self._client is not None
         if self._client.connected:
             return True
         ok = await self._client.connect()
@@ -205,6 +211,7 @@ class ModbusConnector:
         async with self._lock:
             if not await self._ensure_connected():
                 return None
+            assert self._client is not None
             if request.register == "holding":
                 response = await self._client.read_holding_registers(
                     request.start, count=request.count, device_id=device.unit_id

@@ -123,3 +123,43 @@ def test_polls_the_simulator_and_survives_a_dead_device(tmp_path: Path) -> None:
     assert len(per_machine["A"][0].values) == 50
     errors = metrics.source_errors.labels("dead", "Z")._value.get()
     assert errors >= 3
+
+
+@pytest.mark.integration
+def test_recovers_after_the_modbus_server_restarts(tmp_path: Path) -> None:
+    port = free_port()
+    config = simulator_edge_config(
+        sim_host="127.0.0.1",
+        sim_port=port,
+        machines=["A"],
+        output={},
+        buffer_path=tmp_path / "b.db",
+        poll_interval_s=0.05,
+    )
+    source = ModbusSource.model_validate({**config["sources"]["modbus"][0], "timeout_s": 0.3})
+    readings: list[Reading] = []
+    connector = ModbusConnector(source, "e1", readings.append, EdgeMetrics())
+
+    async def scenario() -> None:
+        stop_edge = asyncio.Event()
+        edge = asyncio.create_task(connector.run(stop_edge))
+        for _ in range(2):
+            stop_sim = asyncio.Event()
+            sim = asyncio.create_task(
+                run_simulator(SimConfig(machines=["A"], rate_hz=10, modbus_port=port), stop_sim)
+            )
+            before = len(readings)
+            for _ in range(80):
+                await asyncio.sleep(0.1)
+                if len(readings) >= before + 5:
+                    break
+            assert len(readings) >= before + 5, "no readings after the server (re)started"
+            assert connector.health() == {"A": True}
+            stop_sim.set()
+            await sim
+            await asyncio.sleep(1.0)
+            assert connector.health() == {"A": False}
+        stop_edge.set()
+        await edge
+
+    asyncio.run(scenario())
