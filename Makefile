@@ -31,7 +31,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Java 17 and Maven run the Kafka broker, Mosquitto is the MQTT broker of the tests;
+# Java 17 and Maven run the Kafka broker, Mosquitto is the MQTT broker of the tests,
+# systemd-analyze verifies the edge unit;
 # Debian packages them. Installed only when missing
 # and only as root (otherwise the message says what to install).
 system-deps:
@@ -39,6 +40,7 @@ system-deps:
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing; \
 	  else echo "please install:$$missing"; exit 1; fi; \

@@ -26,7 +26,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = _load(args.config)
     configure_logging("rig-edge", args.log_level or config.log_level)
-    run_daemon(config)
+    run_daemon(config, args.config)
     return 0
 
 

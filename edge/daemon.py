@@ -12,10 +12,11 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from edge.buffer import StoreAndForwardBuffer
-from edge.config import EdgeConfig
+from edge.config import EdgeConfig, load_edge_config
 from edge.detection import Detector, ThresholdDetector
 from edge.forwarding import Forwarder
 from edge.health import HealthServer
@@ -23,6 +24,7 @@ from edge.inputs.modbus.connector import ModbusConnector
 from edge.metrics import EdgeMetrics
 from edge.outputs.base import Output
 from edge.systemd import notify, watchdog_interval_s
+from shared.configfile import ConfigError
 from shared.logs import log_event
 from shared.message import Reading
 
@@ -148,7 +150,49 @@ class EdgeDaemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    def _start_connectors(self) -> tuple[asyncio.Event, list[asyncio.Task[None]]]:
+        connector_stop = asyncio.Event()
+        tasks = [asyncio.create_task(c.run(connector_stop)) for c in self.connectors]
+        return connector_stop, tasks
+
+    async def _apply_reload(
+        self, new: EdgeConfig, connector_stop: asyncio.Event, tasks: list[asyncio.Task[None]]
+    ) -> bool:
+        """Swap sources (and the output if it changed) without touching the buffer."""
+        fixed = {"edge_id": "edge_id", "buffer": "buffer", "metrics": "metrics"}
+        changed = [
+            name for name, attr in fixed.items() if getattr(new, attr) != getattr(self.config, attr)
+        ]
+        if changed:
+            log_event(
+                log,
+                logging.ERROR,
+                "reload refused: these settings need a restart",
+                settings=changed,
+            )
+            return False
+        connector_stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if new.output != self.config.output or new.forwarding != self.config.forwarding:
+            await asyncio.to_thread(self.forwarder.stop, 0.0)
+            self._output.close()
+            output, batch = build_output(new)
+            self.forwarder = Forwarder(self.buffer, output, batch, new.forwarding, self.metrics)
+            self._output = output
+            self.forwarder.start()
+        self.config = new
+        self.connectors = build_connectors(new, self._accept, self.metrics)
+        return True
+
+    async def run(
+        self,
+        stop: asyncio.Event,
+        reload: asyncio.Event | None = None,
+        load_config: Callable[[], EdgeConfig] | None = None,
+    ) -> None:
+        """Run until ``stop``. Each time ``reload`` is set (SIGHUP), ``load_config`` is
+        called: a valid config replaces the sources and output in place, keeping the buffer
+        and everything in it; an invalid one is logged and the running config stays."""
         if self.config.metrics.port:
             self._health_server = HealthServer(
                 self.config.metrics.host,
@@ -168,18 +212,52 @@ class EdgeDaemon:
             output=self.config.output.kind,
         )
         self.forwarder.start()
-        connector_stop = asyncio.Event()
-        tasks = [asyncio.create_task(c.run(connector_stop)) for c in self.connectors]
-        writer = asyncio.create_task(self._writer(connector_stop))
+        writer_stop = asyncio.Event()
+        writer = asyncio.create_task(self._writer(writer_stop))
+        connector_stop, tasks = self._start_connectors()
         watchdog = asyncio.create_task(self._watchdog(stop))
+        reload = reload or asyncio.Event()
         notify("READY=1")
         try:
-            await stop.wait()
+            while True:
+                stopper = asyncio.create_task(stop.wait())
+                reloader = asyncio.create_task(reload.wait())
+                await asyncio.wait({stopper, reloader}, return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                reloader.cancel()
+                if stop.is_set():
+                    break
+                reload.clear()
+                if load_config is None:
+                    continue
+                notify("RELOADING=1")
+                try:
+                    new = load_config()
+                except ConfigError as exc:
+                    log_event(
+                        log,
+                        logging.ERROR,
+                        "reload refused; the running config stays",
+                        error=str(exc),
+                    )
+                    notify("READY=1")
+                    continue
+                if await self._apply_reload(new, connector_stop, tasks):
+                    connector_stop, tasks = self._start_connectors()
+                    log_event(
+                        log,
+                        logging.INFO,
+                        "config reloaded",
+                        sources=len(new.sources.all()),
+                        output=new.output.kind,
+                    )
+                notify("READY=1")
         finally:
             notify("STOPPING=1")
             log_event(log, logging.INFO, "edge stopping")
             connector_stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
+            writer_stop.set()
             await writer  # commits whatever the sources produced up to now
             watchdog.cancel()
             await asyncio.to_thread(self.forwarder.stop, self.config.forwarding.shutdown_flush_s)
@@ -191,13 +269,16 @@ class EdgeDaemon:
             log_event(log, logging.INFO, "edge stopped", left_buffered=stats.depth)
 
 
-def run_daemon(config: EdgeConfig) -> None:
+def run_daemon(config: EdgeConfig, config_path: Path | None = None) -> None:
     async def main() -> None:
         stop = asyncio.Event()
+        reload = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, reload.set)
         daemon = EdgeDaemon(config)
-        await daemon.run(stop)
+        loader = (lambda: load_edge_config(config_path)) if config_path is not None else None
+        await daemon.run(stop, reload, loader)
 
     asyncio.run(main())
