@@ -33,6 +33,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args.config)
     sources = config.sources
+    if args.probe:
+        import asyncio
+
+        from edge.probe import probe_sources
+
+        results = asyncio.run(probe_sources(config))
+        for r in results:
+            print(f"{'ok  ' if r.ok else 'FAIL'} {r.source}: {r.target}: {r.detail}")
+        if not all(r.ok for r in results):
+            print(f"{args.config}: valid, but some sources did not answer", file=sys.stderr)
+            return 1
     print(
         f"{args.config}: OK — edge {config.edge_id}; sources: {len(sources.modbus)} Modbus, "
         f"{len(sources.opcua)} OPC-UA, {len(sources.mqtt)} MQTT; output {config.output.kind}; "
@@ -69,6 +80,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if isinstance(report.get("daemon"), dict) else 1
 
 
+def cmd_scan(args: argparse.Namespace) -> int:
+    from edge.scan import run_scan_modbus, run_scan_opcua
+
+    try:
+        if args.protocol == "modbus":
+            units = [int(u) for u in args.units.split(",")]
+            tables = ["holding", "input"] if args.table == "both" else [args.table]
+            print(
+                run_scan_modbus(args.host, args.port, units, args.start, args.end, tables)
+                or "no register answered"
+            )
+        else:
+            print(run_scan_opcua(args.endpoint, args.depth))
+    except (ConnectionError, OSError, TimeoutError) as exc:
+        print(f"scan failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rig-edge",
@@ -97,7 +127,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate the config file and exit")
     add_config(check)
+    check.add_argument(
+        "--probe",
+        action="store_true",
+        help="also read every source once (exit 1 if any does not answer)",
+    )
     check.set_defaults(func=cmd_check_config)
+
+    scan = sub.add_parser("scan", help="discover Modbus registers or OPC-UA nodes")
+    scan_sub = scan.add_subparsers(dest="protocol", required=True)
+    scan_modbus = scan_sub.add_parser("modbus", help="which registers answer")
+    scan_modbus.add_argument("--host", required=True)
+    scan_modbus.add_argument("--port", type=int, default=502)
+    scan_modbus.add_argument("--units", default="1", help="comma-separated unit ids")
+    scan_modbus.add_argument("--start", type=int, default=0)
+    scan_modbus.add_argument("--end", type=int, default=200, help="exclusive")
+    scan_modbus.add_argument("--table", choices=["holding", "input", "both"], default="both")
+    scan_opcua = scan_sub.add_parser("opcua", help="browse the node tree")
+    scan_opcua.add_argument("--endpoint", required=True, help="opc.tcp://host:port/path")
+    scan_opcua.add_argument("--depth", type=int, default=6)
+    scan.set_defaults(func=cmd_scan)
 
     status = sub.add_parser("status", help="buffer figures and the running daemon's health")
     add_config(status)
