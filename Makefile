@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 PYTEST_ARGS ?=
 
 .PHONY: help venv system-deps kafka-jars test test-unit test-integration lint demo kafka \
-        bench-e2e bench-sim clean
+        bench-e2e bench-sim bench-edge clean
 
 help:
 	@echo "make demo        simulator + edge + cloud (embedded PostgreSQL) on http://127.0.0.1:8080"
@@ -20,6 +20,7 @@ help:
 	@echo "make kafka       a local Kafka broker for manual use"
 	@echo "make bench-e2e   end-to-end throughput and latency benchmark (JSON on the last line)"
 	@echo "make bench-sim   simulator rate for 1, 10 and 100 machines at 100 Hz (JSON)"
+	@echo "make bench-edge  edge pipeline, Modbus acquisition, backlog drain, RSS, idle CPU (JSON)"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "python3 is required"; exit 1; }
@@ -73,6 +74,9 @@ bench-e2e: venv kafka-jars
 
 bench-sim: venv
 	$(PY) -m benchmarks.bench_sim
+
+bench-edge: venv system-deps kafka-jars
+	$(PY) -m benchmarks.bench_edge
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

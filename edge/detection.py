@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from shared.catalog import SENSORS_BY_NAME, Thresholds, ThresholdState
+from shared.catalog import SENSORS_BY_NAME, Thresholds
 from shared.message import Reading
 
 
@@ -27,6 +27,9 @@ class ThresholdDetector:
     def __init__(self, overrides: Mapping[str, Mapping[str, Thresholds]] | None = None) -> None:
         self._defaults = {name: spec.thresholds() for name, spec in SENSORS_BY_NAME.items()}
         self._overrides = {m: dict(t) for m, t in (overrides or {}).items()}
+        # Per machine: sensor -> (low, high, warn_low, warn_high) as plain floats (inf for
+        # "no limit"), so scoring is a few comparisons per value on the hot path.
+        self._limits: dict[str, dict[str, tuple[float, float, float, float]]] = {}
 
     def thresholds_for(self, machine_id: str, sensor: str) -> Thresholds | None:
         machine = self._overrides.get(machine_id)
@@ -34,23 +37,40 @@ class ThresholdDetector:
             return machine[sensor]
         return self._defaults.get(sensor)
 
+    def _limits_for(self, machine_id: str) -> dict[str, tuple[float, float, float, float]]:
+        limits = self._limits.get(machine_id)
+        if limits is None:
+            inf = float("inf")
+            limits = {}
+            for name in self._defaults:
+                t = self.thresholds_for(machine_id, name)
+                if t is None:
+                    continue
+                wl, wh = t.effective_warn_low, t.effective_warn_high
+                limits[name] = (
+                    -inf if t.low is None else t.low,
+                    inf if t.high is None else t.high,
+                    -inf if wl is None else wl,
+                    inf if wh is None else wh,
+                )
+            self._limits[machine_id] = limits
+        return limits
+
     def score(self, reading: Reading) -> dict[str, Any]:
+        limits = self._limits_for(reading.machine_id)
         critical: list[str] = []
         warning: list[str] = []
         worst = 0.0
         for name, value in reading.values.items():
-            limits = self.thresholds_for(reading.machine_id, name)
-            if limits is None or value is None:
+            bounds = limits.get(name)
+            if bounds is None or value is None:
                 continue
-            state = limits.classify(value)
-            if state is ThresholdState.CRITICAL:
+            low, high, warn_low, warn_high = bounds
+            if value < low or value > high:
                 critical.append(name)
-                low = limits.low if limits.low is not None else value
-                high = limits.high if limits.high is not None else value
-                band = (high - low) or 1.0
-                excursion = max(low - value, value - high, 0.0) / abs(band)
-                worst = max(worst, excursion)
-            elif state is ThresholdState.WARNING:
+                band = (high - low) if high - low not in (0.0, float("inf")) else 1.0
+                worst = max(worst, max(low - value, value - high) / abs(band))
+            elif value < warn_low or value > warn_high:
                 warning.append(name)
         return {
             "method": self.method,

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.catalog import SENSOR_INDEX
-from shared.message import CUSTOM_NAME_RE, MACHINE_ID_RE
+from shared.configtypes import MachineId, SensorName
 
 DataType = Literal["int16", "uint16", "int32", "uint32", "float32", "float64", "uint64", "int64"]
 REGISTER_WIDTH: dict[str, int] = {
@@ -32,7 +31,7 @@ class _Strict(BaseModel):
 class RegisterField(_Strict):
     """One value in a device's register map."""
 
-    name: str = Field(description="Core sensor name or a snake_case custom sensor name")
+    name: SensorName = Field(description="Core sensor name or a snake_case custom sensor name")
     address: int = Field(ge=0, le=65535)
     type: DataType = "float32"
     register_kind: Literal["holding", "input"] = Field(default="holding", alias="register")
@@ -40,15 +39,6 @@ class RegisterField(_Strict):
     word_order: Literal["big", "little"] = "big"
     scale: float = 1.0
     offset: float = 0.0
-
-    @field_validator("name")
-    @classmethod
-    def _known_name(cls, name: str) -> str:
-        if name not in SENSOR_INDEX and not CUSTOM_NAME_RE.match(name):
-            raise ValueError(
-                f"{name!r} is neither a core sensor nor a snake_case custom sensor name"
-            )
-        return name
 
     @property
     def width(self) -> int:
@@ -77,7 +67,7 @@ class TimestampField(_Strict):
 
 
 class ModbusDevice(_Strict):
-    machine_id: str
+    machine_id: MachineId
     unit_id: int = Field(default=1, ge=0, le=255)
     poll_interval_s: float = Field(default=1.0, gt=0.0, le=3600.0)
     fields: list[RegisterField] = Field(min_length=1)
@@ -86,13 +76,6 @@ class ModbusDevice(_Strict):
     # Registers of no interest between two fields are read anyway when the gap is at most
     # this many: one longer request is cheaper than two round trips.
     max_gap: int = Field(default=16, ge=0, le=100)
-
-    @field_validator("machine_id")
-    @classmethod
-    def _machine(cls, value: str) -> str:
-        if not MACHINE_ID_RE.match(value):
-            raise ValueError("1-32 letters, digits, '_', '.', '-' starting with a letter or digit")
-        return value
 
     @model_validator(mode="after")
     def _unique_names(self) -> ModbusDevice:

@@ -3,14 +3,12 @@ to machines and sensors."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.catalog import SENSOR_INDEX
-from shared.message import CUSTOM_NAME_RE, MACHINE_ID_RE
+from shared.configtypes import MachineId, SensorName, read_secret
 
 
 class _Strict(BaseModel):
@@ -33,30 +31,15 @@ class MqttSubscription(_Strict):
     """
 
     topic: str = Field(min_length=1)
-    machine: str | None = None
+    machine: MachineId | None = None
     machine_from_topic: int | None = Field(default=None, ge=0)
     machine_path: str | None = None
     values_path: str | None = None
-    fields: dict[str, str] = Field(default_factory=dict)
+    fields: dict[SensorName, str] = Field(default_factory=dict)
     sensor_from_topic: int | None = Field(default=None, ge=0)
     value_path: str | None = None
     timestamp_path: str | None = None
     timestamp_format: Literal["iso8601", "unix_s", "unix_ms"] = "iso8601"
-
-    @field_validator("machine")
-    @classmethod
-    def _machine(cls, value: str | None) -> str | None:
-        if value is not None and not MACHINE_ID_RE.match(value):
-            raise ValueError("1-32 letters, digits, '_', '.', '-' starting with a letter or digit")
-        return value
-
-    @field_validator("fields")
-    @classmethod
-    def _names(cls, fields: dict[str, str]) -> dict[str, str]:
-        for name in fields:
-            if name not in SENSOR_INDEX and not CUSTOM_NAME_RE.match(name):
-                raise ValueError(f"{name!r} is neither a core sensor nor a snake_case name")
-        return fields
 
     @model_validator(mode="after")
     def _complete(self) -> MqttSubscription:
@@ -97,11 +80,4 @@ class MqttSource(_Strict):
     subscriptions: list[MqttSubscription] = Field(min_length=1)
 
     def password(self) -> str | None:
-        if self.password_file is not None:
-            return self.password_file.read_text(encoding="utf-8").strip()
-        if self.password_env is not None:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ValueError(f"environment variable {self.password_env} is not set")
-            return value
-        return None
+        return read_secret(self.password_env, self.password_file)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.catalog import SENSOR_INDEX
-from shared.message import CUSTOM_NAME_RE, MACHINE_ID_RE
+from shared.configtypes import MachineId, SensorName, read_secret
 
 
 class _Strict(BaseModel):
@@ -24,27 +22,12 @@ class OpcUaMachine(_Strict):
     below that object whose browse name is a sensor name (core or snake_case custom).
     """
 
-    machine_id: str
-    nodes: dict[str, str] = Field(default_factory=dict)
+    machine_id: MachineId
+    nodes: dict[SensorName, str] = Field(default_factory=dict)
     browse_root: str | None = Field(default=None, description="e.g. nsu=urn:x;s=Rig/A")
     sample_counter: str | None = Field(
         default=None, description="node the device bumps per sample; a reading per change"
     )
-
-    @field_validator("machine_id")
-    @classmethod
-    def _machine(cls, value: str) -> str:
-        if not MACHINE_ID_RE.match(value):
-            raise ValueError("1-32 letters, digits, '_', '.', '-' starting with a letter or digit")
-        return value
-
-    @field_validator("nodes")
-    @classmethod
-    def _names(cls, nodes: dict[str, str]) -> dict[str, str]:
-        for name in nodes:
-            if name not in SENSOR_INDEX and not CUSTOM_NAME_RE.match(name):
-                raise ValueError(f"{name!r} is neither a core sensor nor a snake_case name")
-        return nodes
 
     @model_validator(mode="after")
     def _something_to_read(self) -> OpcUaMachine:
@@ -77,11 +60,4 @@ class OpcUaSource(_Strict):
         return self
 
     def password(self) -> str | None:
-        if self.password_file is not None:
-            return self.password_file.read_text(encoding="utf-8").strip()
-        if self.password_env is not None:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ValueError(f"environment variable {self.password_env} is not set")
-            return value
-        return None
+        return read_secret(self.password_env, self.password_file)

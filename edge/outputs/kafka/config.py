@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shared.configtypes import read_secret
 
 
 class KafkaOutputConfig(BaseModel):
@@ -44,14 +45,7 @@ class KafkaOutputConfig(BaseModel):
         return self
 
     def sasl_password(self) -> str | None:
-        if self.sasl_password_file is not None:
-            return self.sasl_password_file.read_text(encoding="utf-8").strip()
-        if self.sasl_password_env is not None:
-            value = os.environ.get(self.sasl_password_env)
-            if value is None:
-                raise ValueError(f"environment variable {self.sasl_password_env} is not set")
-            return value
-        return None
+        return read_secret(self.sasl_password_env, self.sasl_password_file)
 
     def producer_settings(self) -> dict[str, object]:
         settings: dict[str, object] = {
