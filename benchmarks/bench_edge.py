@@ -19,7 +19,6 @@ import os
 import resource
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -196,9 +195,9 @@ def bench_modbus(work: Path, logs: Path, seconds: float) -> dict[str, float]:
 
 
 def bench_daemon(
-    work: Path, logs: Path, bootstrap: str, topic: str, seconds: float
+    work: Path, logs: Path, bootstrap: str, topic: str, seconds: float, all_protocols: bool = True
 ) -> dict[str, float]:
-    broker_dir = work / "mosquitto"
+    broker_dir = work / f"mosquitto-{all_protocols}"
     broker_dir.mkdir()
     mqtt = Mosquitto(broker_dir)
     mqtt.start()
@@ -270,7 +269,10 @@ def bench_daemon(
                 ],
             }
         ]
-        path = work / "daemon.yaml"
+        if not all_protocols:
+            del config["sources"]["opcua"], config["sources"]["mqtt"]
+        config["buffer"]["path"] = str(work / f"daemon-{all_protocols}.db")
+        path = work / f"daemon-{all_protocols}.yaml"
         path.write_text(yaml.safe_dump(config))
         edge = Service(
             "rig-edge", ["edge.cli", "run", "-c", str(path), "--log-level", "WARNING"], logs
@@ -282,6 +284,8 @@ def bench_daemon(
         time.sleep(seconds)
         cpu = process.cpu_percent(None)
         rss = process.memory_info().rss / 1e6
+        if not all_protocols:
+            return {"idle_cpu_pct_modbus_only": round(cpu, 2)}
         return {
             "rss_mb": round(rss, 1),
             "idle_cpu_pct": round(cpu, 2),
@@ -301,6 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipeline-readings", type=int, default=100_000)
     parser.add_argument("--backlog", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--only",
+        choices=["pipeline", "modbus", "drain", "daemon"],
+        default=None,
+        help="run one part only",
+    )
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-edge-"))
     logs = work / "logs"
@@ -310,14 +320,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bootstrap = broker.start()
         broker.create_topic("bench", partitions=3)
-        _say("pipeline …")
-        result.update(bench_pipeline(work, bootstrap, "bench", args.pipeline_readings))
-        _say("modbus acquisition …")
-        result.update(bench_modbus(work, logs, args.seconds))
-        _say("drain …")
-        result.update(bench_drain(work, bootstrap, "bench", args.backlog))
-        _say("daemon footprint …")
-        result.update(bench_daemon(work, logs, bootstrap, "bench", args.seconds))
+        if args.only in (None, "pipeline"):
+            _say("pipeline …")
+            result.update(bench_pipeline(work, bootstrap, "bench", args.pipeline_readings))
+        if args.only in (None, "modbus"):
+            _say("modbus acquisition …")
+            result.update(bench_modbus(work, logs, args.seconds))
+        if args.only in (None, "drain"):
+            _say("drain …")
+            result.update(bench_drain(work, bootstrap, "bench", args.backlog))
+        if args.only in (None, "daemon"):
+            _say("daemon footprint …")
+            result.update(bench_daemon(work, logs, bootstrap, "bench", args.seconds))
+            result.update(
+                bench_daemon(work, logs, bootstrap, "bench", args.seconds, all_protocols=False)
+            )
         result["machine"] = {"cpus": os.cpu_count()}
     finally:
         broker.stop()

@@ -181,19 +181,19 @@ class StoreAndForwardBuffer:
         return dropped, dropped_bytes
 
     # -- forwarder ----------------------------------------------------------------------
-    def peek(self, limit: int, after_seq: int | None = None) -> list[BufferedReading]:
-        """Oldest buffered readings in sequence order (optionally after ``after_seq``)."""
+    def peek(
+        self, limit: int, after_seq: int | None = None, before_seq: int | None = None
+    ) -> list[BufferedReading]:
+        """Oldest buffered readings in sequence order, optionally only those with
+        ``after_seq < seq < before_seq``."""
+        low = -1 if after_seq is None else after_seq
+        high = 2**63 - 1 if before_seq is None else before_seq
         with self._lock:
-            if after_seq is None:
-                rows = self._conn.execute(
-                    "SELECT seq, machine_id, payload FROM readings ORDER BY seq LIMIT ?", (limit,)
-                ).fetchall()
-            else:
-                rows = self._conn.execute(
-                    "SELECT seq, machine_id, payload FROM readings WHERE seq > ? "
-                    "ORDER BY seq LIMIT ?",
-                    (after_seq, limit),
-                ).fetchall()
+            rows = self._conn.execute(
+                "SELECT seq, machine_id, payload FROM readings WHERE seq > ? AND seq < ? "
+                "ORDER BY seq LIMIT ?",
+                (low, high, limit),
+            ).fetchall()
         return [BufferedReading(int(s), m, bytes(p)) for s, m, p in rows]
 
     def wait_for_data(self, timeout: float) -> bool:

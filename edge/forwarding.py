@@ -12,7 +12,7 @@ import random
 import threading
 import time
 
-from edge.buffer import StoreAndForwardBuffer
+from edge.buffer import BufferedReading, StoreAndForwardBuffer
 from edge.config import ForwardingConfig
 from edge.metrics import EdgeMetrics
 from edge.outputs.base import Output, SendResult
@@ -40,6 +40,7 @@ class Forwarder:
         self._thread = threading.Thread(target=self._run, name="forwarder", daemon=True)
         self.healthy = False
         self.last_error: str | None = None
+        self._live_from: int | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -59,10 +60,35 @@ class Forwarder:
             return False
         return self._drain_deadline is None or time.monotonic() >= self._drain_deadline
 
+    def _next_batch(self) -> list[BufferedReading]:
+        """Oldest first; but after an outage, live readings go out beside the backlog.
+
+        When the backlog exceeds two batches, everything committed from then on is "live":
+        each round sends half a batch of the oldest live readings and fills the rest from the
+        backlog, both lanes in sequence order, until the backlog is gone. Operators see
+        current values at once instead of after the whole outage has been replayed; the
+        cloud stores by timestamp and drops repeats by key, so nothing depends on the
+        interleaving.
+        """
+        if self._live_from is None:
+            stats = self.buffer.stats()
+            if stats.depth > 2 * self.batch_size:
+                self._live_from = stats.next_seq
+                log_event(log, logging.INFO, "draining backlog beside live data",
+                          backlog=stats.depth)
+            else:
+                return self.buffer.peek(self.batch_size)
+        live = self.buffer.peek(self.batch_size // 2, after_seq=self._live_from - 1)
+        backlog = self.buffer.peek(self.batch_size - len(live), before_seq=self._live_from)
+        if not backlog:
+            self._live_from = None
+            log_event(log, logging.INFO, "backlog drained")
+        return backlog + live
+
     def _run(self) -> None:
         failures = 0
         while not self._stopping():
-            batch = self.buffer.peek(self.batch_size)
+            batch = self._next_batch()
             if not batch:
                 if self._stop.is_set():
                     break
