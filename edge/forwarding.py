@@ -74,8 +74,9 @@ class Forwarder:
             stats = self.buffer.stats()
             if stats.depth > 2 * self.batch_size:
                 self._live_from = stats.next_seq
-                log_event(log, logging.INFO, "draining backlog beside live data",
-                          backlog=stats.depth)
+                log_event(
+                    log, logging.INFO, "draining backlog beside live data", backlog=stats.depth
+                )
             else:
                 return self.buffer.peek(self.batch_size)
         live = self.buffer.peek(self.batch_size // 2, after_seq=self._live_from - 1)

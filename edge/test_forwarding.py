@@ -51,8 +51,7 @@ def test_in_order_and_deleted_after_confirmation_with_retries(tmp_path: Path) ->
     buffer = StoreAndForwardBuffer(tmp_path / "b.db")
     seqs = _fill(buffer, 25)
     output = RecordingOutput(fail_first=2)
-    forwarder = Forwarder(buffer, output, 10, ForwardingConfig(retry_initial_s=0.01),
-                          EdgeMetrics())
+    forwarder = Forwarder(buffer, output, 10, ForwardingConfig(retry_initial_s=0.01), EdgeMetrics())
     _run_until_empty(forwarder, buffer)
     sent = [s for batch in output.batches for s in batch]
     assert sent == seqs

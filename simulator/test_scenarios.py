@@ -18,10 +18,9 @@ from simulator.cli import main as sim_main
 from simulator.config import SimConfig, load_scenario
 from simulator.register_map import decode_float32_be
 from simulator.server import run_simulator
-from tests.support.processes import free_port
+from tests.support.processes import free_port, shared_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-SKAB = ROOT.parent / "shared" / "data" / "skab" / "valve1" / "0.csv"
 
 
 def _run(config: SimConfig, seconds: float, during=None) -> None:  # type: ignore[no-untyped-def]
@@ -135,16 +134,17 @@ def test_faults_are_visible_where_the_ground_truth_says(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_skab_replay_serves_rows_in_order_over_modbus(tmp_path: Path) -> None:
+    skab = shared_data_dir() / "skab" / "valve1" / "0.csv"
     config = load_scenario(ROOT / "simulator" / "scenarios" / "skab-replay.yaml")
     config = config.model_copy(
         update={
             "rate_hz": 200.0,
             "record_path": tmp_path / "rec.db",
             "modbus": config.modbus.model_copy(update={"port": free_port()}),
-            "replay": [config.replay[0].model_copy(update={"file": SKAB})],
+            "replay": [config.replay[0].model_copy(update={"file": skab})],
         }
     )
-    with SKAB.open() as handle:
+    with skab.open() as handle:
         rows = list(csv.DictReader(handle, delimiter=";"))
     f32 = lambda x: struct.unpack(">f", struct.pack(">f", float(x)))[0]  # noqa: E731
     polled: list[tuple[int, list[float]]] = []

@@ -145,3 +145,15 @@ class Mosquitto:
             self.proc.terminate()
             self.proc.wait(10)
         self.proc = None
+
+
+def shared_data_dir() -> Path:
+    """The project's data sets (SKAB, C-MAPSS): ``$RIG_SHARED_DATA`` or ``../shared/data``
+    beside the checkout, as on every developer machine and in CI."""
+    import os
+
+    root = Path(__file__).resolve().parents[2]
+    path = Path(os.environ.get("RIG_SHARED_DATA", root.parent / "shared" / "data"))
+    if not path.is_dir():
+        raise AssertionError(f"data sets not found at {path}: set RIG_SHARED_DATA")
+    return path

@@ -163,3 +163,46 @@ def test_recovers_after_the_modbus_server_restarts(tmp_path: Path) -> None:
         await edge
 
     asyncio.run(scenario())
+
+
+@pytest.mark.integration
+def test_modbus_rtu_source_reads_the_simulator_over_a_serial_line(tmp_path: Path) -> None:
+    link = tmp_path / "ttyRIG"
+    config = simulator_edge_config(
+        sim_host="127.0.0.1",
+        sim_port=1,
+        machines=["A", "B"],
+        output={},
+        buffer_path=tmp_path / "b.db",
+        poll_interval_s=0.2,
+    )
+    doc = config["sources"]["modbus"][0]
+    doc.update(transport="rtu", serial_port=str(link), baudrate=115200, timeout_s=1.0)
+    doc.pop("host")
+    source = ModbusSource.model_validate(doc)
+    readings: list[Reading] = []
+
+    async def scenario() -> None:
+        stop_sim, stop_edge = asyncio.Event(), asyncio.Event()
+        sim_config = SimConfig.model_validate(
+            {
+                "machines": ["A", "B"],
+                "rate_hz": 5,
+                "modbus": {"enabled": False},
+                "modbus_rtu": {"enabled": True, "link": str(link), "baudrate": 115200},
+            }
+        )
+        sim = asyncio.create_task(run_simulator(sim_config, stop_sim))
+        await asyncio.sleep(0.3)
+        connector = ModbusConnector(source, "e1", readings.append, EdgeMetrics())
+        task = asyncio.create_task(connector.run(stop_edge))
+        await asyncio.sleep(2.0)
+        stop_edge.set()
+        await task
+        stop_sim.set()
+        await sim
+
+    asyncio.run(scenario())
+    machines = {r.machine_id for r in readings}
+    assert machines == {"A", "B"}
+    assert all(len(r.values) == 50 and not r.quality for r in readings)
