@@ -232,7 +232,7 @@ def test_cmapss_rows_of_one_engine_in_cycle_order() -> None:
     spec = ReplaySpec.model_validate(
         {
             "machine": "A",
-            "file": str(ROOT.parent / "shared/data/cmapss/train_FD001.txt"),
+            "file": str(shared_data_dir() / "cmapss/train_FD001.txt"),
             "format": "cmapss",
             "cmapss_unit": 2,
             "columns": {"cycle": "gear_wear", "s_4": "exhaust_temp", "s_11": "fluid_pressure"},
