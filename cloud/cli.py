@@ -3,6 +3,8 @@
 Configuration comes from the environment: DATABASE_URL (or DATABASE_URL_FILE); without it an
 embedded PostgreSQL is started under --data-dir (demo and tests only).
 KAFKA_BOOTSTRAP_SERVERS enables Kafka (ingest produces to it; ``aggregate`` consumes it).
+RIG_PARTITION_AHEAD_DAYS (3) and RIG_RETENTION_DAYS (0: keep all) govern the daily
+partitions of sensor_readings, maintained hourly by every aggregator.
 RIG_INGEST_API_KEY or RIG_INGEST_API_KEY_FILE: the ingest API key (required by ``serve``).
 """
 
@@ -37,6 +39,33 @@ def _settings_with_database(args: argparse.Namespace) -> tuple[CloudSettings, ob
     return dataclasses.replace(settings, database_url=url), pg
 
 
+def _maintain(settings: CloudSettings) -> object:
+    from cloud.db.partitions import maintain_partitions
+
+    return maintain_partitions(
+        settings.database_url or "",
+        ahead_days=settings.partition_ahead_days,
+        retention_days=settings.retention_days,
+    )
+
+
+def cmd_maintain(args: argparse.Namespace) -> int:
+    from cloud.db.migrate import apply_migrations
+
+    settings, pg = _settings_with_database(args)
+    try:
+        apply_migrations(settings.database_url or "")
+        result = _maintain(settings)
+        print(
+            f"partitions created: {result.created or 'none'}; "  # type: ignore[attr-defined]
+            f"dropped: {result.dropped or 'none'}"
+        )  # type: ignore[attr-defined]
+    finally:
+        if pg is not None:
+            pg.stop()  # type: ignore[attr-defined]
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from cloud.db.migrate import apply_migrations
 
@@ -59,6 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings, pg = _settings_with_database(args)
     try:
         apply_migrations(settings.database_url or "")
+        _maintain(settings)
         app = create_app(settings)
         log_event(
             log,
@@ -166,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="embedded PostgreSQL port (default: a free one)",
         )
 
-    serve = sub.add_parser("serve", help="run the REST API (and dashboard)")
+    serve = sub.add_parser("serve", help="run the REST API")
     add_db(serve)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
@@ -185,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply pending schema migrations and exit")
     add_db(migrate)
     migrate.set_defaults(func=cmd_migrate)
+
+    maintain = sub.add_parser(
+        "maintain", help="create partitions ahead and drop those past RIG_RETENTION_DAYS"
+    )
+    add_db(maintain)
+    maintain.set_defaults(func=cmd_maintain)
 
     embedded = sub.add_parser("embedded-db", help="run an embedded PostgreSQL (demo/tests)")
     add_db(embedded)

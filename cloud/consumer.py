@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 
 import psycopg
@@ -35,11 +36,16 @@ class Aggregator:
         batch_size: int = 2000,
         kafka_extra: dict[str, str] | None = None,
         on_stored: Callable[[int], None] | None = None,
+        maintenance: Callable[[], object] | None = None,
+        maintenance_interval_s: float = 3600.0,
     ) -> None:
         self.topic = topic
         self.database_url = database_url
         self.batch_size = batch_size
         self.on_stored = on_stored
+        self.maintenance = maintenance
+        self.maintenance_interval_s = maintenance_interval_s
+        self._next_maintenance = 0.0
         settings: dict[str, object] = {
             "bootstrap.servers": bootstrap,
             "group.id": group,
@@ -71,6 +77,7 @@ class Aggregator:
         failures = 0
         try:
             while not stop.is_set():
+                self._maybe_maintain()
                 # Block for the first message only, then take whatever is already fetched:
                 # low latency when the stream is thin, big batches when it is thick.
                 first = self._consumer.poll(0.5)
@@ -98,6 +105,18 @@ class Aggregator:
                     stop.wait(delay)
         finally:
             self._close()
+
+    def _maybe_maintain(self) -> None:
+        """Partition upkeep (create ahead, drop past retention) once an hour; a failure is
+        logged and retried next time, never stopping consumption."""
+        if self.maintenance is None or time.monotonic() < self._next_maintenance:
+            return
+        self._next_maintenance = time.monotonic() + self.maintenance_interval_s
+        try:
+            self.maintenance()
+        except (psycopg.Error, OSError) as exc:
+            self._next_maintenance = time.monotonic() + 30.0
+            log_event(log, logging.WARNING, "partition maintenance failed", error=str(exc))
 
     def _rewind(self, messages: list[Message]) -> None:
         """Seek each partition back to the first message of the failed batch."""

@@ -52,6 +52,8 @@ class CloudSettings:
     max_batch_readings: int = 5000
     pool_min: int = 2
     pool_max: int = 10
+    partition_ahead_days: int = 3
+    retention_days: int = 0  # 0: keep every partition
     kafka_extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -76,5 +78,7 @@ class CloudSettings:
             max_batch_readings=_int("RIG_MAX_BATCH_READINGS", 5000, 1, 100_000),
             pool_min=_int("RIG_DB_POOL_MIN", 2, 1, 100),
             pool_max=_int("RIG_DB_POOL_MAX", 10, 1, 500),
+            partition_ahead_days=_int("RIG_PARTITION_AHEAD_DAYS", 3, 1, 366),
+            retention_days=_int("RIG_RETENTION_DAYS", 0, 0, 36_500),
             kafka_extra=extra,
         )

@@ -36,7 +36,7 @@ AS SELECT {_COLUMN_LIST} FROM sensor_readings WITH NO DATA
 _MERGE = f"""
 INSERT INTO sensor_readings ({_COLUMN_LIST})
 SELECT {_COLUMN_LIST} FROM staging_readings
-ON CONFLICT (edge_id, seq) DO NOTHING
+ON CONFLICT (edge_id, seq, "timestamp") DO NOTHING
 RETURNING machine_id, "timestamp", edge_id, seq
 """
 

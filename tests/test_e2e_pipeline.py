@@ -17,6 +17,7 @@ from tests.support.pipeline import (
     start_simulator,
     stored_count,
     verify_exactly_once,
+    wait_all_stored,
 )
 from tests.support.processes import Service, free_port, http_ok, wait_until
 
@@ -31,20 +32,6 @@ POLL_INTERVAL_S = 0.05
 def _grow(database_url: str, services: list[Service], by: int, what: str) -> None:
     start = stored_count(database_url)
     wait_until(lambda: stored_count(database_url) >= start + by, 60, what, services=services)
-
-
-def _drain(edge_cfg: Path, database_url: str, services: list[Service]) -> None:
-    """After the simulator stops: wait until the edge buffer is empty and storage settles."""
-
-    def drained() -> bool:
-        health = edge_health(edge_cfg)
-        return health is not None and health["buffer"]["depth"] == 0
-
-    wait_until(drained, 60, "edge buffer to drain", services=services)
-    last = -1
-    while (now := stored_count(database_url)) != last:
-        last = now
-        time.sleep(1.5)
 
 
 def test_kafka_path_survives_edge_and_aggregator_kills(
@@ -97,7 +84,7 @@ def test_kafka_path_survives_edge_and_aggregator_kills(
         _grow(database_url, everyone, 15, "readings after the aggregator stop/start")
 
         assert sim.stop() == 0
-        _drain(cfg, database_url, [edge, agg])
+        wait_all_stored(database_url, cfg, [edge, agg])
     finally:
         for service in (edge, agg, sim):
             service.stop()
@@ -152,7 +139,7 @@ def test_http_path_survives_edge_kill_and_cloud_outage(
         _grow(database_url, [sim, edge, cloud], 30, "readings after the cloud came back")
 
         assert sim.stop() == 0
-        _drain(cfg, database_url, [edge, cloud])
+        wait_all_stored(database_url, cfg, [edge, cloud])
     finally:
         for service in (edge, cloud, sim):
             service.stop()
@@ -198,7 +185,7 @@ def test_kafka_broker_stop_and_start_loses_and_duplicates_nothing(
         broker.start()  # same port, same log directory
         _grow(database_url, [sim, edge, agg], 60, "readings after the broker came back")
         assert sim.stop() == 0
-        _drain(cfg, database_url, [edge, agg])
+        wait_all_stored(database_url, cfg, [edge, agg])
     finally:
         for service in (edge, agg, sim):
             service.stop()

@@ -158,9 +158,10 @@ class KafkaBroker:
         if (self.data_dir / "logs" / "meta.properties").exists():
             return
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        # "=" form: a random id may start with "-", which argparse would take for an option.
         cmd = self._java(
             "kafka.tools.StorageTool",
-            ["format", "-t", cluster_id, "-c", str(config), "--ignore-formatted"],
+            ["format", f"--cluster-id={cluster_id}", f"--config={config}", "--ignore-formatted"],
         )
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if result.returncode != 0:

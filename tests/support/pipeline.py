@@ -155,3 +155,30 @@ def verify_exactly_once(
         runs[machine] = machine_runs
         assert len(machine_runs) <= max_runs, f"{machine}: samples missing between {machine_runs}"
     return Verification(len(rows), {m: len(s) for m, s in samples_by_machine.items()}, runs)
+
+
+def wait_all_stored(
+    database_url: str,
+    edge_cfg: Path,
+    services: list[Service],
+    edge_id: str = "edge-e2e",
+    timeout: float = 120,
+) -> None:
+    """Wait until the edge's buffer is empty and PostgreSQL holds every sequence number the
+    edge ever committed: the last one (next_seq - 1) and no gap below it."""
+
+    def complete() -> bool:
+        health = edge_health(edge_cfg)
+        if health is None or health["buffer"]["depth"] != 0:
+            return False
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute(
+                "SELECT count(*), min(seq), max(seq) FROM sensor_readings WHERE edge_id = %s",
+                (edge_id,),
+            ).fetchone()
+        count, low, high = row if row else (0, None, None)
+        return (
+            bool(count) and high == health["buffer"]["next_seq"] - 1 and (count == high - low + 1)
+        )
+
+    wait_until(complete, timeout, "every committed reading in PostgreSQL", services=services)

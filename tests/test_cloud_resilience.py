@@ -1,0 +1,139 @@
+"""The cloud under failure, on real services: PostgreSQL stopped and restarted mid-stream,
+and one of three aggregators (three partitions, one consumer group) killed mid-run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cloud.db.embedded import EmbeddedPostgres
+from cloud.db.migrate import apply_migrations
+from tests.support.pipeline import (
+    edge_config,
+    start_simulator,
+    stored_count,
+    verify_exactly_once,
+    wait_all_stored,
+)
+from tests.support.processes import Service, free_port, http_ok, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+MACHINES = ["A", "B", "C"]
+
+
+def test_postgres_restart_mid_stream_loses_nothing(
+    tmp_path: Path, log_dir: Path, kafka_broker: object, kafka_topic: str
+) -> None:
+    pg = EmbeddedPostgres(tmp_path / "pg")
+    url = pg.start()
+    apply_migrations(url)
+    record = tmp_path / "served.db"
+    sim, sim_port = start_simulator(log_dir, record, MACHINES, 5.0)
+    bootstrap = kafka_broker.bootstrap  # type: ignore[attr-defined]
+    cfg = edge_config(
+        tmp_path,
+        sim_port=sim_port,
+        machines=MACHINES,
+        poll_interval_s=0.05,
+        output={"kind": "kafka", "bootstrap_servers": bootstrap, "topic": kafka_topic},
+    )
+    env = {
+        "DATABASE_URL": url,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KAFKA_TOPIC": kafka_topic,
+        "KAFKA_CONSUMER_GROUP": f"g-{kafka_topic}",
+        "RIG_INGEST_API_KEY": "k" * 32,
+    }
+    api_port = free_port()
+    edge = Service("rig-edge", ["edge.cli", "run", "-c", str(cfg)], log_dir).start()
+    agg = Service("aggregator", ["cloud.cli", "aggregate"], log_dir, env).start()
+    api = Service("api", ["cloud.cli", "serve", "--port", str(api_port)], log_dir, env).start()
+    services = [sim, edge, agg, api]
+    try:
+        wait_until(lambda: stored_count(url) > 30, 60, "first rows", services=services)
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{api_port}/readyz"),
+            30,
+            "api ready",
+            services=services,
+        )
+        pg.stop("immediate")  # the database goes away mid-stream
+        time.sleep(1.0)
+        stats = httpx.get(f"http://127.0.0.1:{api_port}/api/stats", timeout=10)
+        assert stats.status_code == 503 and stats.headers["Retry-After"]
+        ready = httpx.get(f"http://127.0.0.1:{api_port}/readyz", timeout=10)
+        assert ready.status_code == 503
+        time.sleep(4.0)  # readings pile up in Kafka; the aggregator retries
+        pg.start()
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{api_port}/api/stats"),
+            60,
+            "the API to recover by itself",
+            services=services,
+        )
+        before = stored_count(url)
+        wait_until(
+            lambda: stored_count(url) > before + 60,
+            90,
+            "the aggregator to catch up by itself",
+            services=services,
+        )
+        assert sim.stop() == 0
+        wait_all_stored(url, cfg, [edge, agg])
+    finally:
+        for service in (api, edge, agg, sim):
+            service.stop()
+    result = verify_exactly_once(url, record, "edge-e2e", max_runs=1)
+    pg.stop()
+    assert result.stored >= 100
+
+
+def test_one_of_three_aggregators_killed_mid_run(
+    tmp_path: Path, log_dir: Path, database_url: str, kafka_broker: object, kafka_topic: str
+) -> None:
+    record = tmp_path / "served.db"
+    sim, sim_port = start_simulator(log_dir, record, MACHINES, 10.0)
+    bootstrap = kafka_broker.bootstrap  # type: ignore[attr-defined]
+    cfg = edge_config(
+        tmp_path,
+        sim_port=sim_port,
+        machines=MACHINES,
+        poll_interval_s=0.03,
+        output={"kind": "kafka", "bootstrap_servers": bootstrap, "topic": kafka_topic},
+    )
+    env = {
+        "DATABASE_URL": database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KAFKA_TOPIC": kafka_topic,
+        "KAFKA_CONSUMER_GROUP": f"g-{kafka_topic}",
+    }
+    aggs = [
+        Service(
+            f"aggregator-{i}", ["cloud.cli", "aggregate", "--batch-size", "20"], log_dir, env
+        ).start()
+        for i in range(3)
+    ]
+    edge = Service("rig-edge", ["edge.cli", "run", "-c", str(cfg)], log_dir).start()
+    try:
+        wait_until(
+            lambda: stored_count(database_url) > 60, 60, "first rows", services=[sim, edge, *aggs]
+        )
+        aggs[1].kill()  # its partitions move to the survivors after the session timeout
+        before = stored_count(database_url)
+        wait_until(
+            lambda: stored_count(database_url) > before + 150,
+            90,
+            "the group to carry on",
+            services=[sim, edge, aggs[0], aggs[2]],
+        )
+        assert sim.stop() == 0
+        wait_all_stored(database_url, cfg, [edge, aggs[0], aggs[2]])
+    finally:
+        for service in (edge, *aggs, sim):
+            service.stop()
+    result = verify_exactly_once(database_url, record, "edge-e2e", max_runs=1)
+    assert result.stored >= 200
