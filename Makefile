@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 PYTEST_ARGS ?=
 
 .PHONY: help venv system-deps kafka-jars test test-unit test-integration lint demo kafka \
-        bench-e2e bench-sim bench-edge clean
+        bench-e2e bench-sim bench-edge bench-cloud clean
 
 help:
 	@echo "make demo        simulator + edge + cloud (embedded PostgreSQL) on http://127.0.0.1:8080"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench-e2e   end-to-end throughput and latency benchmark (JSON on the last line)"
 	@echo "make bench-sim   simulator rate for 1, 10 and 100 machines at 100 Hz (JSON)"
 	@echo "make bench-edge  edge pipeline, Modbus acquisition, backlog drain, RSS, idle CPU (JSON)"
+	@echo "make bench-cloud Kafka -> PostgreSQL ingest vs plain COPY, /api/stats latency (JSON)"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "python3 is required"; exit 1; }
@@ -77,6 +78,9 @@ bench-sim: venv
 
 bench-edge: venv system-deps kafka-jars
 	$(PY) -m benchmarks.bench_edge
+
+bench-cloud: venv kafka-jars
+	$(PY) -m benchmarks.bench_cloud
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

@@ -12,6 +12,7 @@ from datetime import datetime
 import psycopg
 from psycopg.types.json import Jsonb
 
+from cloud.rollup import record_batch
 from shared.catalog import CORE_SENSOR_NAMES
 from shared.message import Reading
 
@@ -37,7 +38,7 @@ _MERGE = f"""
 INSERT INTO sensor_readings ({_COLUMN_LIST})
 SELECT {_COLUMN_LIST} FROM staging_readings
 ON CONFLICT (edge_id, seq, "timestamp") DO NOTHING
-RETURNING machine_id, "timestamp", edge_id, seq
+RETURNING machine_id, "timestamp", edge_id, seq, created_at
 """
 
 
@@ -96,12 +97,15 @@ def store_readings(conn: psycopg.Connection, readings: Sequence[Reading]) -> Sto
     return StoreResult(len(readings), len(inserted))
 
 
-def _update_totals(cur: psycopg.Cursor, inserted: list[tuple[str, datetime, str, int]]) -> None:
+def _update_totals(
+    cur: psycopg.Cursor, inserted: list[tuple[str, datetime, str, int, datetime]]
+) -> None:
     if not inserted:
         return
+    record_batch(cur, max(row[4] for row in inserted), [row[1] for row in inserted])
     per_machine: dict[str, tuple[int, datetime]] = {}
     per_edge: dict[str, int] = defaultdict(int)
-    for machine_id, ts, edge_id, seq in inserted:
+    for machine_id, ts, edge_id, seq, _ in inserted:
         count, last = per_machine.get(machine_id, (0, ts))
         per_machine[machine_id] = (count + 1, max(last, ts))
         per_edge[edge_id] = max(per_edge[edge_id], seq)

@@ -52,6 +52,8 @@ def test_manifest_payload_is_stored_with_custom_sensors(
     assert response.json()["stored"] == 1
     stats = client.get("/api/stats").json()
     assert stats["total_readings"] == 1
+    assert stats["messages_per_second"] == 0.1  # one reading in the 10 s window
+    assert stats["latency_ms"]["p50"] is not None
     machine = stats["machines"]["A"]
     assert machine["latest"] == {"temperature": 72.5, "pressure": 10.2}
     assert machine["custom"] == {"hydraulic_pressure": 2500.0}

@@ -63,6 +63,14 @@ def test_postgres_restart_mid_stream_loses_nothing(
         )
         pg.stop("immediate")  # the database goes away mid-stream
         time.sleep(1.0)
+        # /api/stats may answer from its half-second snapshot once more, then says 503.
+        wait_until(
+            lambda: (
+                httpx.get(f"http://127.0.0.1:{api_port}/api/stats", timeout=10).status_code == 503
+            ),
+            10,
+            "stats to say 503",
+        )
         stats = httpx.get(f"http://127.0.0.1:{api_port}/api/stats", timeout=10)
         assert stats.status_code == 503 and stats.headers["Retry-After"]
         ready = httpx.get(f"http://127.0.0.1:{api_port}/readyz", timeout=10)

@@ -3,8 +3,9 @@ injected, never global, so tests and several app instances can coexist in one pr
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
@@ -15,10 +16,18 @@ from cloud.settings import CloudSettings
 
 
 @dataclass
+class StatsCache:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    body: bytes | None = None
+    at: float = 0.0
+
+
+@dataclass
 class AppServices:
     settings: CloudSettings
     pool: ConnectionPool
     producer: IngestProducer | None
+    stats_cache: StatsCache = field(default_factory=StatsCache)
 
 
 def get_services(request: Request) -> AppServices:

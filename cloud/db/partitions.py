@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 import psycopg
 from psycopg import sql
 
+from cloud.rollup import prune
 from shared.logs import log_event
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ def maintain_partitions(
                     sql.SQL('DELETE FROM {} WHERE "timestamp" < %s').format(default),
                     (datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC),),
                 )
+            prune(conn)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     if created or dropped:

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter
+import orjson
+from fastapi import APIRouter, Response
 from psycopg import Error as PsycopgError
 from psycopg.rows import dict_row
 from starlette.concurrency import run_in_threadpool
 
 from cloud.api.deps import Services
 from cloud.api.errors import ApiError
+from cloud.rollup import percentile, recent
 from shared.catalog import CORE_SENSOR_NAMES
 from shared.message import format_ts
 
 router = APIRouter(tags=["stats"])
 
 WINDOW_S = 10
+CACHE_S = 0.5
 _SENSOR_COLUMNS = ", ".join(f"s.{name}" for name in CORE_SENSOR_NAMES)
 
 _LATEST = f"""
@@ -33,23 +39,12 @@ LEFT JOIN LATERAL (
 ORDER BY t.machine_id
 """
 
-_RECENT = """
-SELECT count(*) AS n,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM created_at - "timestamp"))
-           AS p50,
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM created_at - "timestamp"))
-           AS p95
-FROM sensor_readings
-WHERE created_at > clock_timestamp() - make_interval(secs => %s)
-"""
-
 
 def _collect(services: Any) -> dict[str, Any]:
     with services.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         cur.execute(_LATEST)  # type: ignore[arg-type]
         rows = cur.fetchall()
-        cur.execute(_RECENT, (WINDOW_S,))
-        recent = cur.fetchone() or {"n": 0, "p50": None, "p95": None}
+        count, buckets = recent(conn, WINDOW_S)
     machines: dict[str, Any] = {}
     total = 0
     for row in rows:
@@ -67,23 +62,55 @@ def _collect(services: Any) -> dict[str, Any]:
         }
 
     def ms(value: float | None) -> float | None:
-        return None if value is None else round(float(value) * 1000.0, 1)
+        return None if value is None else round(value, 1)
 
     return {
         "total_readings": total,
-        "messages_per_second": round(int(recent["n"]) / WINDOW_S, 2),
+        "messages_per_second": round(count / WINDOW_S, 2),
         "window_s": WINDOW_S,
-        "latency_ms": {"p50": ms(recent["p50"]), "p95": ms(recent["p95"])},
+        "latency_ms": {"p50": ms(percentile(buckets, 0.5)), "p95": ms(percentile(buckets, 0.95))},
         "machines": machines,
     }
 
 
 @router.get("/api/stats", summary="Pipeline statistics and latest values per machine")
 @router.get("/api/v1/stats", include_in_schema=False)
-async def stats(services: Services) -> dict[str, Any]:
+async def stats(services: Services) -> Response:
+    cache = services.stats_cache
     try:
-        return await run_in_threadpool(_collect, services)
+        if cache.body is None:
+            async with cache.lock:
+                if cache.body is None:
+                    await _refresh(services)
+        elif time.monotonic() - cache.at > CACHE_S and not cache.lock.locked():
+            # Stale: one request refreshes in the background, everyone is answered at once
+            # from the previous snapshot (at most CACHE_S plus one query old).
+            asyncio.get_running_loop().create_task(_refresh_locked(services))
+        assert cache.body is not None
+        return Response(cache.body, media_type="application/json")
     except PsycopgError as exc:
         raise ApiError(
             503, "$", f"database unavailable: {type(exc).__name__}", retry_after=5
         ) from None
+
+
+async def _refresh(services: Services) -> None:
+    """Many dashboards ask at once: one query per CACHE_S per API process answers them
+    all (``computed_at`` says how fresh it is). orjson straight to bytes: FastAPI's
+    generic encoder costs more than the query for 50 values per machine."""
+    doc = await run_in_threadpool(_collect, services)
+    doc["computed_at"] = format_ts(datetime.now(UTC))
+    services.stats_cache.body = orjson.dumps(doc)
+    services.stats_cache.at = time.monotonic()
+
+
+async def _refresh_locked(services: Services) -> None:
+    cache = services.stats_cache
+    if cache.lock.locked():
+        return
+    async with cache.lock:
+        try:
+            await _refresh(services)
+        except PsycopgError:
+            # Serving a snapshot older than the database outage would hide the outage.
+            cache.body = None
