@@ -16,7 +16,15 @@ import time
 from collections.abc import Callable
 
 import psycopg
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from cloud.storage import store_dead_letters, store_readings
 from shared.logs import log_event
@@ -38,6 +46,7 @@ class Aggregator:
         on_stored: Callable[[int], None] | None = None,
         maintenance: Callable[[], object] | None = None,
         maintenance_interval_s: float = 3600.0,
+        dead_letter_topic: str | None = None,
     ) -> None:
         self.topic = topic
         self.database_url = database_url
@@ -62,10 +71,37 @@ class Aggregator:
         }
         settings.update(kafka_extra or {})
         self._consumer = Consumer(settings, logger=log)
+        self.dead_letter_topic = dead_letter_topic
+        self._dlq: Producer | None = None
+        if dead_letter_topic:
+            self._dlq = self._dead_letter_producer(bootstrap, dead_letter_topic, kafka_extra)
         self._conn: psycopg.Connection | None = None
         self.stored_total = 0
         self.duplicates_total = 0
         self.dead_letters_total = 0
+
+    @staticmethod
+    def _dead_letter_producer(
+        bootstrap: str, topic: str, extra: dict[str, str] | None
+    ) -> Producer | None:
+        """The dead-letter topic mirrors the dead_letters table for Kafka tooling; the table
+        is the durable record, so a topic we cannot create only costs the mirror."""
+        config: dict[str, object] = {"bootstrap.servers": bootstrap, **(extra or {})}
+        admin = AdminClient(config)
+        futures = admin.create_topics([NewTopic(topic, num_partitions=1)], operation_timeout=10)
+        try:
+            futures[topic].result(timeout=15)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                log_event(
+                    log,
+                    logging.WARNING,
+                    "dead-letter topic unavailable; table only",
+                    topic=topic,
+                    error=str(exc),
+                )
+                return None
+        return Producer({**config, "acks": "all", "enable.idempotence": True})
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
@@ -178,12 +214,47 @@ class Aggregator:
                 count=len(letters),
                 first_reason=letters[0][4],
             )
+            self._mirror_dead_letters(letters)
         if self.on_stored is not None:
             self.on_stored(result.inserted)
+
+    def _mirror_dead_letters(
+        self, letters: list[tuple[str, str | None, int | None, int | None, str, bytes | None]]
+    ) -> None:
+        if self._dlq is None or not self.dead_letter_topic:
+            return
+        failed: list[str] = []
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                failed.append(str(err))
+
+        for _source, topic, partition, offset, reason, payload in letters:
+            self._dlq.produce(
+                self.dead_letter_topic,
+                value=payload or b"",
+                on_delivery=on_delivery,
+                headers={
+                    "reason": reason.encode(),
+                    "source_topic": (topic or "").encode(),
+                    "source_partition": str(partition).encode(),
+                    "source_offset": str(offset).encode(),
+                },
+            )
+        if self._dlq.flush(10) or failed:
+            log_event(
+                log,
+                logging.WARNING,
+                "dead-letter topic mirror incomplete",
+                topic=self.dead_letter_topic,
+                error=failed[0] if failed else "timeout",
+            )
 
     def _close(self) -> None:
         try:
             self._consumer.close()
+            if self._dlq is not None:
+                self._dlq.flush(5)
         finally:
             if self._conn is not None:
                 self._conn.close()

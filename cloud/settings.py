@@ -73,6 +73,7 @@ class CloudSettings:
             or None,
             topic=os.environ.get("KAFKA_TOPIC", "sensor-data"),
             consumer_group=os.environ.get("KAFKA_CONSUMER_GROUP", "sensor-consumer-group"),
+            dead_letter_topic=os.environ.get("KAFKA_DEAD_LETTER_TOPIC", "sensor-data-dlq"),
             ingest_api_key=secret("RIG_INGEST_API_KEY"),
             max_body_bytes=_int("RIG_MAX_BODY_BYTES", 1_048_576, 1024, 64 * 1_048_576),
             max_batch_readings=_int("RIG_MAX_BATCH_READINGS", 5000, 1, 100_000),
