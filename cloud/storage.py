@@ -94,7 +94,71 @@ def store_readings(conn: psycopg.Connection, readings: Sequence[Reading]) -> Sto
         cur.execute(_MERGE)  # type: ignore[arg-type]
         inserted = cur.fetchall()
         _update_totals(cur, inserted)
+        # Only rows stored now count: a redelivered reading adds nothing twice.
+        by_key = {(r.edge_id, r.seq): r for r in readings}
+        fresh = [by_key[(edge, seq)] for _, _, edge, seq, _ in inserted]
+        _register_custom_sensors(cur, fresh)
+        _store_anomalies(cur, fresh)
     return StoreResult(len(readings), len(inserted))
+
+
+def _register_custom_sensors(cur: psycopg.Cursor, readings: list[Reading]) -> None:
+    stats: dict[str, list] = {}
+    for r in readings:
+        for name, value in r.custom.items():
+            entry = stats.get(name)
+            if entry is None:
+                stats[name] = [r.ts, r.ts, r.machine_id, 1, value, value, value]
+            else:
+                entry[0] = min(entry[0], r.ts)
+                entry[1] = max(entry[1], r.ts)
+                entry[3] += 1
+                entry[4] = min(entry[4], value)
+                entry[5] = max(entry[5], value)
+                entry[6] += value
+    if not stats:
+        return
+    cur.executemany(
+        "INSERT INTO custom_sensors (name, first_seen, last_seen, first_machine, samples, "
+        "min_value, max_value, sum_value) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (name) DO UPDATE SET "
+        "first_seen = LEAST(custom_sensors.first_seen, excluded.first_seen), "
+        "last_seen = GREATEST(custom_sensors.last_seen, excluded.last_seen), "
+        "samples = custom_sensors.samples + excluded.samples, "
+        "min_value = LEAST(custom_sensors.min_value, excluded.min_value), "
+        "max_value = GREATEST(custom_sensors.max_value, excluded.max_value), "
+        "sum_value = custom_sensors.sum_value + excluded.sum_value",
+        # Sorted: concurrent aggregators take row locks in one order, so no deadlocks.
+        [(name, *entry) for name, entry in sorted(stats.items())],
+    )
+
+
+def _store_anomalies(cur: psycopg.Cursor, readings: list[Reading]) -> None:
+    rows = []
+    for r in readings:
+        d = r.detection
+        if not d or not d.get("is_anomaly"):
+            continue
+        rows.append(
+            (
+                r.edge_id,
+                r.seq,
+                r.ts,
+                r.machine_id,
+                str(d.get("method", "unknown"))[:32],
+                float(d.get("score", 0.0)),
+                True,
+                list(d.get("sensors", [])),
+                Jsonb(d),
+            )
+        )
+    if rows:
+        cur.executemany(
+            "INSERT INTO anomaly_detections (edge_id, seq, reading_ts, machine_id, "
+            "detection_method, anomaly_score, is_anomaly, detected_sensors, details) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            rows,
+        )
 
 
 def _update_totals(
