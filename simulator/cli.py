@@ -53,6 +53,39 @@ def _scenario(args: argparse.Namespace) -> SimConfig:
     return SimConfig.model_validate(doc)
 
 
+# Config field -> the `rig-sim run` flag that sets it, for one-line error messages.
+_FLAGS = {
+    "machines": "--machines",
+    "rate_hz": "--rate",
+    "seed": "--seed",
+    "modbus.host": "--modbus-host",
+    "modbus.port": "--modbus-port",
+    "record_path": "--record",
+    "ground_truth_path": "--ground-truth",
+    "opcua.port": "--opcua-port",
+    "mqtt.host": "--mqtt-host",
+    "mqtt.port": "--mqtt-port",
+    "modbus_rtu.link": "--rtu-link",
+}
+
+
+def _flag_errors(exc: ValidationError) -> list[str]:
+    """One line per problem, naming the flag and the config field it sets."""
+    from shared.configfile import field_path
+
+    lines = []
+    for err in exc.errors(include_url=False):
+        field = field_path(tuple(err["loc"]))
+        # machines[1] -> --machines
+        flag = _FLAGS.get(field.split("[")[0], "")
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        got = err.get("input")
+        got_text = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+        where = f"{flag} ({field})" if flag else field
+        lines.append(f"{where}: {msg}{got_text}")
+    return lines
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from shared.configfile import ConfigError
     from shared.logs import configure_logging
@@ -64,9 +97,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"rig-sim: {exc}", file=sys.stderr)
         return 2
     except ValidationError as exc:
-        print(
-            describe_validation_error(str(args.scenario or "rig-sim options"), exc), file=sys.stderr
-        )
+        if args.scenario:
+            print(describe_validation_error(str(args.scenario), exc), file=sys.stderr)
+        else:
+            for line in _flag_errors(exc):
+                print(f"rig-sim: {line}", file=sys.stderr)
         return 2
     configure_logging("rig-sim", args.log_level)
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shared.configfile import load_yaml_model
 from shared.configtypes import CoreSensorName
+from shared.message import MACHINE_ID_RE
 
 
 class _Strict(BaseModel):
@@ -138,7 +139,13 @@ class SimConfig(_Strict):
 
     @field_validator("machines")
     @classmethod
-    def _unique(cls, machines: list[str]) -> list[str]:
+    def _valid_ids(cls, machines: list[str]) -> list[str]:
+        for machine in machines:
+            if not MACHINE_ID_RE.match(machine):
+                raise ValueError(
+                    f"machine id {machine!r} must be 1-32 characters of letters, digits, "
+                    "'_', '.', '-' starting with a letter or digit"
+                )
         if len(set(machines)) != len(machines):
             raise ValueError("machine ids must be unique")
         return machines

@@ -24,8 +24,9 @@ power of ten (−3 … 3) that keeps the sensor's plausible maximum inside int16
 A sensor that dropped out reads NaN (0x7FC00000) in its float32 registers and −32768 (0x8000)
 in its int16 register.
 
-Reading outside these addresses answers Modbus exception 2 (illegal data address); an unknown
-unit id answers exception 11 (gateway target failed to respond).
+Reading outside these addresses answers Modbus exception 2 (illegal data address), and so
+does any write (the map is read-only); coils and discrete inputs answer exception 1 (illegal
+function); an unknown unit id answers exception 11 (gateway target failed to respond).
 """
 
 from __future__ import annotations

@@ -138,7 +138,6 @@ async def _tick_loop(
     run: SimulatorRun,
 ) -> None:
     period = 1.0 / config.rate_hz
-    max_lag = max(0.25, 5 * period)
     start = time.monotonic()
     next_tick = start
     while not stop.is_set():
@@ -148,15 +147,24 @@ async def _tick_loop(
         for sink in sinks:
             sink.publish(samples)
         run.ticks += 1
-        # Absolute deadlines keep the long-run rate exact. A short stall (a GC pause, a
-        # burst of requests) is made up by ticking back to back; only when the loop is
-        # hopelessly behind does it skip whole periods, and it counts them.
+        # Absolute deadlines on a fixed grid (start + k * period) keep the long-run rate
+        # exact. A tick that runs late but within its period keeps the grid. When the loop
+        # has fallen a whole period or more behind (a GC pause, an overloaded host), the
+        # missed deadlines are skipped and counted instead of ticking back to back, so
+        # clients never see a burst of samples with near-identical timestamps.
         next_tick += period
         now = time.monotonic()
-        if now - next_tick > max_lag:
+        if now - next_tick >= period:
             missed = int((now - next_tick) / period)
             run.skipped_ticks += missed
             next_tick += missed * period
+            log_event(
+                log,
+                logging.DEBUG,
+                "simulator fell behind",
+                skipped=missed,
+                skipped_total=run.skipped_ticks,
+            )
         run.elapsed_s = now - start
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=max(0.0, next_tick - now))

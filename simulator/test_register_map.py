@@ -36,3 +36,25 @@ def test_edge_source_config_covers_every_sensor_once() -> None:
     fields = doc["devices"][0]["fields"]
     assert [f["name"] for f in fields] == [s.name for s in CORE_SENSORS]
     assert fields[-1]["address"] + 2 == 110
+
+
+def test_int16_clamps_and_marks_missing() -> None:
+    from simulator.register_map import INT16_MISSING
+
+    values = [s.typical for s in CORE_SENSORS]
+    values[0] = 1e9  # far above anything int16 can hold at this sensor's scale
+    values[1] = -1e9
+    values[2] = float("nan")
+    raw = encode_int16_scaled(values)
+    assert raw[0] == 32767
+    assert raw[1] == (-32767) & 0xFFFF
+    assert raw[2] == INT16_MISSING
+
+
+def test_words_units_and_block() -> None:
+    from simulator.register_map import SAMPLE_BLOCK, uint32_words, uint64_words, unit_id_for
+
+    assert uint32_words(0x12345678) == [0x1234, 0x5678]
+    assert uint64_words(0x0123456789ABCDEF) == [0x0123, 0x4567, 0x89AB, 0xCDEF]
+    assert [unit_id_for(m, ["A", "B", "C", "D"]) for m in "ABCD"] == [1, 2, 3, 4]
+    assert SAMPLE_BLOCK == (0, 110)

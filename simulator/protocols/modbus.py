@@ -1,7 +1,18 @@
 """Modbus TCP and RTU serving of the simulated machines (register map: simulator.register_map).
 
-pymodbus answers requests on the event loop that also runs the tick loop, and a tick updates
-a unit's registers in one synchronous step, so a block read always sees one whole sample.
+Built on pymodbus 3.16's device model (``pymodbus.simulator.SimDevice``/``SimData``), which is
+what its deprecated ``ModbusDeviceContext``/``ModbusSequentialDataBlock`` are converted to
+internally. One ``SimDevice`` per machine (unit id) with separate blocks: holding registers
+0..109 and input registers 0..49, read-only, everything else invalid, so pymodbus itself
+answers exception 2 (illegal data address) outside the map and to writes. A catch-all device
+0 answers exception 11 (gateway target failed to respond) for unit ids nobody serves.
+
+Consistency: the tick loop swaps one sample reference per unit (one synchronous step), and a
+device's ``action`` (which pymodbus calls on every access, before it slices the registers)
+encodes that sample into the register block if it changed. The action never awaits, so a
+block read always sees one whole sample. Encoding on read costs per request instead of per
+tick: 100 machines at 100 Hz would otherwise encode 10,000 register images a second that
+nobody reads.
 """
 
 from __future__ import annotations
@@ -14,14 +25,12 @@ import select
 import socket
 import threading
 import tty
-from collections.abc import Sequence
 from pathlib import Path
 
 from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
-from pymodbus.datastore import ModbusServerContext
-from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
 
 from simulator.engine import Sample
 from simulator.register_map import (
@@ -39,100 +48,93 @@ from simulator.register_map import (
 
 log = logging.getLogger(__name__)
 
+_READ_HOLDING, _READ_INPUT = 3, 4
+
 
 class SimulatorError(RuntimeError):
     pass
 
 
+def holding_registers(sample: Sample) -> list[int]:
+    """The 110 holding registers of one sample (see simulator.register_map)."""
+    registers = [0] * HOLDING_REGISTERS
+    registers[COUNTER_ADDRESS : COUNTER_ADDRESS + 2] = uint32_words(sample.counter)
+    registers[STATE_ADDRESS] = sample.state
+    registers[TIMESTAMP_ADDRESS : TIMESTAMP_ADDRESS + 4] = uint64_words(sample.ts_ms)
+    registers[FIRST_SENSOR_ADDRESS:] = encode_float32_be(sample.values)
+    return registers
+
+
 class UnitRegisters:
-    """The latest sample of one unit; its registers are encoded when a client reads them.
+    """The latest sample of one unit and the pymodbus device serving it."""
 
-    Encoding on read costs per request instead of per tick (100 machines at 100 Hz would
-    otherwise encode 10,000 register images a second that nobody reads), and swapping one
-    reference per tick keeps every read consistent with a single sample.
-    """
+    __slots__ = ("_holding_of", "_input_of", "device", "sample")
 
-    __slots__ = ("_holding", "_input", "sample")
-
-    def __init__(self) -> None:
+    def __init__(self, unit_id: int) -> None:
         self.sample: Sample | None = None
-        self._holding: tuple[Sample | None, list[int]] = (None, [0] * HOLDING_REGISTERS)
-        self._input: tuple[Sample | None, list[int]] = (None, [0] * INPUT_REGISTERS)
+        self._holding_of: Sample | None = None
+        self._input_of: Sample | None = None
+        self.device = SimDevice(
+            unit_id,
+            simdata=(
+                # Coils and discrete inputs: pymodbus needs a block; the action refuses them.
+                [SimData(0, datatype=DataType.BITS, values=False, readonly=True)],
+                [SimData(0, datatype=DataType.BITS, values=False, readonly=True)],
+                [SimData(0, count=HOLDING_REGISTERS, datatype=DataType.REGISTERS, readonly=True)],
+                [SimData(0, count=INPUT_REGISTERS, datatype=DataType.REGISTERS, readonly=True)],
+            ),
+            action=self._action,
+        )
 
-    @property
-    def holding(self) -> list[int]:
-        sample = self.sample
-        cached, registers = self._holding
-        if sample is not None and cached is not sample:
-            registers = [0] * HOLDING_REGISTERS
-            registers[COUNTER_ADDRESS : COUNTER_ADDRESS + 2] = uint32_words(sample.counter)
-            registers[STATE_ADDRESS] = sample.state
-            registers[TIMESTAMP_ADDRESS : TIMESTAMP_ADDRESS + 4] = uint64_words(sample.ts_ms)
-            registers[FIRST_SENSOR_ADDRESS:] = encode_float32_be(sample.values)
-            self._holding = (sample, registers)
-        return registers
-
-    @property
-    def input(self) -> list[int]:
-        sample = self.sample
-        cached, registers = self._input
-        if sample is not None and cached is not sample:
-            registers = encode_int16_scaled(sample.values)
-            self._input = (sample, registers)
-        return registers
-
-
-class RigContext(ModbusServerContext):
-    """A read-only register image per unit id, updated in place by the tick loop.
-
-    pymodbus 3.16 deprecates its datastore classes; it still serves any context that
-    implements ``async_getValues``/``async_setValues`` (its "old simulator" path), which
-    gives exact control of consistency and of exception responses.
-    """
-
-    def __init__(self, units: dict[int, UnitRegisters]) -> None:  # no super(): see above
-        self.units = units
-        self.old_simulator = True
-        self.simdevices = []
-        self._devices = units  # type: ignore[assignment]
-
-    async def async_getValues(
-        self, device_id: int, func_code: int, address: int, count: int = 1
-    ) -> list[int] | list[bool] | ExcCodes:
-        unit = self.units.get(device_id)
-        if unit is None:
-            raise NoSuchIdException(f"unit id {device_id} is not served")
-        if func_code == 3:
-            table = unit.holding
-        elif func_code == 4:
-            table = unit.input
-        else:
-            return ExcCodes.ILLEGAL_FUNCTION
-        if address < 0 or count < 1 or address + count > len(table):
-            return ExcCodes.ILLEGAL_ADDRESS
-        return table[address : address + count]
-
-    async def async_setValues(
+    async def _action(
         self,
-        device_id: int,
-        func_code: int,
-        address: int,
-        values: Sequence[int] | Sequence[bool],
+        function_code: int,
+        _start_address: int,
+        _address: int,
+        _count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
-        if device_id not in self.units:
-            raise NoSuchIdException(f"unit id {device_id} is not served")
-        return ExcCodes.ILLEGAL_FUNCTION  # a rig's sensor block is read-only
+        # No await in here: the registers pymodbus slices right after this are one sample.
+        if set_values is not None or function_code not in (_READ_HOLDING, _READ_INPUT):
+            return ExcCodes.ILLEGAL_FUNCTION
+        sample = self.sample
+        if sample is None:  # before the first tick: all zeros, counter 0
+            return None
+        if function_code == _READ_HOLDING:
+            if self._holding_of is not sample:
+                registers[:HOLDING_REGISTERS] = holding_registers(sample)
+                self._holding_of = sample
+        elif self._input_of is not sample:
+            registers[:INPUT_REGISTERS] = encode_int16_scaled(sample.values)
+            self._input_of = sample
+        return None
 
-    def device_ids(self) -> list[int]:
-        return list(self.units)
+
+async def _no_such_unit(
+    _function_code: int,
+    _start_address: int,
+    _address: int,
+    _count: int,
+    _registers: list[int],
+    _set_values: list[int] | list[bool] | None,
+) -> ExcCodes:
+    return ExcCodes.GATEWAY_NO_RESPONSE
 
 
 class ModbusImage:
     """The register image of every unit; a sink the engine publishes samples to."""
 
     def __init__(self, unit_ids: list[int]) -> None:
-        self.units = {u: UnitRegisters() for u in unit_ids}
-        self.context = RigContext(self.units)
+        self.units = {u: UnitRegisters(u) for u in unit_ids}
+        # pymodbus routes unknown unit ids to device 0; every address of it is valid so that
+        # its action (exception 11) answers, not the address check.
+        catch_all = SimDevice(
+            0,
+            simdata=[SimData(0, count=65536, datatype=DataType.REGISTERS, readonly=True)],
+            action=_no_such_unit,
+        )
+        self.devices: list[SimDevice] = [catch_all, *(u.device for u in self.units.values())]
 
     def publish(self, samples: list[Sample]) -> None:
         for sample in samples:
@@ -154,7 +156,7 @@ async def start_tcp(
     image: ModbusImage, host: str, port: int
 ) -> tuple[ModbusTcpServer, asyncio.Future[bool]]:
     check_port_free(host, port)
-    server = ModbusTcpServer(image.context, address=(host, port))
+    server = ModbusTcpServer(image.devices, address=(host, port))
     # Listening before we return: callers announce readiness right after.
     await server.serve_forever(background=True)
     task = server.serving
@@ -207,7 +209,7 @@ async def start_rtu(
 ) -> tuple[ModbusSerialServer, asyncio.Future[bool], PtyPair]:
     pair = PtyPair(link)
     server = ModbusSerialServer(
-        image.context, framer=FramerType.RTU, port=pair.server_path, baudrate=baudrate
+        image.devices, framer=FramerType.RTU, port=pair.server_path, baudrate=baudrate
     )
     await server.serve_forever(background=True)
     task = server.serving
