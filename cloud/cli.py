@@ -97,6 +97,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             url=f"http://{args.host}:{args.port}",
             kafka=settings.kafka_bootstrap or "off (direct to PostgreSQL)",
         )
+        # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; with the default
+        # handlers that would kill the process before the embedded database is stopped.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: None)
         uvicorn.run(
             app,
             host=args.host,

@@ -76,3 +76,13 @@ def test_demo_comes_up_and_readings_grow(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             demo.kill()
     assert demo.returncode == 0, (tmp_path / "demo.log").read_text()
+    # Nothing is left running: the embedded PostgreSQL stops with the cloud.
+    import psutil
+
+    state = str(tmp_path / "state")
+    leftovers = [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if any(state in part for part in (p.info["cmdline"] or []))
+    ]
+    assert leftovers == []
