@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(
             "\nRig Alpha demo is running.\n"
-            f"  Dashboard/API : {base}/\n"
+            f"  API           : {base}/ (the operator dashboard is not built yet)\n"
             f"  Statistics    : {base}/api/stats\n"
             f"  API docs      : {base}/docs\n"
             f"  Ingest key    : {key_file} (header X-API-KEY for POST {base}/api/v1/ingest)\n"
