@@ -4,7 +4,8 @@ one JSON object on the last line of stdout:
 - pipeline_readings_per_s: 50-sensor readings through detection, the SQLite buffer (commit)
   and Kafka forwarding (delete on confirmation), all in one process;
 - modbus_values_per_s: values acquired by one edge process polling the simulator over Modbus
-  TCP with block reads (the simulator runs in its own process);
+  TCP with block reads, 20 devices behind 4 gateway connections (the simulator runs in its
+  own process);
 - drain_readings_per_s: a backlog of --backlog readings (default 1,000,000) sent to Kafka;
 - rss_mb / idle_cpu_pct: a running `rig-edge` daemon with Modbus, OPC-UA and MQTT sources
   (3 machines at 1 Hz) and the Kafka output, after warm-up.
@@ -39,7 +40,8 @@ from edge.outputs.kafka.output import KafkaOutput
 from shared.catalog import CORE_SENSORS
 from shared.message import Reading
 from simulator.edge_config import simulator_edge_config
-from tests.support.processes import Mosquitto, Service, free_port, wait_until
+from tests.support.pipeline import start_simulator
+from tests.support.processes import Mosquitto, Service, free_port
 from tools.kafka_broker import KafkaBroker
 
 NAMES = [s.name for s in CORE_SENSORS]
@@ -132,32 +134,9 @@ def bench_drain(work: Path, bootstrap: str, topic: str, count: int) -> dict[str,
 
 
 def bench_modbus(work: Path, logs: Path, seconds: float) -> dict[str, float]:
-    port = free_port()
     machines = [f"M{i:02d}" for i in range(1, 21)]
-    sim = Service(
-        "rig-sim",
-        [
-            "simulator.cli",
-            "run",
-            "--machines",
-            ",".join(machines),
-            "--rate",
-            "10",
-            "--modbus-port",
-            str(port),
-            "--log-level",
-            "WARNING",
-        ],
-        logs,
-    ).start()
+    sim, port = start_simulator(logs, None, machines, 10.0, extra_args=["--log-level", "WARNING"])
     try:
-        import socket
-
-        def listening() -> bool:
-            with socket.socket() as sock:
-                return sock.connect_ex(("127.0.0.1", port)) == 0
-
-        wait_until(listening, 30, "simulator", services=[sim])
         config = simulator_edge_config(
             sim_host="127.0.0.1",
             sim_port=port,
@@ -169,7 +148,14 @@ def bench_modbus(work: Path, logs: Path, seconds: float) -> dict[str, float]:
         source_doc = config["sources"]["modbus"][0]
         for device in source_doc["devices"]:
             device.pop("sample_counter")  # acquire every poll, as for a plain PLC
-        source = ModbusSource.model_validate(source_doc)
+        # Four gateways of five devices each: one TCP connection per gateway, as on a rig
+        # with several PLCs (requests on one connection are serialised).
+        sources = [
+            ModbusSource.model_validate(
+                {**source_doc, "name": f"plc{i}", "devices": source_doc["devices"][i::4]}
+            )
+            for i in range(4)
+        ]
         count = 0
 
         def emit(reading: Reading) -> None:
@@ -177,16 +163,17 @@ def bench_modbus(work: Path, logs: Path, seconds: float) -> dict[str, float]:
             count += len(reading.values)
 
         async def run() -> float:
-            connector = ModbusConnector(source, "bench", emit, EdgeMetrics())
+            metrics = EdgeMetrics()
+            connectors = [ModbusConnector(src, "bench", emit, metrics) for src in sources]
             stop = asyncio.Event()
-            task = asyncio.create_task(connector.run(stop))
+            tasks = [asyncio.create_task(c.run(stop)) for c in connectors]
             await asyncio.sleep(1.0)
             start_count, t0 = count, time.perf_counter()
             await asyncio.sleep(seconds)
             acquired = count - start_count
             elapsed = time.perf_counter() - t0
             stop.set()
-            await task
+            await asyncio.gather(*tasks)
             return acquired / elapsed
 
         return {"modbus_values_per_s": round(asyncio.run(run()))}
@@ -304,26 +291,9 @@ def bench_single_device(
     """ThingsBoard IoT Gateway's published figure is ~490 values/s from one 50-register
     Modbus device at 15-20 % of a core and 66 MB. The same work here: one device, 50 values
     per poll, 10 polls/s, through buffer and detection to Kafka."""
-    port = free_port()
-    sim = Service(
-        "rig-sim",
-        [
-            "simulator.cli",
-            "run",
-            "--machines",
-            "A",
-            "--rate",
-            "20",
-            "--modbus-port",
-            str(port),
-            "--log-level",
-            "WARNING",
-        ],
-        logs,
-    ).start()
+    sim, port = start_simulator(logs, None, ["A"], 20.0, extra_args=["--log-level", "WARNING"])
     edge: Service | None = None
     try:
-        time.sleep(3.0)
         config = simulator_edge_config(
             sim_host="127.0.0.1",
             sim_port=port,

@@ -51,27 +51,31 @@ def edge_config(
 
 
 def start_simulator(
-    log_dir: Path, record: Path, machines: list[str], rate_hz: float, seed: int = 7
+    log_dir: Path,
+    record: Path | None,
+    machines: list[str],
+    rate_hz: float,
+    seed: int = 7,
+    extra_args: list[str] | None = None,
 ) -> tuple[Service, int]:
+    """A real `rig-sim` process; returns it and its Modbus TCP port once that port listens."""
     port = free_port()
-    sim = Service(
-        "rig-sim",
-        [
-            "simulator.cli",
-            "run",
-            "--machines",
-            ",".join(machines),
-            "--rate",
-            str(rate_hz),
-            "--modbus-port",
-            str(port),
-            "--record",
-            str(record),
-            "--seed",
-            str(seed),
-        ],
-        log_dir,
-    ).start()
+    args = [
+        "simulator.cli",
+        "run",
+        "--machines",
+        ",".join(machines),
+        "--rate",
+        str(rate_hz),
+        "--modbus-port",
+        str(port),
+        "--seed",
+        str(seed),
+        *(extra_args or []),
+    ]
+    if record is not None:
+        args += ["--record", str(record)]
+    sim = Service("rig-sim", args, log_dir).start()
 
     def listening() -> bool:
         import socket
