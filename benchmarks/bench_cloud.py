@@ -5,7 +5,9 @@ Prints progress on stderr and one JSON object on the last line of stdout:
   `rig-cloud aggregate` processes (one group) into PostgreSQL, until all are stored;
 - copy_ceiling_per_s: a plain binary COPY of the same rows into the same table, same run;
   ingest_vs_copy is the ratio;
-- stats_p50_ms / stats_p99_ms: GET /api/stats at --rps requests/s for --seconds.
+- stats_p50_ms / stats_p99_ms: GET /api/stats at --rps requests/s for --seconds;
+- history_p95_ms: one sensor over --history-days days of 1 Hz data for one machine,
+  downsampled to 1,000 points, through GET /api/v1/machines/{id}/history.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from psycopg.types.json import Jsonb
 from cloud.db.embedded import EmbeddedPostgres
 from cloud.db.migrate import apply_migrations
 from cloud.db.partitions import maintain_partitions
+from cloud.storage import store_readings
 from shared.catalog import CORE_SENSOR_NAMES, CORE_SENSORS
 from shared.message import Reading, encode_reading
 from tests.support.pipeline import stored_count
@@ -193,6 +196,80 @@ def bench_stats(logs: Path, url: str, rps: float, seconds: float) -> dict[str, f
     return {"stats_rps": rps, "stats_p50_ms": pick(0.50), "stats_p99_ms": pick(0.99)}
 
 
+def bench_history(logs: Path, url: str, days: int, queries: int) -> dict[str, float]:
+    """One machine, one reading per second for ``days`` days, then the dashboard's history
+    query (one sensor, 1,000 points) over the whole range through the API."""
+    end = datetime.now(UTC).replace(microsecond=0)
+    start = end - timedelta(days=days)
+    # One early row makes maintenance create every daily partition of the range.
+    with psycopg.connect(url) as conn, conn.transaction():
+        store_readings(conn, [Reading("H", "seed", 0, start, {"rpm": 0.0})])
+    maintain_partitions(url)
+    total = days * 86_400
+    _say(f"loading {total} rows of history …")
+    columns = ", ".join(
+        f'"{c}"' for c in ("edge_id", "seq", "machine_id", "timestamp", *CORE_SENSOR_NAMES)
+    )
+    rng = np.random.default_rng(5)
+    with (
+        psycopg.connect(url) as conn,
+        conn.cursor() as cur,
+        cur.copy(
+            f"COPY sensor_readings ({columns}) FROM STDIN (FORMAT BINARY)"  # type: ignore[arg-type]
+        ) as copy,
+    ):
+        copy.set_types(["text", "int8", "text", "timestamptz", *(["float8"] * 50)])
+        for block in range(0, total, 86_400):
+            noise = 1 + 0.01 * rng.standard_normal((86_400, len(TYPICAL)))
+            values = (TYPICAL * noise).tolist()
+            for i in range(86_400):
+                copy.write_row(
+                    (
+                        "history",
+                        block + i + 1,
+                        "H",
+                        start + timedelta(seconds=block + i),
+                        *values[i],
+                    )
+                )
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ANALYZE sensor_readings")
+    port = free_port()
+    api = Service(
+        "api",
+        ["cloud.cli", "--log-level", "WARNING", "serve", "--port", str(port)],
+        logs,
+        {"DATABASE_URL": url, "RIG_INGEST_API_KEY": "k" * 32},
+    ).start()
+    latencies = []
+    try:
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), 60, "api", services=[api])
+        params = {
+            "sensor": "vibration",
+            "from": start.isoformat(),
+            "to": end.isoformat(),
+            "points": 1000,
+        }
+        with httpx.Client(timeout=60) as client:
+            for _ in range(queries):
+                t0 = time.perf_counter()
+                response = client.get(
+                    f"http://127.0.0.1:{port}/api/v1/machines/H/history", params=params
+                )
+                response.raise_for_status()
+                latencies.append((time.perf_counter() - t0) * 1000)
+                assert len(response.json()["points"]) >= 999
+    finally:
+        api.stop()
+    latencies.sort()
+    return {
+        "history_rows": total,
+        "history_points": 1000,
+        "history_p50_ms": round(latencies[len(latencies) // 2], 1),
+        "history_p95_ms": round(latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))], 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -201,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aggregators", type=int, default=2)
     parser.add_argument("--rps", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--history-days", type=int, default=30)
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-cloud-"))
     logs = work / "logs"
@@ -223,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         )  # type: ignore[operator]
         _say(f"GET /api/stats at {args.rps} req/s …")
         result.update(bench_stats(logs, url, args.rps, args.seconds))
-        result["history_p95_ms"] = None  # the history API is not built yet
+        _say(f"history over {args.history_days} days …")
+        result.update(bench_history(logs, url, args.history_days, 20))
     finally:
         broker.stop()
         pg.stop("immediate")

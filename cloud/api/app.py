@@ -10,7 +10,7 @@ from psycopg_pool import ConnectionPool
 
 from cloud.api.deps import AppServices
 from cloud.api.errors import install_error_handlers
-from cloud.api.routers import health, ingest, stats
+from cloud.api.routers import health, ingest, machines, stats
 from cloud.ingest_producer import IngestProducer
 from cloud.settings import CloudSettings, SettingsError
 
@@ -59,4 +59,5 @@ def create_app(settings: CloudSettings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(ingest.router)
     app.include_router(stats.router)
+    app.include_router(machines.router)
     return app
