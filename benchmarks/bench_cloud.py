@@ -178,7 +178,8 @@ async def _load(url: str, rps: float, seconds: float) -> list[float]:
     return latencies
 
 
-def bench_stats(logs: Path, url: str, rps: float, seconds: float) -> dict[str, float]:
+def _start_api(logs: Path, url: str) -> tuple[Service, int]:
+    """A real `rig-cloud serve` on a free port, once it answers /readyz."""
     port = free_port()
     api = Service(
         "api",
@@ -186,8 +187,13 @@ def bench_stats(logs: Path, url: str, rps: float, seconds: float) -> dict[str, f
         logs,
         {"DATABASE_URL": url, "RIG_INGEST_API_KEY": "k" * 32},
     ).start()
+    wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), 60, "api", services=[api])
+    return api, port
+
+
+def bench_stats(logs: Path, url: str, rps: float, seconds: float) -> dict[str, float]:
+    api, port = _start_api(logs, url)
     try:
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), 60, "api", services=[api])
         asyncio.run(_load(f"http://127.0.0.1:{port}/api/stats", 20, 2))  # warm-up
         latencies = sorted(asyncio.run(_load(f"http://127.0.0.1:{port}/api/stats", rps, seconds)))
     finally:
@@ -234,16 +240,9 @@ def bench_history(logs: Path, url: str, days: int, queries: int) -> dict[str, fl
                 )
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("ANALYZE sensor_readings")
-    port = free_port()
-    api = Service(
-        "api",
-        ["cloud.cli", "--log-level", "WARNING", "serve", "--port", str(port)],
-        logs,
-        {"DATABASE_URL": url, "RIG_INGEST_API_KEY": "k" * 32},
-    ).start()
+    api, port = _start_api(logs, url)
     latencies = []
     try:
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), 60, "api", services=[api])
         params = {
             "sensor": "vibration",
             "from": start.isoformat(),
