@@ -5,7 +5,9 @@ embedded PostgreSQL is started under --data-dir (demo and tests only).
 KAFKA_BOOTSTRAP_SERVERS enables Kafka (ingest produces to it; ``aggregate`` consumes it).
 RIG_PARTITION_AHEAD_DAYS (3) and RIG_RETENTION_DAYS (0: keep all) govern the daily
 partitions of sensor_readings, maintained hourly by every aggregator.
-RIG_INGEST_API_KEY or RIG_INGEST_API_KEY_FILE: the ingest API key (required by ``serve``).
+Ingest keys: per edge, issued with ``rig-cloud edge-key create EDGE_ID`` (stored hashed);
+RIG_INGEST_API_KEY or RIG_INGEST_API_KEY_FILE optionally adds one bootstrap key for any edge.
+Users: ``rig-cloud user add NAME --role admin|operator|viewer [--machines A,B]``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 import threading
 from pathlib import Path
 
+from cloud.cli_accounts import add_account_commands
 from cloud.settings import CloudSettings, SettingsError
 from shared.logs import configure_logging, log_event
 
@@ -131,10 +134,16 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
             group=settings.consumer_group,
             batch_size=args.batch_size,
             kafka_extra=settings.kafka_extra,
+            dead_letter_topic=settings.dead_letter_topic,
+            maintenance=lambda: _maintain(settings),
         )
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
+        if args.metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(args.metrics_port, addr=args.metrics_host)
         log_event(
             log,
             logging.INFO,
@@ -214,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=2000,
         help="messages per database transaction (default 2000)",
     )
+    aggregate.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve Prometheus metrics (consumer lag per partition) on this port (0: off)",
+    )
+    aggregate.add_argument("--metrics-host", default="127.0.0.1")
     aggregate.set_defaults(func=cmd_aggregate)
 
     migrate = sub.add_parser("migrate", help="apply pending schema migrations and exit")
@@ -229,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     embedded = sub.add_parser("embedded-db", help="run an embedded PostgreSQL (demo/tests)")
     add_db(embedded)
     embedded.set_defaults(func=cmd_embedded_db)
+    add_account_commands(sub)
     return parser
 
 

@@ -25,12 +25,17 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, NewTopic
+from prometheus_client import Gauge
 
 from cloud.storage import store_dead_letters, store_readings
 from shared.logs import log_event
 from shared.message import MessageError, Reading, decode_reading
 
 log = logging.getLogger(__name__)
+
+CONSUMER_LAG = Gauge(
+    "rig_consumer_lag_messages", "Messages not yet stored, per partition", ["topic", "partition"]
+)
 
 
 class Aggregator:
@@ -47,6 +52,7 @@ class Aggregator:
         maintenance: Callable[[], object] | None = None,
         maintenance_interval_s: float = 3600.0,
         dead_letter_topic: str | None = None,
+        lag_interval_s: float = 5.0,
     ) -> None:
         self.topic = topic
         self.database_url = database_url
@@ -79,6 +85,10 @@ class Aggregator:
         self.stored_total = 0
         self.duplicates_total = 0
         self.dead_letters_total = 0
+        self.group = group
+        self.lag_interval_s = lag_interval_s
+        self._next_lag_report = 0.0
+        self.lag: dict[tuple[str, int], int] = {}
 
     @staticmethod
     def _dead_letter_producer(
@@ -114,6 +124,7 @@ class Aggregator:
         try:
             while not stop.is_set():
                 self._maybe_maintain()
+                self._maybe_report_lag()
                 # Block for the first message only, then take whatever is already fetched:
                 # low latency when the stream is thin, big batches when it is thick.
                 first = self._consumer.poll(0.5)
@@ -153,6 +164,38 @@ class Aggregator:
         except (psycopg.Error, OSError) as exc:
             self._next_maintenance = time.monotonic() + 30.0
             log_event(log, logging.WARNING, "partition maintenance failed", error=str(exc))
+
+    def _maybe_report_lag(self) -> None:
+        """Lag of each owned partition (high watermark - position), to the Prometheus gauge
+        and the ``consumer_lag`` table that /api/stats reads. Best effort: a failure here
+        must never hold up consumption."""
+        if time.monotonic() < self._next_lag_report:
+            return
+        self._next_lag_report = time.monotonic() + self.lag_interval_s
+        try:
+            assignment = self._consumer.assignment()
+            if not assignment:
+                return
+            rows = []
+            for tp in self._consumer.position(assignment):
+                _low, high = self._consumer.get_watermark_offsets(tp, timeout=2, cached=False)
+                # A negative position means nothing consumed yet: everything is behind.
+                position = tp.offset if tp.offset >= 0 else _low
+                lag = max(0, high - position)
+                self.lag[(tp.topic, tp.partition)] = lag
+                CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+                rows.append((self.group, tp.topic, tp.partition, lag, position, high))
+            conn = self._connection()
+            with conn.transaction():
+                conn.cursor().executemany(
+                    "INSERT INTO consumer_lag (group_id, topic, kafka_partition, lag, position, "
+                    "high_water) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (group_id, topic, "
+                    "kafka_partition) DO UPDATE SET lag = excluded.lag, position = "
+                    "excluded.position, high_water = excluded.high_water, updated_at = now()",
+                    sorted(rows),
+                )
+        except (KafkaException, psycopg.Error, OSError) as exc:
+            log_event(log, logging.INFO, "lag report skipped", error=str(exc))
 
     def _rewind(self, messages: list[Message]) -> None:
         """Seek each partition back to the first message of the failed batch."""

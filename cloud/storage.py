@@ -12,6 +12,7 @@ from datetime import datetime
 import psycopg
 from psycopg.types.json import Jsonb
 
+from cloud.live import notify_readings
 from cloud.rollup import record_batch
 from shared.catalog import CORE_SENSOR_NAMES
 from shared.message import Reading
@@ -34,11 +35,36 @@ ON COMMIT DELETE ROWS
 AS SELECT {_COLUMN_LIST} FROM sensor_readings WITH NO DATA
 """
 
+_ROLLUP_COLUMNS = ", ".join(f"{n}_min, {n}_max, {n}_sum, {n}_n" for n in CORE_SENSOR_NAMES)
+_ROLLUP_AGGREGATES = ", ".join(
+    f'min("{n}"), max("{n}"), sum("{n}"), count("{n}")' for n in CORE_SENSOR_NAMES
+)
+_ROLLUP_MERGE = ", ".join(
+    f"{n}_min = LEAST(r.{n}_min, excluded.{n}_min), "
+    f"{n}_max = GREATEST(r.{n}_max, excluded.{n}_max), "
+    f"{n}_sum = coalesce(r.{n}_sum, 0) + coalesce(excluded.{n}_sum, 0), "
+    f"{n}_n = r.{n}_n + excluded.{n}_n"
+    for n in CORE_SENSOR_NAMES
+)
+_SENSOR_LIST = ", ".join(f'"{n}"' for n in CORE_SENSOR_NAMES)
+
+# One statement: rows new to the table are inserted, and exactly those rows are added to the
+# per-minute rollups (a redelivered reading changes neither). ORDER BY makes concurrent
+# aggregators lock rollup rows in the same order, so they cannot deadlock.
 _MERGE = f"""
-INSERT INTO sensor_readings ({_COLUMN_LIST})
-SELECT {_COLUMN_LIST} FROM staging_readings
-ON CONFLICT (edge_id, seq, "timestamp") DO NOTHING
-RETURNING machine_id, "timestamp", edge_id, seq, created_at
+WITH ins AS (
+    INSERT INTO sensor_readings ({_COLUMN_LIST})
+    SELECT {_COLUMN_LIST} FROM staging_readings
+    ON CONFLICT (edge_id, seq, "timestamp") DO NOTHING
+    RETURNING machine_id, "timestamp", edge_id, seq, created_at, {_SENSOR_LIST}
+), roll AS (
+    INSERT INTO sensor_minute_rollup AS r (machine_id, minute, readings, {_ROLLUP_COLUMNS})
+    SELECT machine_id, date_trunc('minute', "timestamp"), count(*), {_ROLLUP_AGGREGATES}
+    FROM ins GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (machine_id, minute) DO UPDATE SET readings = r.readings + excluded.readings,
+    {_ROLLUP_MERGE}
+)
+SELECT machine_id, "timestamp", edge_id, seq, created_at FROM ins
 """
 
 
@@ -99,6 +125,8 @@ def store_readings(conn: psycopg.Connection, readings: Sequence[Reading]) -> Sto
         fresh = [by_key[(edge, seq)] for _, _, edge, seq, _ in inserted]
         _register_custom_sensors(cur, fresh)
         _store_anomalies(cur, fresh)
+        # Delivered by PostgreSQL only if this transaction commits.
+        notify_readings(cur, fresh)
     return StoreResult(len(readings), len(inserted))
 
 
@@ -108,7 +136,7 @@ def _register_custom_sensors(cur: psycopg.Cursor, readings: list[Reading]) -> No
         for name, value in r.custom.items():
             entry = stats.get(name)
             if entry is None:
-                stats[name] = [r.ts, r.ts, r.machine_id, 1, value, value, value]
+                stats[name] = [r.ts, r.ts, r.machine_id, 1, value, value, value, {r.machine_id}]
             else:
                 entry[0] = min(entry[0], r.ts)
                 entry[1] = max(entry[1], r.ts)
@@ -116,20 +144,25 @@ def _register_custom_sensors(cur: psycopg.Cursor, readings: list[Reading]) -> No
                 entry[4] = min(entry[4], value)
                 entry[5] = max(entry[5], value)
                 entry[6] += value
+                entry[7].add(r.machine_id)
     if not stats:
         return
     cur.executemany(
         "INSERT INTO custom_sensors (name, first_seen, last_seen, first_machine, samples, "
-        "min_value, max_value, sum_value) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+        "min_value, max_value, sum_value, machines) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
         "ON CONFLICT (name) DO UPDATE SET "
         "first_seen = LEAST(custom_sensors.first_seen, excluded.first_seen), "
+        "first_machine = coalesce(custom_sensors.first_machine, excluded.first_machine), "
+        "machines = ARRAY(SELECT DISTINCT unnest(custom_sensors.machines || excluded.machines)"
+        " ORDER BY 1), "
         "last_seen = GREATEST(custom_sensors.last_seen, excluded.last_seen), "
         "samples = custom_sensors.samples + excluded.samples, "
         "min_value = LEAST(custom_sensors.min_value, excluded.min_value), "
         "max_value = GREATEST(custom_sensors.max_value, excluded.max_value), "
         "sum_value = custom_sensors.sum_value + excluded.sum_value",
         # Sorted: concurrent aggregators take row locks in one order, so no deadlocks.
-        [(name, *entry) for name, entry in sorted(stats.items())],
+        [(name, *entry[:7], sorted(entry[7])) for name, entry in sorted(stats.items())],
     )
 
 

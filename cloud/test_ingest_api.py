@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -10,7 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cloud.api.app import create_app
-from cloud.settings import CloudSettings, SettingsError
+from cloud.api.deps import CACHE_SECONDS
+from cloud.settings import CloudSettings
+from tests.support.accounts import add_user, login
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +23,9 @@ KEY = "k-" + "x" * 30
 @pytest.fixture
 def client(database_url: str) -> Iterator[TestClient]:
     settings = CloudSettings(database_url=database_url, ingest_api_key=KEY)
+    password = add_user(database_url, "admin", "admin")
     with TestClient(create_app(settings)) as test_client:
+        login(test_client, "admin", password)
         yield test_client
 
 
@@ -146,9 +151,52 @@ def test_ingest_needs_the_key(client: TestClient, database_url: str, key: str | 
     assert _count(database_url) == 0
 
 
-def test_no_built_in_key() -> None:
-    with pytest.raises(SettingsError, match="RIG_INGEST_API_KEY"):
-        create_app(CloudSettings(database_url="postgresql://x/y", ingest_api_key=None))
+def test_without_any_configured_key_ingest_refuses_everyone(database_url: str) -> None:
+    # No built-in key: with neither RIG_INGEST_API_KEY nor an issued edge key, nothing gets in.
+    with TestClient(create_app(CloudSettings(database_url=database_url))) as client:
+        for key in ("", "default", "rig_000000000000_x", KEY):
+            assert (
+                _post(client, {"machine_id": "A", "temperature": 1.0}, key=key or None).status_code
+                == 401
+            )
+    assert _count(database_url) == 0
+
+
+def test_per_edge_key_writes_only_its_own_edge_and_can_be_revoked(
+    client: TestClient, database_url: str
+) -> None:
+    issued = client.post("/api/v1/edges/rig-7/keys")
+    assert issued.status_code == 201, issued.text
+    key = issued.json()["api_key"]
+    with psycopg.connect(database_url) as conn:
+        stored = conn.execute("SELECT key_hash FROM edge_api_keys").fetchone()[0]
+    assert key.encode() not in bytes(stored)  # only a hash is kept
+
+    own = _post(client, {"machine_id": "A", "temperature": 1.0}, key=key)
+    assert own.status_code == 200, own.text
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT edge_id FROM sensor_readings").fetchone()[0] == "rig-7"
+
+    forged = _post(
+        client,
+        {
+            "readings": [
+                {"machine_id": "A", "edge_id": "rig-7", "seq": 5, "values": {"rpm": 1.0}},
+                {"machine_id": "A", "edge_id": "rig-8", "seq": 5, "values": {"rpm": 1.0}},
+            ]
+        },
+        key=key,
+    )
+    assert forged.status_code == 403
+    assert forged.json()["field"] == "$.readings[1].edge_id"
+    assert _count(database_url) == 1  # all-or-nothing: the batch stored nothing
+
+    key_id = issued.json()["key_id"]
+    assert client.delete(f"/api/v1/edge-keys/{key_id}").status_code == 204
+    time.sleep(CACHE_SECONDS + 0.1)  # other API processes notice within the cache time
+    refused = _post(client, {"machine_id": "A", "temperature": 2.0}, key=key)
+    assert refused.status_code == 401
+    assert _count(database_url) == 1
 
 
 def test_with_kafka_ingest_answers_after_the_broker_confirmed(

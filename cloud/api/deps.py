@@ -1,17 +1,19 @@
-"""FastAPI dependencies: the database pool, the Kafka producer and ingest authentication are
-injected, never global, so tests and several app instances can coexist in one process."""
+"""FastAPI dependencies: the database pool, the Kafka producer, the live-stream hub and the
+credential cache are injected, never global, so tests and several app instances can coexist
+in one process. Authentication guards are in ``cloud.api.auth``."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, Request
 from psycopg_pool import ConnectionPool
 
+from cloud.auth import EdgeKey, User
 from cloud.ingest_producer import IngestProducer
+from cloud.live import LiveHub
 from cloud.settings import CloudSettings
 
 
@@ -19,7 +21,23 @@ from cloud.settings import CloudSettings
 class StatsCache:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     body: bytes | None = None
+    doc: dict[str, Any] | None = None
     at: float = 0.0
+
+
+# A session or key looked up in the database is trusted for this long by one API process:
+# stats polled at 200 req/s must not cost 200 database writes, and a logout or revocation
+# elsewhere still takes effect within seconds.
+CACHE_SECONDS = 2.0
+
+
+@dataclass
+class CredentialCache:
+    sessions: dict[str, tuple[float, User | None]] = field(default_factory=dict)
+    keys: dict[str, tuple[float, EdgeKey | None]] = field(default_factory=dict)
+
+    def forget(self, token: str) -> None:
+        self.sessions.pop(token, None)
 
 
 @dataclass
@@ -28,6 +46,8 @@ class AppServices:
     pool: ConnectionPool
     producer: IngestProducer | None
     stats_cache: StatsCache = field(default_factory=StatsCache)
+    credentials: CredentialCache = field(default_factory=CredentialCache)
+    live: LiveHub | None = None
 
 
 def get_services(request: Request) -> AppServices:
@@ -35,21 +55,3 @@ def get_services(request: Request) -> AppServices:
 
 
 Services = Annotated[AppServices, Depends(get_services)]
-
-
-def require_ingest_key(
-    services: Services,
-    x_api_key: Annotated[str | None, Header(alias="X-API-KEY")] = None,
-) -> str:
-    """Returns the name of the key's owner (used as the default edge id)."""
-    expected = services.settings.ingest_api_key
-    if (
-        not x_api_key
-        or expected is None
-        or not hmac.compare_digest(x_api_key.encode(), expected.encode())
-    ):
-        raise HTTPException(status_code=401, detail="missing or wrong X-API-KEY")
-    return "default"
-
-
-IngestKeyOwner = Annotated[str, Depends(require_ingest_key)]

@@ -19,6 +19,18 @@ class ApiError(Exception):
         self.retry_after = retry_after
 
 
+_LOCATIONS = {"body", "query", "path", "header", "cookie"}
+
+
+def _client_field(loc: object) -> str:
+    """The name the client used: ``password``, ``limit``, ``readings[3].rpm``; FastAPI's
+    leading location (body/query/path) is dropped, and a whole missing body is ``$``."""
+    parts = tuple(loc) if isinstance(loc, list | tuple) else ()
+    if parts and parts[0] in _LOCATIONS:
+        parts = parts[1:]
+    return field_path(parts) if parts else "$"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -43,10 +55,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             {
                 "error": first["msg"],
-                "field": field_path(tuple(first["loc"])),
+                "field": _client_field(first["loc"]),
                 "status": 422,
                 "problems": [
-                    {"field": field_path(tuple(e["loc"])), "error": e["msg"]} for e in exc.errors()
+                    {"field": _client_field(e["loc"]), "error": e["msg"]} for e in exc.errors()
                 ],
             },
             status_code=422,

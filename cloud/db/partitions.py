@@ -116,11 +116,15 @@ def maintain_partitions(
                     if day + timedelta(days=1) <= cutoff:
                         conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
                         dropped.append(name)
+                cutoff_ts = datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC)
                 conn.execute(
                     sql.SQL('DELETE FROM {} WHERE "timestamp" < %s').format(default),
-                    (datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC),),
+                    (cutoff_ts,),
                 )
+                # The history rollups follow the rows they summarise.
+                conn.execute("DELETE FROM sensor_minute_rollup WHERE minute < %s", (cutoff_ts,))
             prune(conn)
+            conn.execute("DELETE FROM user_sessions WHERE expires_at <= now()")
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     if created or dropped:

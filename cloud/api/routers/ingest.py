@@ -16,7 +16,8 @@ from fastapi.responses import JSONResponse
 from psycopg import Error as PsycopgError
 from starlette.concurrency import run_in_threadpool
 
-from cloud.api.deps import IngestKeyOwner, Services
+from cloud.api.auth import IngestEdge
+from cloud.api.deps import Services
 from cloud.api.errors import ApiError
 from cloud.ingest_producer import KafkaUnavailable
 from cloud.storage import store_readings
@@ -100,12 +101,16 @@ def _parse_body(raw: bytes, max_batch: int) -> tuple[list[dict[str, Any]], bool]
         503: {"description": "Storage temporarily unavailable; retry after Retry-After"},
     },
 )
-async def ingest(request: Request, services: Services, key_owner: IngestKeyOwner) -> JSONResponse:
+async def ingest(request: Request, services: Services, key_edge: IngestEdge) -> JSONResponse:
     settings = services.settings
     raw = await _read_body(request, settings.max_body_bytes)
     items, is_batch = _parse_body(raw, settings.max_batch_readings)
     now = datetime.now(UTC)
-    default_edge = f"ingest:{key_owner}"
+    # The bootstrap key (RIG_INGEST_API_KEY) may write for any edge, like the prototype's one
+    # shared key; a per-edge key writes only its own edge's readings, so a stolen rig's key
+    # cannot forge or shadow another rig's sequence numbers.
+    bootstrap = key_edge == "default"
+    default_edge = "ingest:default" if bootstrap else key_edge
 
     readings: list[Reading] = []
     needs_seq: list[int] = []
@@ -117,6 +122,8 @@ async def ingest(request: Request, services: Services, key_owner: IngestKeyOwner
             )
         except MessageError as exc:
             raise ApiError(422, exc.field, exc.problem) from None
+        if not bootstrap and reading.edge_id != key_edge:
+            raise ApiError(403, f"{path}.edge_id", f"this API key belongs to edge {key_edge!r}")
         if not (isinstance(item, dict) and "seq" in item):
             needs_seq.append(i)
         readings.append(reading)

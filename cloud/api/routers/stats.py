@@ -13,6 +13,7 @@ from psycopg import Error as PsycopgError
 from psycopg.rows import dict_row
 from starlette.concurrency import run_in_threadpool
 
+from cloud.api.auth import AnyUser
 from cloud.api.deps import Services
 from cloud.api.errors import ApiError
 from cloud.rollup import percentile, recent
@@ -39,12 +40,18 @@ LEFT JOIN LATERAL (
 ORDER BY t.machine_id
 """
 
+_LAG = """
+SELECT group_id, topic, kafka_partition, lag, updated_at FROM consumer_lag
+WHERE updated_at > now() - interval '60 seconds' ORDER BY 1, 2, 3
+"""
+
 
 def _collect(services: Any) -> dict[str, Any]:
     with services.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         cur.execute(_LATEST)  # type: ignore[arg-type]
         rows = cur.fetchall()
         count, buckets = recent(conn, WINDOW_S)
+        lag_rows = conn.execute(_LAG).fetchall()
     machines: dict[str, Any] = {}
     total = 0
     for row in rows:
@@ -69,13 +76,27 @@ def _collect(services: Any) -> dict[str, Any]:
         "messages_per_second": round(count / WINDOW_S, 2),
         "window_s": WINDOW_S,
         "latency_ms": {"p50": ms(percentile(buckets, 0.5)), "p95": ms(percentile(buckets, 0.95))},
+        # Lag as last reported by the aggregators (every few seconds); None: no aggregator
+        # has reported lately (direct-ingest mode, or all aggregators down).
+        "consumer_lag": sum(int(r["lag"]) for r in lag_rows) if lag_rows else None,
+        "consumer_lag_partitions": [
+            {
+                "group": r["group_id"],
+                "topic": r["topic"],
+                "partition": r["kafka_partition"],
+                "lag": int(r["lag"]),
+                "reported_at": format_ts(r["updated_at"]),
+            }
+            for r in lag_rows
+        ],
         "machines": machines,
     }
 
 
 @router.get("/api/stats", summary="Pipeline statistics and latest values per machine")
 @router.get("/api/v1/stats", include_in_schema=False)
-async def stats(services: Services) -> Response:
+async def stats(services: Services, user: AnyUser) -> Response:
+    """Any logged-in user; an operator assigned to some machines sees only theirs."""
     cache = services.stats_cache
     try:
         if cache.body is None:
@@ -86,8 +107,13 @@ async def stats(services: Services) -> Response:
             # Stale: one request refreshes in the background, everyone is answered at once
             # from the previous snapshot (at most CACHE_S plus one query old).
             asyncio.get_running_loop().create_task(_refresh_locked(services))
-        assert cache.body is not None
-        return Response(cache.body, media_type="application/json")
+        assert cache.body is not None and cache.doc is not None
+        if user.machines is None:
+            return Response(cache.body, media_type="application/json")
+        doc = dict(cache.doc)
+        doc["machines"] = {m: v for m, v in cache.doc["machines"].items() if user.may_see(m)}
+        doc["total_readings"] = sum(v["total_readings"] for v in doc["machines"].values())
+        return Response(orjson.dumps(doc), media_type="application/json")
     except PsycopgError as exc:
         raise ApiError(
             503, "$", f"database unavailable: {type(exc).__name__}", retry_after=5
@@ -100,6 +126,7 @@ async def _refresh(services: Services) -> None:
     generic encoder costs more than the query for 50 values per machine."""
     doc = await run_in_threadpool(_collect, services)
     doc["computed_at"] = format_ts(datetime.now(UTC))
+    services.stats_cache.doc = doc
     services.stats_cache.body = orjson.dumps(doc)
     services.stats_cache.at = time.monotonic()
 
