@@ -7,7 +7,8 @@ RIG_PARTITION_AHEAD_DAYS (3) and RIG_RETENTION_DAYS (0: keep all) govern the dai
 partitions of sensor_readings, maintained hourly by every aggregator.
 Ingest keys: per edge, issued with ``rig-cloud edge-key create EDGE_ID`` (stored hashed);
 RIG_INGEST_API_KEY or RIG_INGEST_API_KEY_FILE optionally adds one bootstrap key for any edge.
-Users: ``rig-cloud user add NAME --role admin|operator|viewer [--machines A,B]``.
+Users: ``rig-cloud user add NAME --role admin|operator|viewer [--machines A,B]``; on first
+start, RIG_BOOTSTRAP_ADMIN_PASSWORD(_FILE) creates ``admin`` if the database has no users.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import threading
 from pathlib import Path
 
 from cloud.cli_accounts import add_account_commands
-from cloud.settings import CloudSettings, SettingsError
+from cloud.settings import CloudSettings, SettingsError, secret
 from shared.logs import configure_logging, log_event
 
 log = logging.getLogger("rig-cloud")
@@ -82,6 +83,25 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bootstrap_admin(settings: CloudSettings) -> None:
+    """First start of an installation: with RIG_BOOTSTRAP_ADMIN_PASSWORD(_FILE) set and no
+    user in the database yet, create the user ``admin`` with that password. Never touches an
+    installation that has users, so leaving the variable set is harmless."""
+    import psycopg
+
+    from cloud.auth import create_user
+
+    password = secret("RIG_BOOTSTRAP_ADMIN_PASSWORD")
+    if not password:
+        return
+    with psycopg.connect(settings.database_url or "") as conn, conn.transaction():
+        conn.execute("LOCK TABLE users IN EXCLUSIVE MODE")  # two API processes starting at once
+        if conn.execute("SELECT 1 FROM users LIMIT 1").fetchone():
+            return
+        create_user(conn, "admin", password, "admin")
+    log_event(log, logging.INFO, "bootstrap admin created", username="admin")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -92,6 +112,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         apply_migrations(settings.database_url or "")
         _maintain(settings)
+        _bootstrap_admin(settings)
         app = create_app(settings)
         log_event(
             log,

@@ -11,6 +11,7 @@ import pytest
 
 from cloud.db.embedded import EmbeddedPostgres
 from cloud.db.migrate import apply_migrations
+from tests.support.accounts import admin_token, bearer
 from tests.support.pipeline import (
     edge_config,
     start_simulator,
@@ -23,6 +24,13 @@ from tests.support.processes import Service, free_port, http_ok, wait_until
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 MACHINES = ["A", "B", "C"]
+
+
+def _ok(url: str, headers: dict[str, str]) -> bool:
+    try:
+        return httpx.get(url, headers=headers, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_postgres_restart_mid_stream_loses_nothing(
@@ -61,24 +69,24 @@ def test_postgres_restart_mid_stream_loses_nothing(
             "api ready",
             services=services,
         )
+        base = f"http://127.0.0.1:{api_port}"
+        auth = bearer(admin_token(base, url))
         pg.stop("immediate")  # the database goes away mid-stream
         time.sleep(1.0)
         # /api/stats may answer from its half-second snapshot once more, then says 503.
         wait_until(
-            lambda: (
-                httpx.get(f"http://127.0.0.1:{api_port}/api/stats", timeout=10).status_code == 503
-            ),
+            lambda: httpx.get(f"{base}/api/stats", headers=auth, timeout=10).status_code == 503,
             10,
             "stats to say 503",
         )
-        stats = httpx.get(f"http://127.0.0.1:{api_port}/api/stats", timeout=10)
+        stats = httpx.get(f"{base}/api/stats", headers=auth, timeout=10)
         assert stats.status_code == 503 and stats.headers["Retry-After"]
         ready = httpx.get(f"http://127.0.0.1:{api_port}/readyz", timeout=10)
         assert ready.status_code == 503
         time.sleep(4.0)  # readings pile up in Kafka; the aggregator retries
         pg.start()
         wait_until(
-            lambda: http_ok(f"http://127.0.0.1:{api_port}/api/stats"),
+            lambda: _ok(f"{base}/api/stats", auth),
             60,
             "the API to recover by itself",
             services=services,

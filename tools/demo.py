@@ -94,7 +94,16 @@ def main(argv: list[str] | None = None) -> int:
     if not key_file.exists():
         key_file.write_text(secrets.token_urlsafe(32))
         key_file.chmod(0o600)
-    env = {**os.environ, "RIG_INGEST_API_KEY_FILE": str(key_file), "PYTHONUNBUFFERED": "1"}
+    password_file = state / "admin-password"
+    if not password_file.exists():
+        password_file.write_text(secrets.token_urlsafe(12))
+        password_file.chmod(0o600)
+    env = {
+        **os.environ,
+        "RIG_INGEST_API_KEY_FILE": str(key_file),
+        "RIG_BOOTSTRAP_ADMIN_PASSWORD_FILE": str(password_file),
+        "PYTHONUNBUFFERED": "1",
+    }
     env.pop("DATABASE_URL", None)  # the demo always uses its embedded PostgreSQL
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
 
@@ -175,8 +184,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(
             "\nRig Alpha demo is running.\n"
-            f"  API           : {base}/ (the operator dashboard is not built yet)\n"
-            f"  Statistics    : {base}/api/stats\n"
+            f"  Dashboard     : {base}/\n"
+            f"  Log in as     : admin / {password_file.read_text().strip()}"
+            f"  (password kept in {password_file})\n"
+            f"  Statistics    : {base}/api/stats (after logging in)\n"
             f"  API docs      : {base}/docs\n"
             f"  Ingest key    : {key_file} (header X-API-KEY for POST {base}/api/v1/ingest)\n"
             f"  Edge health   : http://127.0.0.1:{edge_cfg['metrics']['port']}/healthz\n"
