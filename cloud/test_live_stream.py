@@ -97,9 +97,11 @@ def test_events_cross_api_processes_and_respect_machine_scope(
             # Machine B's reading never reached the operator of A.
             ws.close()
 
-        with connect(f"{stream}?machines=B", additional_headers=bearer(operator)) as ws:
-            with pytest.raises(Exception, match="4403"):
-                ws.recv(timeout=5)
+        with (
+            connect(f"{stream}?machines=B", additional_headers=bearer(operator)) as ws,
+            pytest.raises(Exception, match="4403"),
+        ):
+            ws.recv(timeout=5)
     finally:
         for api in apis:
             api.stop()
