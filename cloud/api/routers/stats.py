@@ -51,7 +51,8 @@ def _collect(services: Any) -> dict[str, Any]:
         cur.execute(_LATEST)  # type: ignore[arg-type]
         rows = cur.fetchall()
         count, buckets = recent(conn, WINDOW_S)
-        lag_rows = conn.execute(_LAG).fetchall()
+        cur.execute(_LAG)  # type: ignore[arg-type]
+        lag_rows = cur.fetchall()
     machines: dict[str, Any] = {}
     total = 0
     for row in rows:
