@@ -19,6 +19,7 @@ import logging
 import signal
 import sys
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cloud.cli_accounts import add_account_commands
@@ -60,6 +61,17 @@ def cmd_maintain(args: argparse.Namespace) -> int:
     try:
         apply_migrations(settings.database_url or "")
         result = _maintain(settings)
+        if args.rebuild_rollups_days:
+            import psycopg
+
+            from cloud.storage import rebuild_minute_rollups
+
+            end = datetime.now(UTC) + timedelta(minutes=1)
+            with psycopg.connect(settings.database_url or "") as conn, conn.transaction():
+                minutes = rebuild_minute_rollups(
+                    conn, end - timedelta(days=args.rebuild_rollups_days), end
+                )
+            print(f"history rollups rebuilt: {minutes} machine-minutes")
         print(
             f"partitions created: {result.created or 'none'}; "  # type: ignore[attr-defined]
             f"dropped: {result.dropped or 'none'}"
@@ -261,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
         "maintain", help="create partitions ahead and drop those past RIG_RETENTION_DAYS"
     )
     add_db(maintain)
+    maintain.add_argument(
+        "--rebuild-rollups-days",
+        type=int,
+        default=0,
+        help="also recompute the per-minute history rollups of the last N days from the "
+        "stored rows (after a bulk load or restore; 0: no)",
+    )
     maintain.set_defaults(func=cmd_maintain)
 
     embedded = sub.add_parser("embedded-db", help="run an embedded PostgreSQL (demo/tests)")

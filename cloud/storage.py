@@ -228,6 +228,31 @@ def _update_totals(
         )
 
 
+_ROLLUP_PARTS = ("min", "max", "sum", "n")
+_REBUILD_ROLLUPS = f"""
+INSERT INTO sensor_minute_rollup AS r (machine_id, minute, readings, {_ROLLUP_COLUMNS})
+SELECT machine_id, date_trunc('minute', "timestamp"), count(*), {_ROLLUP_AGGREGATES}
+FROM sensor_readings WHERE "timestamp" >= %(start)s AND "timestamp" < %(end)s
+GROUP BY 1, 2 ORDER BY 1, 2
+ON CONFLICT (machine_id, minute) DO UPDATE SET readings = excluded.readings,
+{", ".join(f"{n}_{a} = excluded.{n}_{a}" for n in CORE_SENSOR_NAMES for a in _ROLLUP_PARTS)}
+"""
+
+
+def rebuild_minute_rollups(conn: psycopg.Connection, start: datetime, end: datetime) -> int:
+    """Recompute the per-minute rollups of [start, end) from the stored rows, in the caller's
+    transaction: for data loaded around the ingest path (bulk imports, restores) and for
+    readings stored before the rollups existed. Returns the number of minutes written."""
+    start = start.replace(second=0, microsecond=0)
+    with conn.cursor() as cur:
+        cur.execute(
+            "DELETE FROM sensor_minute_rollup WHERE minute >= %(start)s AND minute < %(end)s",
+            {"start": start, "end": end},
+        )
+        cur.execute(_REBUILD_ROLLUPS, {"start": start, "end": end})  # type: ignore[arg-type]
+        return cur.rowcount
+
+
 def store_dead_letters(
     conn: psycopg.Connection,
     letters: Sequence[tuple[str, str | None, int | None, int | None, str, bytes | None]],
