@@ -19,7 +19,7 @@ import psycopg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from cloud.fielderror import FieldError
+from cloud.fielderror import FieldError, NotFoundError
 
 SESSION_LIFETIME = timedelta(hours=12)
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
@@ -120,7 +120,7 @@ def set_password(conn: psycopg.Connection, username: str, password: str) -> None
         (_hasher.hash(password), username),
     ).rowcount
     if not updated:
-        raise FieldError("username", f"no user {username!r}")
+        raise NotFoundError("username", f"no user {username!r}")
     # A new password ends every session of the old one.
     conn.execute("DELETE FROM user_sessions WHERE username = %s", (username,))
 
@@ -135,7 +135,7 @@ def update_user(
 ) -> User:
     current = get_user(conn, username, include_disabled=True)
     if current is None:
-        raise FieldError("username", f"no user {username!r}")
+        raise NotFoundError("username", f"no user {username!r}")
     new_role = Role(role) if role is not None else current.role
     new_machines = current.machines if machines is ... else machines
     conn.execute(

@@ -10,3 +10,7 @@ class FieldError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class NotFoundError(FieldError):
+    """The thing ``field`` names does not exist (the API answers 404)."""

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cloud.api.deps import AppServices
 from cloud.api.errors import ApiError
-from cloud.fielderror import FieldError
+from cloud.fielderror import FieldError, NotFoundError
 
 T = TypeVar("T")
 
@@ -20,8 +20,8 @@ async def in_transaction(services: AppServices, work: Callable[[psycopg.Connecti
     """``work(conn)`` in one transaction on a pooled connection, off the event loop.
 
     A database outage becomes 503 with Retry-After (clients and load balancers back off and
-    come back by themselves); a domain error becomes 422 naming the field; a unique-key clash
-    becomes 409.
+    come back by themselves); a missing thing 404 and a domain error 422, naming the field;
+    a unique-key clash 409.
     """
 
     def run() -> T:
@@ -30,6 +30,8 @@ async def in_transaction(services: AppServices, work: Callable[[psycopg.Connecti
 
     try:
         return await run_in_threadpool(run)
+    except NotFoundError as exc:
+        raise ApiError(404, exc.field, exc.message) from None
     except FieldError as exc:
         raise ApiError(422, exc.field, exc.message) from None
     except psycopg.errors.UniqueViolation as exc:

@@ -364,3 +364,35 @@ def test_long_history_comes_from_minute_rollups(api: Api, database_url: str) -> 
         params={**params, "to": (START + timedelta(hours=1)).isoformat(), "points": 360},
     ).json()
     assert raw["resolution"] == "raw" and sum(p["n"] for p in raw["points"]) == 360
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "field"),
+    [
+        ("GET", "/api/v1/anomalies/0", "anomaly_id"),
+        ("GET", "/api/v1/anomalies/abc", "anomaly_id"),
+        ("GET", "/api/v1/custom-sensors/Bad-Name", "name"),
+        ("GET", "/api/v1/custom-sensors?machine_id=bad%20id", "machine_id"),
+        ("GET", "/api/v1/machines/bad%20id/thresholds", "machine_id"),
+        ("POST", "/api/v1/edges/bad%20edge/keys", "edge_id"),
+        ("DELETE", "/api/v1/edge-keys/not-hex", "key_id"),
+        ("PATCH", "/api/v1/users/bad%20name", "username"),
+        ("GET", "/api/thresholds?machine_id=bad%20id", "machine_id"),
+    ],
+)
+def test_bad_path_and_query_parameters_name_the_parameter(
+    api: Api, method: str, url: str, field: str
+) -> None:
+    response = api.send("admin", method, url, {} if method == "PATCH" else None)
+    assert (response.status_code, response.json()["field"]) == (422, field), response.text
+
+
+def test_unknown_things_are_404_naming_them(api: Api) -> None:
+    for method, url, field in (
+        ("GET", "/api/v1/anomalies/99", "anomaly_id"),
+        ("GET", "/api/v1/custom-sensors/never_seen", "name"),
+        ("DELETE", "/api/v1/edge-keys/0123456789ab", "key_id"),
+        ("PATCH", "/api/v1/users/ghost", "username"),
+    ):
+        response = api.send("admin", method, url, {} if method == "PATCH" else None)
+        assert (response.status_code, response.json()["field"]) == (404, field), response.text
