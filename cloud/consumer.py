@@ -38,6 +38,17 @@ CONSUMER_LAG = Gauge(
 )
 
 
+def _backlog_header(msg: Message) -> int | None:
+    """The edge's buffer depth sent along with the message (edge/outputs/kafka)."""
+    for name, value in msg.headers() or ():
+        if name == "edge_backlog" and value is not None:
+            try:
+                return max(0, int(value))
+            except ValueError:
+                return None
+    return None
+
+
 class Aggregator:
     def __init__(
         self,
@@ -214,6 +225,7 @@ class Aggregator:
 
     def _process(self, messages: list[Message]) -> None:
         readings: list[Reading] = []
+        backlog: dict[str, int] = {}
         letters: list[tuple[str, str | None, int | None, int | None, str, bytes | None]] = []
         offsets: dict[tuple[str, int], int] = {}
         for msg in messages:
@@ -226,7 +238,11 @@ class Aggregator:
             offsets[key] = max(offsets.get(key, -1), msg.offset())
             raw = msg.value() or b""
             try:
-                readings.append(decode_reading(raw))
+                reading = decode_reading(raw)
+                readings.append(reading)
+                reported = _backlog_header(msg)
+                if reported is not None:
+                    backlog[reading.edge_id] = reported
             except MessageError as exc:
                 letters.append(
                     ("kafka", msg.topic(), msg.partition(), msg.offset(), str(exc), raw[:65536])
@@ -235,7 +251,7 @@ class Aggregator:
             return
         conn = self._connection()
         with conn.transaction():
-            result = store_readings(conn, readings)
+            result = store_readings(conn, readings, backlog)
             store_dead_letters(conn, letters)
         # Only now are the rows durable: commit the offsets (synchronously, so a crash right
         # after this line cannot leave a stored batch uncommitted for long).

@@ -39,7 +39,10 @@ class IngestProducer:
         # Delivery callbacks fire inside poll()/flush(); one thread at a time drives them.
         self._lock = threading.Lock()
 
-    def produce(self, readings: Sequence[Reading], timeout: float = 20.0) -> list[Delivery]:
+    def produce(
+        self, readings: Sequence[Reading], timeout: float = 20.0, backlog: int | None = None
+    ) -> list[Delivery]:
+        headers = [("edge_backlog", str(backlog).encode())] if backlog is not None else None
         results: list[Delivery | None] = [None] * len(readings)
         errors: list[str] = []
 
@@ -58,6 +61,7 @@ class IngestProducer:
                     self.topic,
                     value=encode_reading(reading),
                     key=reading.machine_id.encode(),
+                    headers=headers,
                     on_delivery=callback(i),
                 )
             remaining = self._producer.flush(timeout)

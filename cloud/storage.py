@@ -5,7 +5,7 @@ path alike, so both give exactly-once storage under redelivery."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -114,8 +114,14 @@ def _row(reading: Reading) -> tuple[object, ...]:
     )
 
 
-def store_readings(conn: psycopg.Connection, readings: Sequence[Reading]) -> StoreResult:
-    """Store readings inside the caller's transaction (the caller commits)."""
+def store_readings(
+    conn: psycopg.Connection,
+    readings: Sequence[Reading],
+    edge_backlog: Mapping[str, int] | None = None,
+) -> StoreResult:
+    """Store readings inside the caller's transaction (the caller commits).
+
+    ``edge_backlog``: per edge id, the buffer depth the edge reported with this batch."""
     if not readings:
         return StoreResult(0, 0)
     with conn.cursor() as cur:
@@ -130,6 +136,8 @@ def store_readings(conn: psycopg.Connection, readings: Sequence[Reading]) -> Sto
         cur.execute(_MERGE)  # type: ignore[arg-type]
         inserted = cur.fetchall()
         _update_totals(cur, inserted)
+        if edge_backlog:
+            _record_backlog(cur, edge_backlog)
         # Only rows stored now count: a redelivered reading adds nothing twice.
         by_key = {(r.edge_id, r.seq): r for r in readings}
         fresh = [by_key[(edge, seq)] for _, _, edge, seq, _ in inserted]
@@ -202,6 +210,15 @@ def _store_anomalies(cur: psycopg.Cursor, readings: list[Reading]) -> None:
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
             rows,
         )
+
+
+def _record_backlog(cur: psycopg.Cursor, edge_backlog: Mapping[str, int]) -> None:
+    cur.executemany(
+        "INSERT INTO edges (edge_id, backlog, backlog_reported_at) VALUES (%s, %s, now()) "
+        "ON CONFLICT (edge_id) DO UPDATE SET backlog = excluded.backlog, "
+        "backlog_reported_at = now()",
+        sorted(edge_backlog.items()),
+    )
 
 
 def _update_totals(

@@ -29,7 +29,10 @@ def test_lag_is_reported_while_behind_and_zero_when_caught_up(
     producer = Producer({"bootstrap.servers": bootstrap})
     for i in range(300):
         producer.produce(
-            kafka_topic, encode_reading(Reading("A", "e1", i, now, {"rpm": 1.0})), b"A"
+            kafka_topic,
+            encode_reading(Reading("A", "e1", i, now, {"rpm": 1.0})),
+            b"A",
+            headers=[("edge_backlog", str(300 - i).encode())],
         )
     producer.flush(10)
 
@@ -67,4 +70,6 @@ def test_lag_is_reported_while_behind_and_zero_when_caught_up(
         login(client, "v", add_user(database_url, "v", "viewer"))
         stats = client.get("/api/stats").json()
     assert stats["consumer_lag"] == 0
+    # The edge's own buffer depth travelled in a header with each message: the last one says 1.
+    assert stats["edges"]["e1"]["backlog"] == 1
     assert {p["topic"] for p in stats["consumer_lag_partitions"]} == {kafka_topic}

@@ -172,8 +172,13 @@ def test_per_edge_key_writes_only_its_own_edge_and_can_be_revoked(
         stored = conn.execute("SELECT key_hash FROM edge_api_keys").fetchone()[0]
     assert key.encode() not in bytes(stored)  # only a hash is kept
 
-    own = _post(client, {"machine_id": "A", "temperature": 1.0}, key=key)
+    own = client.post(
+        "/api/v1/ingest",
+        json={"machine_id": "A", "temperature": 1.0},
+        headers={"X-API-KEY": key, "X-Edge-Backlog": "42"},
+    )
     assert own.status_code == 200, own.text
+    assert client.get("/api/stats").json()["edges"]["rig-7"]["backlog"] == 42
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT edge_id FROM sensor_readings").fetchone()[0] == "rig-7"
 

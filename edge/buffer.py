@@ -266,6 +266,11 @@ class StoreAndForwardBuffer:
             return moved
 
     # -- introspection ------------------------------------------------------------------
+    @property
+    def depth(self) -> int:
+        """Readings waiting to be forwarded (kept in memory: no query)."""
+        return self._depth
+
     def stats(self) -> BufferStats:
         with self._lock:
             oldest = self._conn.execute("SELECT min(seq) FROM readings").fetchone()[0]

@@ -97,7 +97,7 @@ class Forwarder:
                 continue
             started = time.perf_counter()
             try:
-                result = self.output.send(batch)
+                result = self.output.send(batch, backlog=self.buffer.depth)
             except Exception as exc:  # a client bug must not kill forwarding for good
                 log.exception("output raised")
                 result = SendResult(error=f"{type(exc).__name__}: {exc}")

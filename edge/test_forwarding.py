@@ -21,9 +21,11 @@ class RecordingOutput:
 
     def __init__(self, fail_first: int = 0) -> None:
         self.batches: list[list[int]] = []
+        self.backlogs: list[int] = []
         self.fail_first = fail_first
 
-    def send(self, batch: Sequence[BufferedReading]) -> SendResult:
+    def send(self, batch: Sequence[BufferedReading], backlog: int = 0) -> SendResult:
+        self.backlogs.append(backlog)
         if self.fail_first > 0:
             self.fail_first -= 1
             return SendResult(error="destination down")
@@ -56,6 +58,9 @@ def test_in_order_and_deleted_after_confirmation_with_retries(tmp_path: Path) ->
     sent = [s for batch in output.batches for s in batch]
     assert sent == seqs
     assert buffer.stats().depth == 0
+    # Each attempt told the destination how much was still buffered: 25, 25 (two failures),
+    # 25, then 15 and 5 as confirmed batches were deleted.
+    assert output.backlogs == [25, 25, 25, 15, 5]
 
 
 def test_live_readings_go_out_beside_the_backlog(tmp_path: Path) -> None:

@@ -23,6 +23,10 @@ class SendResult:
 class Output(Protocol):
     name: str
 
-    def send(self, batch: Sequence[BufferedReading]) -> SendResult: ...
+    def send(self, batch: Sequence[BufferedReading], backlog: int = 0) -> SendResult:
+        """``backlog``: readings still buffered on this edge, reported to the cloud with the
+        batch (Kafka header / HTTP header ``edge_backlog``) so operators see each rig's
+        store-and-forward depth without a separate channel."""
+        ...
 
     def close(self) -> None: ...

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from psycopg import Error as PsycopgError
 from starlette.concurrency import run_in_threadpool
@@ -101,7 +101,15 @@ def _parse_body(raw: bytes, max_batch: int) -> tuple[list[dict[str, Any]], bool]
         503: {"description": "Storage temporarily unavailable; retry after Retry-After"},
     },
 )
-async def ingest(request: Request, services: Services, key_edge: IngestEdge) -> JSONResponse:
+async def ingest(
+    request: Request,
+    services: Services,
+    key_edge: IngestEdge,
+    x_edge_backlog: Annotated[
+        int | None,
+        Header(ge=0, le=2**62, description="readings still buffered on the sending edge"),
+    ] = None,
+) -> JSONResponse:
     settings = services.settings
     raw = await _read_body(request, settings.max_body_bytes)
     items, is_batch = _parse_body(raw, settings.max_batch_readings)
@@ -134,7 +142,9 @@ async def ingest(request: Request, services: Services, key_edge: IngestEdge) -> 
             for index, seq in zip(needs_seq, seqs, strict=True):
                 readings[index].seq = seq
         if services.producer is not None:
-            deliveries = await run_in_threadpool(services.producer.produce, readings)
+            deliveries = await run_in_threadpool(
+                services.producer.produce, readings, 20.0, x_edge_backlog
+            )
             last = deliveries[-1]
             body: dict[str, Any] = {
                 "success": True,
@@ -148,7 +158,8 @@ async def ingest(request: Request, services: Services, key_edge: IngestEdge) -> 
                     {"partition": d.partition, "offset": d.offset} for d in deliveries
                 ]
             return JSONResponse(body)
-        result = await run_in_threadpool(_store, services, readings)
+        backlog = _backlog_by_edge(readings, x_edge_backlog)
+        result = await run_in_threadpool(_store, services, readings, backlog)
     except (PsycopgError, KafkaUnavailable) as exc:
         raise ApiError(
             503, "$", f"storage unavailable: {type(exc).__name__}", retry_after=5
@@ -171,6 +182,15 @@ def _allocate_seqs(services: Any, count: int) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
-def _store(services: Any, readings: list[Reading]) -> Any:
+def _backlog_by_edge(readings: list[Reading], backlog: int | None) -> dict[str, int] | None:
+    # The header describes the sender; a bootstrap-key batch may mix edges, and then the
+    # figure cannot be attributed to one of them.
+    edges = {r.edge_id for r in readings}
+    if backlog is None or len(edges) != 1:
+        return None
+    return {edges.pop(): backlog}
+
+
+def _store(services: Any, readings: list[Reading], backlog: dict[str, int] | None) -> Any:
     with services.pool.connection() as conn, conn.transaction():
-        return store_readings(conn, readings)
+        return store_readings(conn, readings, backlog)

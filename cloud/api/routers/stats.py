@@ -45,6 +45,8 @@ SELECT group_id, topic, kafka_partition, lag, updated_at FROM consumer_lag
 WHERE updated_at > now() - interval '60 seconds' ORDER BY 1, 2, 3
 """
 
+_EDGES = "SELECT edge_id, last_seen, backlog, backlog_reported_at FROM edges ORDER BY edge_id"
+
 
 def _collect(services: Any) -> dict[str, Any]:
     with services.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -53,6 +55,8 @@ def _collect(services: Any) -> dict[str, Any]:
         count, buckets = recent(conn, WINDOW_S)
         cur.execute(_LAG)  # type: ignore[arg-type]
         lag_rows = cur.fetchall()
+        cur.execute(_EDGES)  # type: ignore[arg-type]
+        edge_rows = cur.fetchall()
     machines: dict[str, Any] = {}
     total = 0
     for row in rows:
@@ -90,6 +94,17 @@ def _collect(services: Any) -> dict[str, Any]:
             }
             for r in lag_rows
         ],
+        # Each rig's store-and-forward depth as reported with its latest batch.
+        "edges": {
+            r["edge_id"]: {
+                "last_seen": format_ts(r["last_seen"]),
+                "backlog": r["backlog"],
+                "backlog_reported_at": format_ts(r["backlog_reported_at"])
+                if r["backlog_reported_at"]
+                else None,
+            }
+            for r in edge_rows
+        },
         "machines": machines,
     }
 
@@ -114,6 +129,8 @@ async def stats(services: Services, user: AnyUser) -> Response:
         doc = dict(cache.doc)
         doc["machines"] = {m: v for m, v in cache.doc["machines"].items() if user.may_see(m)}
         doc["total_readings"] = sum(v["total_readings"] for v in doc["machines"].values())
+        # Which rig serves which machine is not recorded per edge: scoped users see none.
+        doc["edges"] = {}
         return Response(orjson.dumps(doc), media_type="application/json")
     except PsycopgError as exc:
         raise ApiError(

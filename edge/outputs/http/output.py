@@ -30,6 +30,7 @@ class HttpOutput:
         verify: bool | str = (
             str(config.ca_file) if config.ca_file is not None else config.verify_tls
         )
+        self._backlog = 0
         self._client = httpx.Client(
             timeout=config.timeout_s,
             verify=verify,
@@ -38,10 +39,13 @@ class HttpOutput:
 
     def _post(self, batch: Sequence[BufferedReading]) -> httpx.Response:
         body = b'{"readings":[' + b",".join(item.payload for item in batch) + b"]}"
-        return self._client.post(self.config.url, content=body)
+        return self._client.post(
+            self.config.url, content=body, headers={"X-Edge-Backlog": str(self._backlog)}
+        )
 
-    def send(self, batch: Sequence[BufferedReading]) -> SendResult:
+    def send(self, batch: Sequence[BufferedReading], backlog: int = 0) -> SendResult:
         result = SendResult()
+        self._backlog = backlog
         self._send_into(batch, result)
         return result
 

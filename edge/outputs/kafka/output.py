@@ -14,6 +14,8 @@ from edge.outputs.kafka.config import KafkaOutputConfig
 
 log = logging.getLogger(__name__)
 
+BACKLOG_HEADER = "edge_backlog"
+
 
 class KafkaOutput:
     name = "kafka"
@@ -22,8 +24,9 @@ class KafkaOutput:
         self.config = config
         self._producer = Producer(config.producer_settings(), logger=log)
 
-    def send(self, batch: Sequence[BufferedReading]) -> SendResult:
+    def send(self, batch: Sequence[BufferedReading], backlog: int = 0) -> SendResult:
         result = SendResult()
+        headers = [(BACKLOG_HEADER, str(backlog).encode())]
         errors: list[str] = []
 
         def on_delivery(err: KafkaError | None, msg: Message, seq: int) -> None:
@@ -40,6 +43,7 @@ class KafkaOutput:
                         topic,
                         value=item.payload,
                         key=item.machine_id.encode(),
+                        headers=headers,
                         on_delivery=lambda err, msg, s=item.seq: on_delivery(err, msg, s),
                     )
                     break
