@@ -16,6 +16,7 @@ from cloud.api.routers import (
     health,
     ingest,
     machines,
+    models,
     sensors,
     stats,
     stream,
@@ -36,6 +37,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     sensors.router,
     anomalies.router,
     stream.router,
+    models.router,
 )
 
 

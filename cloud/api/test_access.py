@@ -44,6 +44,8 @@ SAMPLE_PATH_VALUES = {
     "key_id": "0123456789ab",
     "anomaly_id": "1",
     "name": "arm_torque",
+    "job_id": "1",
+    "model_id": "1",
 }
 WEBSOCKET_PATH = "/api/v1/stream"
 

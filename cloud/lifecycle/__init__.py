@@ -1,0 +1,1 @@
+"""The detector lifecycle in the cloud: registry, training jobs, validation, signed bundles."""

@@ -1,0 +1,209 @@
+"""The model registry: versions per machine, their metrics, which one is in service.
+
+State changes are single transactions guarded by the partial unique index "one active model
+per machine", so two trainers finishing at once cannot both put a model in service.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from cloud.fielderror import FieldError, NotFoundError
+
+_PUBLIC_COLUMNS = (
+    "id, machine_id, version, status, strategy, metrics, baseline_metrics, reason, "
+    "trained_from, trained_to, training_rows, manifest, bundle_sha256, created_by, "
+    "created_at, activated_at, octet_length(bundle) AS bundle_bytes"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    machine_id: str
+    strategy: str
+    metrics: dict[str, Any]
+    manifest: dict[str, Any]
+    bundle: bytes
+    trained_from: datetime | None
+    trained_to: datetime | None
+    training_rows: int
+    created_by: str | None
+
+
+def _json(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    for key in ("trained_from", "trained_to", "created_at", "activated_at"):
+        if out.get(key) is not None:
+            out[key] = out[key].isoformat()
+    return out
+
+
+def register(
+    conn: psycopg.Connection,
+    candidate: Candidate,
+    *,
+    accepted: bool,
+    reason: str,
+    baseline_metrics: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Record a trained model: accepted ones go into service (the previous active one is
+    retired), refused ones are kept as ``rejected`` with the reason, for the audit trail."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"models:{candidate.machine_id}",))
+    version = conn.execute(
+        "SELECT coalesce(max(version), 0) + 1 FROM model_registry WHERE machine_id = %s",
+        (candidate.machine_id,),
+    ).fetchone()[0]  # type: ignore[index]
+    if accepted:
+        conn.execute(
+            "UPDATE model_registry SET status = 'retired' "
+            "WHERE machine_id = %s AND status = 'active'",
+            (candidate.machine_id,),
+        )
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "INSERT INTO model_registry (machine_id, version, status, strategy, metrics, "
+            "baseline_metrics, reason, trained_from, trained_to, training_rows, manifest, "
+            "bundle, bundle_sha256, created_by, activated_at) VALUES (%s, %s, %s, %s, %s, %s, "
+            "%s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN now() END) "
+            f"RETURNING {_PUBLIC_COLUMNS}",  # type: ignore[arg-type]
+            (
+                candidate.machine_id,
+                version,
+                "active" if accepted else "rejected",
+                candidate.strategy,
+                Jsonb(candidate.metrics),
+                Jsonb(baseline_metrics) if baseline_metrics is not None else None,
+                reason,
+                candidate.trained_from,
+                candidate.trained_to,
+                candidate.training_rows,
+                Jsonb(candidate.manifest),
+                candidate.bundle,
+                hashlib.sha256(candidate.bundle).hexdigest(),
+                candidate.created_by,
+                accepted,
+            ),
+        )
+        row = cur.fetchone()
+    assert row is not None
+    return _json(row)
+
+
+def active(conn: psycopg.Connection, machine_id: str) -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            f"SELECT {_PUBLIC_COLUMNS} FROM model_registry "  # type: ignore[arg-type]
+            "WHERE machine_id = %s AND status = 'active'",
+            (machine_id,),
+        )
+        row = cur.fetchone()
+    return _json(row) if row else None
+
+
+def bundle(conn: psycopg.Connection, model_id: int) -> tuple[str, bytes, str] | None:
+    """(machine_id, signed bundle bytes, sha256) of a model."""
+    row = conn.execute(
+        "SELECT machine_id, bundle, bundle_sha256 FROM model_registry WHERE id = %s",
+        (model_id,),
+    ).fetchone()
+    return (row[0], bytes(row[1]), row[2]) if row else None
+
+
+def list_models(
+    conn: psycopg.Connection, machine_id: str | None, machines: tuple[str, ...] | None
+) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            f"SELECT {_PUBLIC_COLUMNS} FROM model_registry "  # type: ignore[arg-type]
+            "WHERE (%(machine)s::text IS NULL OR machine_id = %(machine)s) "
+            "AND (%(all)s OR machine_id = ANY(%(machines)s)) "
+            "ORDER BY machine_id, version DESC",
+            {"machine": machine_id, "all": machines is None, "machines": list(machines or ())},
+        )
+        return [_json(r) for r in cur.fetchall()]
+
+
+def rollback(conn: psycopg.Connection, machine_id: str, username: str | None) -> dict[str, Any]:
+    """Put the previously active model back in service; the current one becomes retired
+    with the reason recorded."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"models:{machine_id}",))
+    current = conn.execute(
+        "SELECT id, version FROM model_registry WHERE machine_id = %s AND status = 'active'",
+        (machine_id,),
+    ).fetchone()
+    if current is None:
+        raise NotFoundError("machine_id", f"machine {machine_id!r} has no model in service")
+    previous = conn.execute(
+        "SELECT id FROM model_registry WHERE machine_id = %s AND status = 'retired' "
+        "AND activated_at IS NOT NULL AND version < %s ORDER BY version DESC LIMIT 1",
+        (machine_id, current[1]),
+    ).fetchone()
+    if previous is None:
+        raise FieldError("machine_id", "no earlier model of this machine was ever in service")
+    conn.execute(
+        "UPDATE model_registry SET status = 'retired', reason = coalesce(reason || '; ', '') "
+        "|| %s WHERE id = %s",
+        (f"rolled back by {username or 'cli'}", current[0]),
+    )
+    conn.execute(
+        "UPDATE model_registry SET status = 'active', activated_at = now() WHERE id = %s",
+        (previous[0],),
+    )
+    result = active(conn, machine_id)
+    assert result is not None
+    return result
+
+
+def request_training(conn: psycopg.Connection, machine_id: str, username: str | None) -> int:
+    existing = conn.execute(
+        "SELECT id FROM training_jobs WHERE machine_id = %s AND status IN ('queued', 'running')",
+        (machine_id,),
+    ).fetchone()
+    if existing:
+        return int(existing[0])  # one pending job per machine is enough
+    row = conn.execute(
+        "INSERT INTO training_jobs (machine_id, requested_by) VALUES (%s, %s) RETURNING id",
+        (machine_id, username),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def job(conn: psycopg.Connection, job_id: int) -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT id, machine_id, requested_by, requested_at, started_at, finished_at, status, "
+            "model_id, error FROM training_jobs WHERE id = %s",
+            (job_id,),
+        )
+        row = cur.fetchone()
+    if row is None:
+        return None
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+
+
+def claim_job(conn: psycopg.Connection) -> tuple[int, str] | None:
+    """The oldest queued job, marked running (its own transaction: the caller commits)."""
+    row = conn.execute(
+        "UPDATE training_jobs SET status = 'running', started_at = now() WHERE id = ("
+        "SELECT id FROM training_jobs WHERE status = 'queued' ORDER BY requested_at "
+        "FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING id, machine_id"
+    ).fetchone()
+    return (int(row[0]), str(row[1])) if row else None
+
+
+def finish_job(
+    conn: psycopg.Connection, job_id: int, model_id: int | None, error: str | None
+) -> None:
+    conn.execute(
+        "UPDATE training_jobs SET status = %s, finished_at = now(), model_id = %s, error = %s "
+        "WHERE id = %s",
+        ("failed" if error else "done", model_id, error, job_id),
+    )
