@@ -4,13 +4,13 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= edge,cloud,sim,dev
+EXTRAS ?= edge,cloud,sim,ml,dev
 comma := ,
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)-$(subst $(comma),_,$(EXTRAS))
 PYTEST_ARGS ?=
 
 .PHONY: help venv system-deps kafka-jars test test-unit test-integration lint demo kafka \
-        bench-e2e bench-sim bench-edge bench-cloud clean
+        bench-e2e bench-sim bench-edge bench-cloud bench-ml bench-dashboard dashboard-deps clean
 
 help:
 	@echo "make demo        simulator + edge + cloud (embedded PostgreSQL) on http://127.0.0.1:8080"
@@ -22,6 +22,8 @@ help:
 	@echo "make bench-sim   simulator rate for 1, 10 and 100 machines at 100 Hz (JSON)"
 	@echo "make bench-edge  edge pipeline, Modbus acquisition, backlog drain, RSS, idle CPU (JSON)"
 	@echo "make bench-cloud Kafka -> PostgreSQL ingest vs plain COPY, /api/stats latency (JSON)"
+	@echo "make bench-ml    edge ONNX scoring cost and SKAB F1/FAR/MAR (JSON)"
+	@echo "make bench-dashboard  push latency ingest -> screen, 3D view fps in Chromium (JSON)"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "python3 is required"; exit 1; }
@@ -43,6 +45,8 @@ system-deps:
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing; \
 	  else echo "please install:$$missing"; exit 1; fi; \
@@ -51,20 +55,28 @@ system-deps:
 kafka-jars: system-deps
 	@bash tools/fetch_kafka.sh
 
-test: venv system-deps kafka-jars
+# three.js and uPlot for the dashboard, from the npm registry through the lock file.
+DASH_MODULES := cloud/dashboard/node_modules/.package-lock.json
+$(DASH_MODULES): cloud/dashboard/package-lock.json
+	@command -v npm >/dev/null || { echo "node 20 + npm are required"; exit 1; }
+	npm ci --prefix cloud/dashboard --no-audit --no-fund --loglevel=error
+
+dashboard-deps: $(DASH_MODULES)
+
+test: venv system-deps kafka-jars dashboard-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv
 	$(PY) -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
 
-test-integration: venv system-deps kafka-jars
+test-integration: venv system-deps kafka-jars dashboard-deps
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-demo: venv
+demo: venv dashboard-deps
 	$(PY) -m tools.demo
 
 kafka: venv kafka-jars
@@ -78,6 +90,12 @@ bench-sim: venv
 
 bench-edge: venv system-deps kafka-jars
 	$(PY) -m benchmarks.bench_edge
+
+bench-ml: venv
+	$(PY) -m benchmarks.bench_ml
+
+bench-dashboard: venv system-deps dashboard-deps
+	$(PY) -m benchmarks.bench_dashboard
 
 bench-cloud: venv kafka-jars
 	$(PY) -m benchmarks.bench_cloud

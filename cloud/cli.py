@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cloud.cli_accounts import add_account_commands
+from cloud.cli_models import add_model_commands
 from cloud.settings import CloudSettings, SettingsError, secret
 from shared.logs import configure_logging, log_event
 
@@ -286,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_db(embedded)
     embedded.set_defaults(func=cmd_embedded_db)
     add_account_commands(sub)
+    add_model_commands(sub)
     return parser
 
 

@@ -22,6 +22,7 @@ from cloud.api.routers import (
     stream,
     thresholds,
 )
+from cloud.dashboard import router as dashboard_router
 from cloud.ingest_producer import IngestProducer
 from cloud.live import LiveHub
 from cloud.settings import CloudSettings, SettingsError
@@ -82,4 +83,6 @@ def create_app(settings: CloudSettings) -> FastAPI:
     install_error_handlers(app)
     for router in API_ROUTERS:
         app.include_router(router)
+    # The operator dashboard's pages (login redirects, role checks of their own) and assets.
+    app.include_router(dashboard_router)
     return app

@@ -30,8 +30,10 @@ Scorer = Callable[[np.ndarray], np.ndarray]
 # between two trainings on overlapping data), but no more.
 F1_TOLERANCE = 0.02
 FAR_TOLERANCE_PCT = 2.0
-# Without a model in service, a candidate must at least beat these.
-MIN_F1 = 0.3
+# Without a model in service the edge runs threshold checks only, so a first model that
+# catches some injected faults without flooding operators with false alarms already adds
+# value: it must find something and stay under the false-alarm ceiling.
+MIN_F1 = 0.05
 MAX_FAR_PCT = 10.0
 
 

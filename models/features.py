@@ -1,0 +1,77 @@
+"""Feature preparation shared by every model: which sensors a model may use, windows, and the
+trailing smoothing applied to scores. Pure numpy so that the edge can import it too."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def lag_autocorrelation(X: np.ndarray, lag: int) -> np.ndarray:
+    """Per-column correlation between ``x[t]`` and ``x[t + lag]`` (0 for constant columns)."""
+    X = np.asarray(X, dtype=np.float64)
+    if len(X) <= lag + 2:
+        return np.zeros(X.shape[1])
+    a, b = X[:-lag], X[lag:]
+    a = a - a.mean(axis=0)
+    b = b - b.mean(axis=0)
+    denom = np.sqrt((a * a).sum(axis=0) * (b * b).sum(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = (a * b).sum(axis=0) / denom
+    return np.where(denom > 0, corr, 0.0)
+
+
+def stationary_mask(
+    X: np.ndarray, lag: int = 10, max_autocorr: float = 0.6, min_features: int = 2
+) -> np.ndarray:
+    """Columns a normal-behaviour model can rely on, fitted on the training part only.
+
+    A sensor that is constant gives no information. A sensor whose training part is dominated
+    by slow variation (high correlation between values ``lag`` samples apart: a temperature
+    still warming up, a drifting thermocouple) has not shown its normal range yet, so its
+    level keeps moving out of the training envelope during normal operation and would raise
+    false alarms all day; it is left out. If that would leave fewer than ``min_features``
+    columns, the model keeps every non-constant column instead (drifting data beats no data).
+    """
+    X = np.asarray(X, dtype=np.float64)
+    varying = X.std(axis=0) > 1e-12
+    if max_autocorr >= 1.0:
+        return varying
+    steady = varying & (lag_autocorrelation(X, lag) <= max_autocorr)
+    if steady.sum() < min(min_features, int(varying.sum())):
+        log.warning(
+            "only %d of %d sensors look stationary; keeping all varying ones",
+            int(steady.sum()),
+            X.shape[1],
+        )
+        return varying
+    return steady
+
+
+def sliding_windows(X: np.ndarray, length: int) -> np.ndarray:
+    """``(n - length + 1, length, d)`` view of consecutive windows; window ``i`` ends at row
+    ``i + length - 1``."""
+    return np.lib.stride_tricks.sliding_window_view(X, length, axis=0).transpose(0, 2, 1)
+
+
+def trailing_mean(s: np.ndarray, window: int) -> np.ndarray:
+    """Causal moving average over the last ``window`` values, ignoring NaN (a value that is
+    not available yet, such as an LSTM score before its first full window). Used on scores:
+    a valve closing shifts the level for minutes, while single noisy samples do not persist,
+    so averaging a short trailing window removes most false alarms at the cost of a few
+    samples of delay."""
+    s = np.asarray(s, dtype=np.float64)
+    if window <= 1:
+        return s.copy()
+    valid = ~np.isnan(s)
+    values = np.concatenate([[0.0], np.cumsum(np.where(valid, s, 0.0))])
+    counts = np.concatenate([[0], np.cumsum(valid)])
+    idx = np.arange(len(s))
+    lo = np.maximum(idx - window + 1, 0)
+    n = counts[idx + 1] - counts[lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (values[idx + 1] - values[lo]) / n
+    return np.where(n > 0, out, np.nan)

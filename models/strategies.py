@@ -1,0 +1,101 @@
+"""How component scores become one decision (manifest 6.1). Pure numpy: the training side
+(``models.ensemble``) and the edge (``edge.onnx_detector``) both use these functions, so the
+decision at the edge is by construction the one measured during evaluation.
+
+Every component reports a *normalised* score per reading: its raw score divided by its own
+training threshold, so 1.0 means "at this model's threshold" whatever the model's units. NaN
+means the component has no opinion yet (the LSTM before its first full window).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ISOLATION_FOREST = "isolation_forest"
+LSTM = "lstm"
+PCA = "pca"
+COMPONENTS = (ISOLATION_FOREST, LSTM, PCA)
+STRATEGIES = (ISOLATION_FOREST, LSTM, PCA, "hybrid_or", "hybrid_and", "hybrid_smart")
+# The seed's OR/AND hybrids are defined over its two models.
+PAIR = (ISOLATION_FOREST, LSTM)
+
+
+def components_of(strategy: str, weights: dict[str, float]) -> tuple[str, ...]:
+    if strategy in COMPONENTS:
+        return (strategy,)
+    if strategy in ("hybrid_or", "hybrid_and"):
+        return PAIR
+    if strategy == "hybrid_smart":
+        return tuple(name for name in COMPONENTS if weights.get(name, 0.0) > 0.0)
+    raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+
+
+def combine(
+    strategy: str, normalized: dict[str, np.ndarray], weights: dict[str, float]
+) -> np.ndarray:
+    """One combined score per reading; NaN-aware so that a missing component is skipped.
+
+    ``hybrid_or`` is the largest normalised score (flag if either flags), ``hybrid_and`` the
+    smallest (flag only if both flag), ``hybrid_smart`` a weighted mean with the calibrated
+    weights, renormalised over the components that have a score.
+    """
+    names = components_of(strategy, weights)
+    stack = np.vstack([np.asarray(normalized[n], dtype=np.float64) for n in names])
+    if len(names) == 1:
+        return stack[0]
+    all_nan = np.all(np.isnan(stack), axis=0)
+    filled_low = np.where(np.isnan(stack), -np.inf, stack)
+    filled_high = np.where(np.isnan(stack), np.inf, stack)
+    if strategy == "hybrid_or":
+        out = filled_low.max(axis=0)
+    elif strategy == "hybrid_and":
+        out = filled_high.min(axis=0)
+    else:
+        w = np.array([weights[n] for n in names])[:, None] * ~np.isnan(stack)
+        total = w.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = np.where(np.isnan(stack), 0.0, stack * w).sum(axis=0) / total
+    return np.where(all_nan, np.nan, out)
+
+
+def combine_shares(
+    strategy: str,
+    normalized: dict[str, np.ndarray],
+    shares: dict[str, np.ndarray],
+    weights: dict[str, float],
+) -> np.ndarray:
+    """Per-sensor share of the combined anomaly ``(n, d)``: each component's shares weighted
+    by how much that component contributes to the combined score."""
+    names = components_of(strategy, weights)
+    total: np.ndarray | None = None
+    for name in names:
+        n = np.nan_to_num(np.maximum(np.asarray(normalized[name], dtype=np.float64), 0.0))
+        w = weights.get(name, 1.0) if strategy == "hybrid_smart" else 1.0
+        part = np.nan_to_num(shares[name]) * (w * n)[:, None]
+        total = part if total is None else total + part
+    assert total is not None
+    s = total.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(s > 0, total / s, 0.0)
+
+
+def probability_ahead(forecast_z: np.ndarray, threshold: float, slope: float = 8.0) -> np.ndarray:
+    """Probability of an anomaly within the forecast horizon, from forecasts in z units
+    ``(..., H, d)``: the largest predicted mean squared excursion over the horizon, relative
+    to the training 99th percentile of the same quantity, through a logistic curve. The slope
+    puts the probability at 0.02 for half the threshold, 0.5 at it, 0.98 at 1.5 times it."""
+    energy = np.mean(np.asarray(forecast_z, dtype=np.float64) ** 2, axis=-1).max(axis=-1)
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-slope * (energy / threshold - 1.0)))
+
+
+def top_contributors(
+    shares: np.ndarray, sensors: list[str], limit: int = 5, min_share: float = 0.05
+) -> list[dict[str, float | str]]:
+    """Ranked ``[{"sensor", "share"}]`` for one reading (shares of at least ``min_share``)."""
+    order = np.argsort(-shares)[:limit]
+    return [
+        {"sensor": sensors[i], "share": round(float(shares[i]), 4)}
+        for i in order
+        if shares[i] >= min_share
+    ]

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.tests.conftest import ANOMALY, ANOMALY_SENSOR, SENSORS, TRAIN_ROWS, Trained
+from shared.message import Reading
+from shared.model_bundle import TamperedBundleError, WrongKeyError, generate_keypair
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def readings(X: np.ndarray, machine: str = "M1") -> list[Reading]:
+    now = datetime.now(UTC)
+    return [
+        Reading(machine, "edge-1", i, now, {s: float(v) for s, v in zip(SENSORS, row, strict=True)})
+        for i, row in enumerate(X)
+    ]
+
+
+def test_edge_detector_imports_neither_tensorflow_nor_sklearn() -> None:
+    code = (
+        "import sys, edge.onnx_detector\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'sklearn', 'keras')]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+def test_edge_scores_equal_native_scores(trained: Trained) -> None:
+    from edge.onnx_detector import OnnxDetector
+
+    detector = OnnxDetector(trained.bundle, trained.public_pem)
+    stream = readings(trained.faulty)
+    # Mixed batch sizes, including single readings, must give the same stream of decisions.
+    results = detector.score_batch(stream[:250])
+    results += [detector.score(r) for r in stream[250:260]]
+    results += detector.score_batch(stream[260:])
+    edge = np.array([r["score"] for r in results])
+    native = np.nan_to_num(trained.detector.score_samples(trained.faulty))
+    assert np.abs(edge - native).max() < 1e-4
+    hit = results[ANOMALY.start + 10]
+    assert hit["is_anomaly"] and hit["method"] == "hybrid_smart"
+    assert hit["sensors"][0] == SENSORS[ANOMALY_SENSOR]
+    assert hit["contributions"][0]["share"] > 0.3
+    assert 0.0 <= hit["probability_ahead"] <= 1.0
+    assert not any(r["is_anomaly"] for r in results[TRAIN_ROWS:500])
+
+
+@pytest.mark.parametrize("strategy", ["isolation_forest", "lstm", "hybrid_or", "hybrid_and"])
+def test_edge_strategies_match_native(trained: Trained, strategy: str) -> None:
+    from edge.onnx_detector import OnnxDetector
+
+    detector = OnnxDetector(trained.bundle, strategy=strategy)
+    results = detector.score_batch(readings(trained.faulty))
+    edge = np.array([r["score"] for r in results])
+    native = np.nan_to_num(trained.detector.score_samples(trained.faulty, strategy))
+    assert np.abs(edge - native).max() < 1e-4
+    if strategy == "lstm":
+        assert results[0].get("warming_up") and not results[0]["is_anomaly"]
+
+
+def test_machines_keep_separate_windows(trained: Trained) -> None:
+    from edge.onnx_detector import OnnxDetector
+
+    detector = OnnxDetector(trained.bundle)
+    a, b = readings(trained.faulty, "A"), readings(trained.normal, "B")
+    mixed = [r for pair in zip(a, b, strict=True) for r in pair]
+    results = detector.score_batch(mixed)
+    assert results[2 * (ANOMALY.start + 10)]["is_anomaly"]
+    assert not any(r["is_anomaly"] for r in results[1::2][TRAIN_ROWS:])
+
+
+def test_missing_sensors_are_filled_and_reported(trained: Trained) -> None:
+    from edge.onnx_detector import OnnxDetector
+
+    detector = OnnxDetector(trained.bundle)
+    stream = readings(trained.normal[:60])
+    stream[-1].values.pop("pressure")
+    stream[-1].values["voltage"] = None
+    result = detector.score_batch(stream)[-1]
+    assert result["missing_sensors"] == ["pressure", "voltage"]
+    assert not result["is_anomaly"]
+
+
+def test_signed_bundle_required_when_key_given(trained: Trained, tmp_path: Path) -> None:
+    import shutil
+
+    from edge.onnx_detector import OnnxDetector
+
+    _, other = generate_keypair()
+    with pytest.raises(WrongKeyError):
+        OnnxDetector(trained.bundle, other)
+    copy = Path(shutil.copytree(trained.bundle, tmp_path / "b"))
+    (copy / "pca.onnx").write_bytes(b"\0" + (copy / "pca.onnx").read_bytes()[1:])
+    with pytest.raises(TamperedBundleError):
+        OnnxDetector(copy)
+
+
+def test_batch_scoring_is_cheap(trained: Trained) -> None:
+    from edge.onnx_detector import OnnxDetector
+
+    detector = OnnxDetector(trained.bundle)
+    stream = readings(np.tile(trained.normal, (2, 1)))
+    detector.score_batch(stream[:64])
+    started = time.perf_counter()
+    for i in range(0, len(stream), 64):
+        detector.score_batch(stream[i : i + 64])
+    per_reading = (time.perf_counter() - started) / len(stream)
+    # Generous bound for loaded CI machines; the benchmark reports the real figure.
+    assert per_reading < 500e-6

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from models.evaluate import Confusion
+from tests.support.processes import shared_data_dir
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_confusion_metrics_follow_the_skab_formulas() -> None:
+    c = Confusion()
+    c.add(np.array([1, 1, 0, 0, 1], bool), np.array([1, 0, 1, 0, 1], bool))
+    assert (c.tp, c.fp, c.fn, c.tn) == (2, 1, 1, 1)
+    assert c.f1 == 2 / (2 + 1)
+    assert c.far == 50.0
+    assert abs(c.mar - 100 / 3) < 1e-9
+
+
+def test_skab_cli_on_two_files_prints_json_last(tmp_path: Path) -> None:
+    source = shared_data_dir() / "skab" / "valve1"
+    data = tmp_path / "skab" / "valve1"
+    data.mkdir(parents=True)
+    for name in ("0.csv", "1.csv"):
+        shutil.copy(source / name, data / name)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "models.evaluate", "skab", "--data", str(tmp_path), "--epochs", "3"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=True,
+    )
+    lines = proc.stdout.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert set(result) >= {"f1", "far", "mar"}
+    assert 0.0 <= result["f1"] <= 1.0
+    assert any(line.startswith("hybrid_smart") for line in lines)

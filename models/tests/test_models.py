@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from models import strategies as st
+from models.features import sliding_windows, stationary_mask, trailing_mean
+from models.isolation_forest import IsolationForestModel
+from models.pca_model import PcaT2QModel
+from models.tests.conftest import ANOMALY, ANOMALY_SENSOR, SENSORS, TRAIN_ROWS, Trained
+
+NORMAL = slice(TRAIN_ROWS, 500)
+
+
+@pytest.mark.parametrize("strategy", st.STRATEGIES)
+def test_each_strategy_flags_the_injected_anomaly_and_not_normal_data(
+    trained: Trained, strategy: str
+) -> None:
+    detector = trained.detector
+    flagged = detector.predict(trained.faulty, strategy)
+    clean = detector.predict(trained.normal, strategy)
+    # Smoothing delays the alarm by a few readings; the bulk of the fault must be flagged.
+    assert flagged[ANOMALY].mean() > 0.7, strategy
+    assert flagged[NORMAL].mean() < 0.05, strategy
+    assert clean[TRAIN_ROWS:].mean() < 0.05, strategy
+
+
+def test_contributions_rank_the_faulty_sensor_first(trained: Trained) -> None:
+    shares = trained.detector.explain(trained.faulty)
+    assert np.allclose(shares[ANOMALY].sum(axis=1), 1.0)
+    top = st.top_contributors(shares[ANOMALY.start + 10], trained.detector.features)
+    assert top[0]["sensor"] == SENSORS[ANOMALY_SENSOR]
+    assert top[0]["share"] > 0.3
+
+
+def test_lstm_forecasts_the_horizon_and_gives_a_probability(trained: Trained) -> None:
+    lstm = trained.detector.models[st.LSTM]
+    forecast = lstm.forecast(trained.normal[:100])
+    assert forecast.shape == (100, 10, len(SENSORS))
+    assert np.isnan(forecast[:19]).all() and np.isfinite(forecast[19:]).all()
+    prob = lstm.probability_ahead(trained.normal[:100])[19:]
+    assert ((prob >= 0) & (prob <= 1)).all()
+
+
+def test_isolation_forest_onnx_matches_native(trained: Trained) -> None:
+    model = trained.detector.models[st.ISOLATION_FOREST]
+    X = trained.faulty.astype(np.float32)
+    # The exported file (the fixture exported it once): converting again costs seconds.
+    session = ort.InferenceSession(str(trained.bundle / "isolation_forest.onnx"))
+    score, contrib = session.run(None, {"x": X})
+    assert np.abs(score - model.score_samples(X)).max() < 1e-4
+    shares = contrib / contrib.sum(axis=1, keepdims=True)
+    assert np.abs(shares - model.contributions(X)).max() < 1e-4
+
+
+def test_lstm_onnx_matches_native(trained: Trained) -> None:
+    model = trained.detector.models[st.LSTM]
+    windows = sliding_windows(trained.faulty.astype(np.float32), 20)
+    session = ort.InferenceSession(str(trained.bundle / "lstm.onnx"))
+    names = [o.name for o in session.get_outputs()]
+    out = dict(zip(names, session.run(None, {"window": windows}), strict=True))
+    native_err, native_forecast = model.run_windows(windows)
+    assert np.abs(out["sensor_error"] - native_err).max() < 1e-4
+    assert np.abs(out["forecast"] - native_forecast).max() < 1e-4
+
+
+def test_pca_onnx_matches_native(trained: Trained) -> None:
+    model = trained.detector.models[st.PCA]
+    X = trained.faulty.astype(np.float32)
+    score, _ = ort.InferenceSession(str(trained.bundle / "pca.onnx")).run(None, {"x": X})
+    native = model.score_samples(X)
+    assert np.abs(score - native).max() < 1e-4 * max(1.0, np.abs(native).max())
+
+
+def test_bundle_manifest_lists_files_thresholds_and_hashes(trained: Trained) -> None:
+    import hashlib
+
+    manifest = json.loads((trained.bundle / "manifest.json").read_text())
+    assert manifest["version"] == "test-1"
+    assert manifest["sensors"] == SENSORS
+    assert manifest["strategy"] == "hybrid_smart"
+    assert set(manifest["strategy_thresholds"]) == set(st.STRATEGIES)
+    for name, digest in manifest["files"].items():
+        assert hashlib.sha256((trained.bundle / name).read_bytes()).hexdigest() == digest
+    assert set(manifest["files"]) == {f"{c}.onnx" for c in st.COMPONENTS}
+
+
+def test_isolation_forest_needs_enough_samples() -> None:
+    with pytest.raises(ValueError, match="at least 100"):
+        IsolationForestModel().fit(np.zeros((50, 3)))
+
+
+def test_pca_scores_structure_breaks() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=500)
+    X = np.column_stack([a, a + 0.05 * rng.normal(size=500), rng.normal(size=500)])
+    model = PcaT2QModel().fit(X)
+    broken = np.array([[1.0, -1.0, 0.0]])  # both in range, correlation broken
+    assert model.predict(broken)[0]
+    assert model.contributions(broken)[0][:2].sum() > 0.9
+
+
+def test_drifting_and_constant_sensors_are_left_out() -> None:
+    rng = np.random.default_rng(0)
+    n = 400
+    X = np.column_stack(
+        [rng.normal(size=n), rng.normal(size=n), np.linspace(20, 30, n), np.full(n, 5.0)]
+    )
+    assert stationary_mask(X).tolist() == [True, True, False, False]
+
+
+def test_trailing_mean_skips_missing_values() -> None:
+    s = np.array([np.nan, 1.0, 3.0, np.nan, 5.0])
+    out = trailing_mean(s, 2)
+    assert np.isnan(out[0])
+    assert out[1:].tolist() == [1.0, 2.0, 3.0, 5.0]
+
+
+def test_hybrid_rules() -> None:
+    normalized = {
+        st.ISOLATION_FOREST: np.array([0.5, 2.0, np.nan]),
+        st.LSTM: np.array([1.5, 0.5, 3.0]),
+        st.PCA: np.array([1.0, 1.0, 1.0]),
+    }
+    weights = {st.ISOLATION_FOREST: 0.5, st.LSTM: 0.5, st.PCA: 0.0}
+    assert st.combine("hybrid_or", normalized, weights).tolist() == [1.5, 2.0, 3.0]
+    assert st.combine("hybrid_and", normalized, weights).tolist() == [0.5, 0.5, 3.0]
+    assert st.combine("hybrid_smart", normalized, weights).tolist() == [1.0, 1.25, 3.0]
+    with pytest.raises(ValueError, match="unknown strategy"):
+        st.combine("nope", normalized, weights)
