@@ -5,6 +5,7 @@ See deploy/edge-systemd/edge.example.yaml for an annotated example.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -58,6 +59,37 @@ class ForwardingConfig(_Strict):
 OutputConfig = Annotated[KafkaOutputConfig | HttpOutputConfig, Field(discriminator="kind")]
 
 
+class ModelsConfig(_Strict):
+    """ML detectors from the cloud: polled, verified with the cloud's public key, hot-swapped.
+    Without this section the edge runs threshold checks only."""
+
+    cloud_url: str = Field(pattern=r"^https?://", description="The cloud API's base URL")
+    # The per-edge API key, as for the HTTP output: from the environment or a file.
+    api_key_env: str | None = None
+    api_key_file: Path | None = None
+    public_key_file: Path = Field(description="Ed25519 public key that signs model bundles")
+    directory: Path = Path("/var/lib/rig-edge/models")
+    poll_interval_s: float = Field(default=300.0, ge=1.0, le=86_400.0)
+    timeout_s: float = Field(default=30.0, gt=0.0, le=600.0)
+    strategy: str | None = Field(default=None, description="null: the bundle's default")
+    ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _key_source(self) -> ModelsConfig:
+        if not (self.api_key_env or self.api_key_file):
+            raise ValueError("set api_key_env or api_key_file (the key is never written in YAML)")
+        return self
+
+    def api_key(self) -> str:
+        if self.api_key_file is not None:
+            return self.api_key_file.read_text(encoding="utf-8").strip()
+        assert self.api_key_env is not None
+        value = os.environ.get(self.api_key_env)
+        if not value:
+            raise ValueError(f"environment variable {self.api_key_env} is not set")
+        return value
+
+
 class EdgeConfig(_Strict):
     edge_id: str
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -66,6 +98,7 @@ class EdgeConfig(_Strict):
     sources: SourcesConfig
     output: OutputConfig
     forwarding: ForwardingConfig = Field(default_factory=ForwardingConfig)
+    models: ModelsConfig | None = None
 
     @field_validator("edge_id")
     @classmethod

@@ -13,11 +13,11 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edge.buffer import StoreAndForwardBuffer
 from edge.config import EdgeConfig, load_edge_config
-from edge.detection import Detector, ThresholdDetector
+from edge.detection import CombinedDetector, Detector
 from edge.forwarding import Forwarder
 from edge.health import HealthServer
 from edge.inputs.modbus.connector import ModbusConnector
@@ -27,6 +27,9 @@ from edge.systemd import notify, watchdog_interval_s
 from shared.configfile import ConfigError
 from shared.logs import log_event
 from shared.message import Reading
+
+if TYPE_CHECKING:
+    from edge.model_sync import ModelSync
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +75,7 @@ class EdgeDaemon:
     def __init__(self, config: EdgeConfig, detector: Detector | None = None) -> None:
         self.config = config
         self.metrics = EdgeMetrics()
-        self.detector = detector or ThresholdDetector()
+        self.detector = detector or CombinedDetector()
         self.buffer = StoreAndForwardBuffer(
             config.buffer.path,
             max_bytes=config.buffer.max_bytes,
@@ -87,6 +90,13 @@ class EdgeDaemon:
         self.connectors = build_connectors(config, self._accept, self.metrics)
         self.started_at = time.time()
         self._health_server: HealthServer | None = None
+        self.model_sync: ModelSync | None = None
+        if config.models is not None and isinstance(self.detector, CombinedDetector):
+            # Imported here: onnxruntime loads only on edges that run ML models.
+            from edge.model_sync import ModelSync
+
+            machines = [machine for machine, _ in config.sources.machines()]
+            self.model_sync = ModelSync(config.models, machines, self.detector, self.metrics)
 
     def _accept(self, reading: Reading, on_commit: Callable[[], None] | None = None) -> None:
         """Sources hand readings over here; ``on_commit`` runs once the reading is durable
@@ -115,6 +125,9 @@ class EdgeDaemon:
                 "next_seq": stats.next_seq,
             },
             "sources": sources,
+            "models": self.detector.versions()
+            if isinstance(self.detector, CombinedDetector)
+            else {},
         }
 
     async def _writer(self, stop: asyncio.Event) -> None:
@@ -131,9 +144,14 @@ class EdgeDaemon:
                 continue
             batch, self._pending = self._pending, []
             acks, self._pending_acks = self._pending_acks, []
-            for reading in batch:
-                reading.detection = self.detector.score(reading)
-                if reading.detection.get("is_anomaly"):
+            if isinstance(self.detector, CombinedDetector):
+                # One model call per machine per batch: the per-reading ML cost stays small.
+                results = self.detector.score_batch(batch)
+            else:
+                results = [self.detector.score(reading) for reading in batch]
+            for reading, detection in zip(batch, results, strict=True):
+                reading.detection = detection
+                if detection.get("is_anomaly"):
                     self.metrics.anomalies.labels(reading.machine_id).inc()
             # The commit (with fsync) runs off the event loop so polling keeps its schedule.
             await asyncio.to_thread(self.buffer.append_many, batch)
@@ -211,6 +229,9 @@ class EdgeDaemon:
             next_seq=stats.next_seq,
             output=self.config.output.kind,
         )
+        if self.model_sync is not None:
+            await asyncio.to_thread(self.model_sync.load_installed)
+            self.model_sync.start()
         self.forwarder.start()
         writer_stop = asyncio.Event()
         writer = asyncio.create_task(self._writer(writer_stop))
@@ -260,6 +281,8 @@ class EdgeDaemon:
             writer_stop.set()
             await writer  # commits whatever the sources produced up to now
             watchdog.cancel()
+            if self.model_sync is not None:
+                await asyncio.to_thread(self.model_sync.stop)
             await asyncio.to_thread(self.forwarder.stop, self.config.forwarding.shutdown_flush_s)
             self._output.close()
             if self._health_server is not None:

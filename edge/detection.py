@@ -79,3 +79,67 @@ class ThresholdDetector:
             "sensors": critical,
             "warnings": warning,
         }
+
+
+class BatchDetector(Protocol):
+    """A detector that scores many readings at once (one model call per machine)."""
+
+    def score_batch(self, readings: list[Reading]) -> list[dict[str, Any]]: ...
+
+
+class CombinedDetector:
+    """Thresholds on every reading, plus the machine's ML model once one is installed.
+
+    The thresholds always run: they are the local alarm that needs no model and no cloud.
+    The ML result, when there is one, becomes the detection (its method, score, ranked
+    sensors, probability ahead) with the threshold verdict kept under ``thresholds``; the
+    reading is anomalous if either says so. Models are swapped per machine with one
+    dictionary assignment, between two batches, so scoring never sees half a model.
+    """
+
+    def __init__(self, thresholds: ThresholdDetector | None = None) -> None:
+        self.thresholds = thresholds or ThresholdDetector()
+        self._models: dict[str, BatchDetector] = {}
+        self._versions: dict[str, str] = {}
+
+    def install(self, machine_id: str, model: BatchDetector, version: str) -> None:
+        models = dict(self._models)
+        models[machine_id] = model
+        self._models = models
+        self._versions = {**self._versions, machine_id: version}
+
+    def versions(self) -> dict[str, str]:
+        return dict(self._versions)
+
+    def score(self, reading: Reading) -> dict[str, Any]:
+        return self.score_batch([reading])[0]
+
+    def score_batch(self, readings: list[Reading]) -> list[dict[str, Any]]:
+        results = [self.thresholds.score(r) for r in readings]
+        models = self._models
+        if not models:
+            return results
+        by_machine: dict[str, list[int]] = {}
+        for i, reading in enumerate(readings):
+            if reading.machine_id in models:
+                by_machine.setdefault(reading.machine_id, []).append(i)
+        for machine_id, indexes in by_machine.items():
+            scored = models[machine_id].score_batch([readings[i] for i in indexes])
+            for i, ml in zip(indexes, scored, strict=True):
+                results[i] = _merge(results[i], ml)
+        return results
+
+
+def _merge(threshold: dict[str, Any], ml: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(ml)
+    merged["thresholds"] = threshold
+    if threshold["is_anomaly"] and not ml.get("is_anomaly"):
+        # Only the limits tripped: say so, so the cloud files it under thresholds.
+        merged.update(
+            method=threshold["method"],
+            is_anomaly=True,
+            sensors=threshold["sensors"],
+            score=threshold["score"],
+        )
+    merged["warnings"] = threshold["warnings"]
+    return merged

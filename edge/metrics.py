@@ -69,3 +69,12 @@ class EdgeMetrics:
         self.anomalies = Counter(
             "rig_edge_local_alarms", "Readings flagged by local detection", ["machine"], registry=r
         )
+        self.model_updates = Counter(
+            "rig_edge_model_updates",
+            "Model bundle checks by outcome (installed, refused, failed)",
+            ["machine", "result"],
+            registry=r,
+        )
+        self.model_version = Gauge(
+            "rig_edge_model_version", "Registry id of the model in use", ["machine"], registry=r
+        )
