@@ -39,6 +39,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     anomalies.router,
     stream.router,
     models.router,
+    models.legacy_router,
 )
 
 

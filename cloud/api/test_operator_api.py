@@ -396,3 +396,29 @@ def test_unknown_things_are_404_naming_them(api: Api) -> None:
     ):
         response = api.send("admin", method, url, {} if method == "PATCH" else None)
         assert (response.status_code, response.json()["field"]) == (404, field), response.text
+
+
+def test_lstm_predictions_manifest_path(api: Api) -> None:
+    _ingest(
+        api,
+        {
+            "readings": [
+                {
+                    "machine_id": m,
+                    "temperature": 70.0,
+                    "detection": {
+                        "method": "hybrid_smart",
+                        "is_anomaly": False,
+                        "score": 0.4,
+                        "probability_ahead": p,
+                        "model_version": "v7",
+                    },
+                }
+                for m, p in (("A", 0.12), ("B", 0.91))
+            ]
+        },
+    )
+    everything = api.get("viewer", "/api/lstm-predictions").json()["predictions"]
+    assert {m: v["probability_ahead"] for m, v in everything.items()} == {"A": 0.12, "B": 0.91}
+    assert everything["A"]["model_version"] == "v7"
+    assert set(api.get("op", "/api/lstm-predictions").json()["predictions"]) == {"A"}

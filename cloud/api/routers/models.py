@@ -12,9 +12,11 @@ from cloud.api.dbcall import in_transaction
 from cloud.api.deps import Services
 from cloud.api.errors import ApiError
 from cloud.lifecycle import registry
-from shared.message import MACHINE_ID_RE
+from shared.message import MACHINE_ID_RE, format_ts
 
 router = APIRouter(prefix="/api/v1", tags=["models"])
+# The manifest's prototype path, outside /api/v1.
+legacy_router = APIRouter(tags=["models"])
 
 MachineId = Annotated[str, Path(pattern=MACHINE_ID_RE.pattern, description="machine id")]
 
@@ -112,3 +114,46 @@ async def edge_bundle(
         media_type="application/gzip",
         headers={"X-Bundle-SHA256": sha256, "Cache-Control": "no-store"},
     )
+
+
+_PREDICTIONS = """
+SELECT t.machine_id, r."timestamp", r.detection
+FROM reading_totals t
+JOIN LATERAL (
+    SELECT s."timestamp", s.detection FROM sensor_readings s
+    WHERE s.machine_id = t.machine_id AND s."timestamp" > now() - interval '15 minutes'
+      AND s.detection ? 'probability_ahead'
+    ORDER BY s."timestamp" DESC LIMIT 1
+) r ON true
+WHERE %(all)s OR t.machine_id = ANY(%(machines)s)
+ORDER BY t.machine_id
+"""
+
+
+@legacy_router.get(
+    "/api/lstm-predictions",
+    summary="Latest predicted anomaly probability per machine (manifest path)",
+)
+async def lstm_predictions(services: Services, user: AnyUser) -> dict[str, Any]:
+    """From the edge models' most recent scores of the last 15 minutes: the probability of an
+    anomaly within the LSTM's forecast horizon, with the model version that computed it."""
+
+    def work(conn: Any) -> list[tuple[Any, ...]]:
+        return conn.execute(  # type: ignore[no-any-return]
+            _PREDICTIONS, {"all": user.machines is None, "machines": list(user.machines or ())}
+        ).fetchall()
+
+    rows = await in_transaction(services, work)
+    return {
+        "predictions": {
+            machine: {
+                "timestamp": format_ts(ts),
+                "probability_ahead": detection.get("probability_ahead"),
+                "is_anomaly": detection.get("is_anomaly"),
+                "score": detection.get("score"),
+                "method": detection.get("method"),
+                "model_version": detection.get("model_version"),
+            }
+            for machine, ts, detection in rows
+        }
+    }

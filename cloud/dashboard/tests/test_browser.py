@@ -272,6 +272,59 @@ def test_tiles_update_live_and_turn_critical(
     page.context.close()
 
 
+def test_tiles_follow_the_simulator_through_the_edge(
+    browser: Any,
+    server: str,
+    users: dict[str, tuple[str, str]],
+    tmp_path: Path,
+    log_dir: Path,
+) -> None:
+    """The whole chain a control room sees: rig-sim's Modbus server -> rig-edge -> HTTPS
+    ingest -> PostgreSQL -> NOTIFY -> WebSocket -> tile, with no reload."""
+    from tests.support.pipeline import edge_config, start_simulator
+
+    machine = f"S{uuid.uuid4().hex[:5]}"
+    key_file = tmp_path / "ingest-key"
+    key_file.write_text(INGEST_KEY)
+    sim, sim_port = start_simulator(log_dir, None, [machine], 2.0)
+    cfg = edge_config(
+        tmp_path,
+        sim_port=sim_port,
+        machines=[machine],
+        poll_interval_s=0.25,
+        edge_id=f"edge-{machine}",
+        output={
+            "kind": "http",
+            "url": f"{server}/api/v1/ingest",
+            "api_key_file": str(key_file),
+            "batch_readings": 50,
+            "timeout_s": 5,
+        },
+    )
+    edge = Service("rig-edge", ["edge.cli", "run", "-c", str(cfg)], log_dir).start()
+    try:
+        page, watch = _open(browser, server, users["operator"], f"/?machine={machine}")
+        seen: set[str] = set()
+        for _ in range(3):  # three different simulated temperatures arrive by themselves
+            page.wait_for_function(
+                """(seen) => {
+                    const t = document.querySelector('#tiles [data-sensor="temperature"]');
+                    const v = t && t.querySelector('.tile-value').textContent;
+                    return v && /^[0-9.]+$/.test(v) && !seen.includes(v);
+                }""",
+                arg=sorted(seen),
+                timeout=20_000,
+            )
+            seen.add(_tile(page, "temperature")["value"])
+        assert len(seen) == 3
+        assert page.get_attribute("#conn", "data-state") == "live"
+        _clean(watch)
+        page.context.close()
+    finally:
+        edge.stop()
+        sim.stop()
+
+
 def test_prediction_dots_follow_detection_forecast(
     browser: Any, server: str, users: dict[str, tuple[str, str]], ingest: Ingest
 ) -> None:
