@@ -119,14 +119,17 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def _schedule(url: str, interval_h: float) -> int:
     """Queue a retraining for machines whose model in service is older than the interval
-    (or that have none); returns how many were queued."""
+    (or that have none), unless one was requested within the interval: a machine whose
+    candidates keep being refused, or that has too little data yet, is retried once per
+    interval rather than in a loop. Returns how many were queued."""
     with psycopg.connect(url) as conn, conn.transaction():
         due = conn.execute(
             "SELECT m.machine_id FROM machines m LEFT JOIN model_registry r "
             "ON r.machine_id = m.machine_id AND r.status = 'active' "
-            "WHERE r.id IS NULL OR r.activated_at < now() - make_interval(secs => %s) "
-            "ORDER BY 1",
-            (interval_h * 3600,),
+            "WHERE (r.id IS NULL OR r.activated_at < now() - make_interval(secs => %(s)s)) "
+            "AND NOT EXISTS (SELECT 1 FROM training_jobs j WHERE j.machine_id = m.machine_id "
+            "AND j.requested_at > now() - make_interval(secs => %(s)s)) ORDER BY 1",
+            {"s": interval_h * 3600},
         ).fetchall()
         for (machine_id,) in due:
             registry.request_training(conn, machine_id, "schedule")

@@ -108,7 +108,17 @@ def main(argv: list[str] | None = None) -> int:
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
 
     sim_port = _free_port()
+    db_port = _free_port()
     machines = ["A", "B", "C"]
+    # The model-signing key pair: the trainer signs bundles, the edge verifies them.
+    signing_key, signing_pub = state / "model-signing.key", state / "model-signing.pub"
+    if not signing_key.exists():
+        from shared.model_bundle import generate_keypair
+
+        private, public = generate_keypair()
+        signing_key.write_bytes(private)
+        signing_key.chmod(0o600)
+        signing_pub.write_bytes(public)
     children: list[Child] = []
 
     def shutdown(*_: object) -> None:
@@ -144,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                     str(args.port),
                     "--data-dir",
                     str(state / "postgres"),
+                    "--db-port",
+                    str(db_port),
                 ],
                 logs / "rig-cloud.log",
                 env,
@@ -176,6 +188,28 @@ def main(argv: list[str] | None = None) -> int:
             edge_id="demo-edge",
             metrics_port=_free_port(),
         )
+        edge_cfg["models"] = {
+            "cloud_url": base,
+            "api_key_file": str(key_file),
+            "public_key_file": str(signing_pub),
+            "directory": str(state / "edge-models"),
+            "poll_interval_s": 30,
+        }
+        # The trainer learns each machine's normal behaviour from what has been stored,
+        # retrying every few minutes until there is enough, then ships the models.
+        trainer_env = {
+            **env,
+            "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{db_port}/rigalpha",
+            "RIG_MODEL_SIGNING_KEY_FILE": str(signing_key),
+        }
+        children.append(
+            Child(
+                "rig-cloud-trainer",
+                ["cloud.cli", "trainer", "--interval-hours", "0.1", "--days", "1"],
+                logs / "rig-cloud-trainer.log",
+                trainer_env,
+            )
+        )
         edge_path = state / "edge.yaml"
         edge_path.write_text(yaml.safe_dump(edge_cfg, sort_keys=False))
         children.append(
@@ -191,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             f"  API docs      : {base}/docs\n"
             f"  Ingest key    : {key_file} (header X-API-KEY for POST {base}/api/v1/ingest)\n"
             f"  Edge health   : http://127.0.0.1:{edge_cfg['metrics']['port']}/healthz\n"
+            "  ML detectors  : trained from the stored history once each machine has ~10 min\n"
+            "                  of data, then shipped to the edge (see the Models API / logs)\n"
             f"  Logs          : {logs}/\n"
             "Press Ctrl-C to stop.\n",
             flush=True,
