@@ -1,9 +1,9 @@
 """``make demo``: the whole system on one machine with embedded defaults.
 
-Starts the rig simulator (Modbus TCP), the cloud (API on http://127.0.0.1:8080 with an
-embedded PostgreSQL under var/demo/) and an edge gateway that polls the simulator and
-forwards over HTTP to the cloud's ingest API. Ctrl-C stops everything; data persists in
-var/demo/ for the next run.
+Starts the rig simulator (Modbus TCP), the cloud (API and dashboard on http://127.0.0.1:8080
+with an embedded PostgreSQL under var/demo/), the model trainer, and an edge gateway that
+polls the simulator, forwards over HTTP to the cloud's ingest API and runs the models the
+trainer ships. Ctrl-C stops everything; data persists in var/demo/ for the next run.
 """
 
 from __future__ import annotations
