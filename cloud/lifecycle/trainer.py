@@ -28,6 +28,8 @@ from shared.message import Reading
 from shared.model_bundle import PrivateKeyLike, load_private_key, pack_bundle
 
 log = logging.getLogger(__name__)
+# The ONNX converter narrates every graph rewrite at INFO: hundreds of lines per training.
+logging.getLogger("tf2onnx").setLevel(logging.WARNING)
 
 MIN_TRAINING_ROWS = 500
 # Validation replays the held-out block six times (normal + five faults); this bounds it.
