@@ -30,7 +30,7 @@ import yaml
 
 from edge.buffer import StoreAndForwardBuffer
 from edge.config import ForwardingConfig
-from edge.detection import ThresholdDetector
+from edge.detection import CombinedDetector, ThresholdDetector
 from edge.forwarding import Forwarder
 from edge.inputs.modbus.config import ModbusSource
 from edge.inputs.modbus.connector import ModbusConnector
@@ -85,10 +85,19 @@ def _kafka_output(bootstrap: str, topic: str) -> KafkaOutput:
     )
 
 
-def bench_pipeline(work: Path, bootstrap: str, topic: str, count: int) -> dict[str, float]:
+def bench_pipeline(
+    work: Path,
+    bootstrap: str,
+    topic: str,
+    count: int,
+    detector: ThresholdDetector | CombinedDetector | None = None,
+) -> dict[str, float]:
+    """The daemon's path per batch of 500: detection, buffer commit (fsync), forwarding to
+    Kafka with acks=all; ``detector`` defaults to the threshold checks (bench-ml passes the
+    threshold + ONNX combination)."""
     readings = _readings(count)
     buffer = StoreAndForwardBuffer(work / "pipeline.db")
-    detector = ThresholdDetector()
+    detector = detector or ThresholdDetector()
     metrics = EdgeMetrics()
     forwarder = Forwarder(
         buffer, _kafka_output(bootstrap, topic), 10_000, ForwardingConfig(), metrics
@@ -97,8 +106,12 @@ def bench_pipeline(work: Path, bootstrap: str, topic: str, count: int) -> dict[s
     forwarder.start()
     for start in range(0, count, 500):
         batch = readings[start : start + 500]
-        for reading in batch:
-            reading.detection = detector.score(reading)
+        if isinstance(detector, CombinedDetector):
+            results = detector.score_batch(batch)
+        else:
+            results = [detector.score(reading) for reading in batch]
+        for reading, result in zip(batch, results, strict=True):
+            reading.detection = result
         buffer.append_many(batch)
     while buffer.stats().depth:
         time.sleep(0.01)
