@@ -17,21 +17,23 @@ import json
 import logging
 import math
 import tempfile
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
+from models.features import trailing_mean
 from models.strategies import (
     LSTM,
     combine,
     combine_shares,
     components_of,
     probability_ahead,
-    top_contributors,
+    top_contributors_rows,
 )
 from shared.message import Reading
 from shared.model_bundle import (
@@ -49,15 +51,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _MachineState:
-    """Rolling state of one machine. The window is a doubled ring buffer: row ``i`` is written
-    at ``i % L`` and ``i % L + L``, so the last L rows are always one contiguous slice."""
+    """Rolling state of one machine between batches: the last row (to fill gaps), the last
+    ``sequence_length - 1`` rows (the start of the next LSTM windows) and the last
+    ``smooth_window - 1`` combined scores (the start of the next trailing means)."""
 
-    ring: np.ndarray
     last: np.ndarray
-    count: int = 0
-    recent: deque[float] = field(default_factory=deque)
-    recent_sum: float = 0.0
-    recent_n: int = 0
+    history: np.ndarray
+    recent: np.ndarray
 
 
 class OnnxDetector:
@@ -118,6 +118,11 @@ class OnnxDetector:
             float(lstm["forecast_threshold"]) if lstm and LSTM in self._components else None
         )
         self._machines: dict[str, _MachineState] = {}
+        # One C call reads all the sensors of a reading (KeyError: a sensor is absent).
+        self._getter = itemgetter(*self.sensors) if len(self.sensors) > 1 else _one(self.sensors)
+        self._lstm_outputs = (
+            [o.name for o in self._sessions[LSTM].get_outputs()] if LSTM in self._sessions else []
+        )
 
     # -- Detector protocol --------------------------------------------------------------------
 
@@ -125,135 +130,231 @@ class OnnxDetector:
         return self.score_batch([reading])[0]
 
     def score_batch(self, readings: list[Reading]) -> list[dict[str, Any]]:
-        """Score readings in arrival order (readings of several machines may be mixed)."""
-        n, d = len(readings), len(self.sensors)
+        """Score readings in arrival order (readings of several machines may be mixed).
+
+        Per-reading Python work is kept to reading the values and building the result: the
+        windows, the gap filling and the smoothing are done per machine on whole arrays (a
+        Python step per reading and sensor cost more than all the models together)."""
+        n = len(readings)
         if n == 0:
             return []
-        X = np.empty((n, d), dtype=np.float32)
-        missing: list[list[str]] = []
-        index = self._index
-        for i, reading in enumerate(readings):
-            row = X[i]
-            values = reading.values
-            absent = []
-            for name, j in index.items():
-                v = values.get(name)
-                if v is None or not math.isfinite(v):
-                    absent.append(name)
-                    row[j] = math.nan
-                else:
-                    row[j] = v
-            state = self._state(reading.machine_id)
-            if absent:
-                # A gap is filled with the machine's last value of that sensor (the training
-                # mean before it has one): sensors move little between readings, while the
-                # mean can sit far from the current operating point and fake an anomaly.
-                np.copyto(row, state.last, where=np.isnan(row))
-            state.last = row.copy()
-            missing.append(absent)
+        X, groups, missing = self._rows(readings)
+        lstm = LSTM in self._sessions
+        windows = np.empty((n, self._window, X.shape[1]), dtype=np.float32) if lstm else X
+        ready: list[np.ndarray] = []
+        filled = 0
+        for machine, idx in groups.items():
+            state = self._state(machine)
+            if missing:
+                self._fill_gaps(X, idx, state, missing)
+            state.last = X[idx[-1]].copy()
+            if lstm:
+                filled = self._append_windows(X, idx, state, windows, filled, ready)
 
         normalized: dict[str, np.ndarray] = {}
-        shares: dict[str, np.ndarray] = {}
+        raw_shares: dict[str, np.ndarray] = {}
         prob: np.ndarray | None = None
         for name, session in self._sessions.items():
             if name == LSTM:
-                normalized[name], shares[name], prob = self._run_lstm(session, readings, X)
+                normalized[name], raw_shares[name], prob = self._run_lstm(
+                    session, n, windows[:filled], ready
+                )
             else:
                 score, contrib = session.run(None, {self._inputs[name]: X})
                 normalized[name] = score.astype(np.float64) / self._thresholds[name]
-                shares[name] = _shares(contrib)
+                raw_shares[name] = contrib
         combined = combine(self.strategy, normalized, self._weights)
-        contributions = combine_shares(self.strategy, normalized, shares, self._weights)
+        smoothed = self._smoothed(groups, combined)
+        finite = np.isfinite(smoothed)
+        scores = np.where(finite, smoothed / self._decision, 0.0)
+        flagged = scores > 1.0
+        ranked = self._ranked(normalized, raw_shares, flagged)
 
+        score_list = np.round(scores, 6).tolist()
+        prob_list = np.round(prob, 4).tolist() if prob is not None else None
         results = []
-        for i, reading in enumerate(readings):
-            smoothed = self._smoothed(reading.machine_id, float(combined[i]))
-            score = smoothed / self._decision if math.isfinite(smoothed) else 0.0
-            is_anomaly = score > 1.0
-            ranked = top_contributors(contributions[i], self.sensors) if is_anomaly else []
+        for i in range(n):
+            top = ranked.get(i, [])
             result: dict[str, Any] = {
                 "method": self.method,
-                "is_anomaly": bool(is_anomaly),
-                "score": round(score, 6),
-                "sensors": [c["sensor"] for c in ranked],
-                "contributions": ranked,
+                "is_anomaly": i in ranked,
+                "score": score_list[i],
+                "sensors": [c["sensor"] for c in top],
+                "contributions": top,
                 "warnings": [],
                 "model_version": self.version,
             }
-            if prob is not None:
-                p = prob[i]
-                result["probability_ahead"] = None if math.isnan(p) else round(float(p), 4)
-            if not math.isfinite(smoothed):
+            if prob_list is not None:
+                p = prob_list[i]
+                result["probability_ahead"] = None if math.isnan(p) else p  # no window yet
+            if not finite[i]:
                 result["warming_up"] = True
-            if missing[i]:
-                # Filled (see above): the reading is still scored, but the operator must know
-                # that these sensors did not take part.
+            if i in missing:
+                # Filled (see _fill_gaps): the reading is still scored, but the operator must
+                # know that these sensors did not take part.
                 result["missing_sensors"] = missing[i]
             results.append(result)
         return results
 
     # -- internals ----------------------------------------------------------------------------
 
+    def _rows(
+        self, readings: list[Reading]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[int, list[str]]]:
+        """Feature rows ``(n, d)`` float32 (NaN where a value is missing or not finite), the
+        row indexes of each machine in arrival order, and the missing sensors per row."""
+        getter = self._getter
+        sensors = self.sensors
+        rows: list[Any] = []
+        groups: dict[str, list[int]] = {}
+        for i, reading in enumerate(readings):
+            values = reading.values
+            try:
+                rows.append(getter(values))
+            except KeyError:
+                rows.append([values.get(name) for name in sensors])
+            groups.setdefault(reading.machine_id, []).append(i)
+        # float64 first: the finiteness check sees the values as sent. fromiter over the
+        # flattened rows is several times faster than np.array on a list of tuples; it
+        # refuses None, which np.array turns into NaN.
+        n, d = len(readings), len(sensors)
+        try:
+            X64 = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=n * d)
+        except TypeError:
+            X64 = np.array(rows, dtype=np.float64)
+        X64 = X64.reshape(n, d)
+        bad = ~np.isfinite(X64)
+        missing: dict[int, list[str]] = {}
+        if bad.any():
+            X64[bad] = np.nan
+            for i in np.flatnonzero(bad.any(axis=1)).tolist():
+                missing[i] = [sensors[j] for j in np.flatnonzero(bad[i]).tolist()]
+        X = X64.astype(np.float32)
+        return X, {m: np.array(idx) for m, idx in groups.items()}, missing
+
+    @staticmethod
+    def _fill_gaps(
+        X: np.ndarray, idx: np.ndarray, state: _MachineState, missing: dict[int, list[str]]
+    ) -> None:
+        """A gap is filled with the machine's last value of that sensor (the training mean
+        before it has one): sensors move little between readings, while the mean can sit far
+        from the current operating point and fake an anomaly."""
+        previous = state.last
+        for i in idx.tolist():
+            if i in missing:
+                np.copyto(X[i], previous, where=np.isnan(X[i]))
+            previous = X[i]
+
+    def _append_windows(
+        self,
+        X: np.ndarray,
+        idx: np.ndarray,
+        state: _MachineState,
+        windows: np.ndarray,
+        filled: int,
+        ready: list[np.ndarray],
+    ) -> int:
+        """Copy the LSTM windows ending at this machine's new rows (those with L rows of
+        history) into ``windows`` from row ``filled``; returns the new fill level."""
+        L = self._window
+        seq = np.concatenate([state.history, X[idx]])
+        state.history = seq[max(0, len(seq) - (L - 1)) :].copy()
+        count = len(seq) - L + 1  # windows that fit; the history is at most L - 1 rows
+        if count <= 0:
+            return filled
+        # Window k of seq is rows k .. k + L - 1 (a strided view, copied once below).
+        rows, d = seq.strides
+        view = np.lib.stride_tricks.as_strided(seq, (count, L, seq.shape[1]), (rows, rows, d))
+        windows[filled : filled + count] = view
+        ready.append(idx[len(idx) - count :])
+        return filled + count
+
     def _state(self, machine_id: str) -> _MachineState:
         state = self._machines.get(machine_id)
         if state is None:
-            ring = np.empty((2 * self._window, len(self.sensors)), dtype=np.float32)
-            state = _MachineState(ring, self._fill.copy(), recent=deque())
+            d = len(self.sensors)
+            state = _MachineState(
+                last=self._fill.copy(),
+                history=np.empty((0, d), dtype=np.float32),
+                recent=np.empty(0),
+            )
             self._machines[machine_id] = state
         return state
 
     def _run_lstm(
-        self, session: ort.InferenceSession, readings: list[Reading], X: np.ndarray
+        self,
+        session: ort.InferenceSession,
+        n: int,
+        windows: np.ndarray,
+        ready: list[np.ndarray],
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        L, n, d = self._window, len(readings), X.shape[1]
-        windows = np.empty((n, L, d), dtype=np.float32)
-        ready = np.zeros(n, dtype=bool)
-        for i, reading in enumerate(readings):
-            state = self._state(reading.machine_id)
-            pos = state.count % L
-            state.ring[pos] = X[i]
-            state.ring[pos + L] = X[i]
-            state.count += 1
-            if state.count >= L:
-                windows[i] = state.ring[pos + 1 : pos + 1 + L]
-                ready[i] = True
+        d = len(self.sensors)
         normalized = np.full(n, np.nan)
-        shares = np.full((n, d), np.nan)
+        errors_all = np.full((n, d), np.nan)
         prob = np.full(n, np.nan)
-        if ready.any():
+        if len(windows):
+            rows = np.concatenate(ready)
             outputs = dict(
                 zip(
-                    [o.name for o in session.get_outputs()],
-                    session.run(None, {self._inputs[LSTM]: windows[ready]}),
+                    self._lstm_outputs,
+                    session.run(None, {self._inputs[LSTM]: windows}),
                     strict=True,
                 )
             )
-            errors = outputs["sensor_error"].astype(np.float64)
-            normalized[ready] = errors.mean(axis=1) / self._thresholds[LSTM]
-            shares[ready] = _shares(errors)
+            errors = outputs["sensor_error"]
+            normalized[rows] = errors.mean(axis=1, dtype=np.float64) / self._thresholds[LSTM]
+            errors_all[rows] = errors
             if self._forecast_threshold:
-                prob[ready] = probability_ahead(outputs["forecast"], self._forecast_threshold)
-        return normalized, shares, prob
+                prob[rows] = probability_ahead(outputs["forecast"], self._forecast_threshold)
+        return normalized, errors_all, prob
 
-    def _smoothed(self, machine_id: str, value: float) -> float:
-        """Mean of the finite combined scores among the machine's last ``smooth_window``
-        (same rule as ``models.features.trailing_mean``)."""
-        state = self._state(machine_id)
-        finite = math.isfinite(value)
-        state.recent.append(value)
-        if finite:
-            state.recent_sum += value
-            state.recent_n += 1
-        if len(state.recent) > self._smooth:
-            old = state.recent.popleft()
-            if math.isfinite(old):
-                state.recent_sum -= old
-                state.recent_n -= 1
-        if state.recent_n == 0:
-            return math.nan
-        if finite and state.recent_n == 1:
-            state.recent_sum = value  # resynchronise: no drift from repeated add/subtract
-        return state.recent_sum / state.recent_n
+    def _smoothed(self, groups: dict[str, np.ndarray], combined: np.ndarray) -> np.ndarray:
+        """Mean of the finite combined scores among each machine's last ``smooth_window``
+        (``models.features.trailing_mean`` continued across batches). All machines in one
+        pass: each machine's new scores follow its last ``smooth_window - 1`` ones, front-
+        padded with NaN (ignored, like scores that were never there), so no window reaches
+        into another machine's segment."""
+        keep = max(self._smooth - 1, 0)
+        parts: list[np.ndarray] = []
+        spans: list[tuple[np.ndarray, int, int]] = []
+        start = 0
+        for machine, idx in groups.items():
+            state = self._machines[machine]
+            values = combined[idx]
+            recent = state.recent
+            if len(recent) < keep:
+                recent = np.concatenate([np.full(keep - len(recent), np.nan), recent])
+            seq = np.concatenate([recent, values]) if keep else values
+            state.recent = seq[len(seq) - keep :]
+            parts.append(seq)
+            spans.append((idx, start + keep, start + len(seq)))
+            start += len(seq)
+        means = trailing_mean(np.concatenate(parts), self._smooth)
+        out = np.empty(len(combined))
+        for idx, lo, hi in spans:
+            out[idx] = means[lo:hi]
+        return out
+
+    def _ranked(
+        self,
+        normalized: dict[str, np.ndarray],
+        raw_shares: dict[str, np.ndarray],
+        flagged: np.ndarray,
+    ) -> dict[int, list[dict[str, float | str]]]:
+        """Top contributing sensors of the flagged readings only: explaining every reading
+        would cost more than scoring it."""
+        rows = np.flatnonzero(flagged)
+        if rows.size == 0:
+            return {}
+        contributions = combine_shares(
+            self.strategy,
+            {k: v[rows] for k, v in normalized.items()},
+            {k: _shares(v[rows]) for k, v in raw_shares.items()},
+            self._weights,
+        )
+        return dict(
+            zip(rows.tolist(), top_contributors_rows(contributions, self.sensors), strict=True)
+        )
 
     def reset(self, machine_id: str | None = None) -> None:
         """Forget the rolling state of one machine (or all), e.g. after a long data gap."""
@@ -263,8 +364,14 @@ class OnnxDetector:
             self._machines.pop(machine_id, None)
 
 
+def _one(sensors: list[str]) -> Any:
+    """``itemgetter`` of a single key returns the bare value; the rows need a sequence."""
+    name = sensors[0]
+    return lambda values: (values[name],)
+
+
 def _shares(values: np.ndarray) -> np.ndarray:
-    values = np.maximum(values.astype(np.float64), 0.0)
+    """Rows scaled to sum to 1; NaN and negative parts count as 0, all-zero rows stay 0."""
+    values = np.fmax(values.astype(np.float64), 0.0)
     total = values.sum(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, values / total, 0.0)
+    return np.divide(values, total, out=np.zeros_like(values), where=total > 0)

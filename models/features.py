@@ -25,27 +25,35 @@ def lag_autocorrelation(X: np.ndarray, lag: int) -> np.ndarray:
 
 
 def stationary_mask(
-    X: np.ndarray, lag: int = 10, max_autocorr: float = 0.6, min_features: int = 2
+    X: np.ndarray, lag: int = 10, min_cycles: float = 20.0, min_features: int = 2
 ) -> np.ndarray:
     """Columns a normal-behaviour model can rely on, fitted on the training part only.
 
     A sensor that is constant gives no information. A sensor whose training part is dominated
-    by slow variation (high correlation between values ``lag`` samples apart: a temperature
-    still warming up, a drifting thermocouple) has not shown its normal range yet, so its
-    level keeps moving out of the training envelope during normal operation and would raise
-    false alarms all day; it is left out. If that would leave fewer than ``min_features``
-    columns, the model keeps every non-constant column instead (drifting data beats no data).
+    by variation slower than the training part can show (a temperature still warming up, a
+    drifting thermocouple) has not shown its normal range yet, so its level keeps moving out
+    of the training envelope during normal operation and would raise false alarms all day; it
+    is left out. What counts is the sensor's decorrelation time next to the length of the
+    training part, not slowness as such: the correlation ``rho`` between values ``lag``
+    samples apart gives a time ``tau = -lag / ln(rho)`` (exact for a mean-reverting drift),
+    and a sensor is kept when the training part spans at least ``min_cycles`` of them. A drift
+    with a one-minute time constant is a stationary process over hours of history, but not
+    over 400 readings. If fewer than ``min_features`` columns pass, the model keeps every
+    non-constant column instead (drifting data beats no data).
     """
     X = np.asarray(X, dtype=np.float64)
     varying = X.std(axis=0) > 1e-12
-    if max_autocorr >= 1.0:
+    if min_cycles <= 0:
         return varying
+    # rho <= exp(-min_cycles * lag / n)  <=>  n / tau >= min_cycles
+    max_autocorr = float(np.exp(-min_cycles * lag / max(len(X), 1)))
     steady = varying & (lag_autocorrelation(X, lag) <= max_autocorr)
     if steady.sum() < min(min_features, int(varying.sum())):
         log.warning(
-            "only %d of %d sensors look stationary; keeping all varying ones",
+            "only %d of %d sensors look stationary over %d readings; keeping all varying ones",
             int(steady.sum()),
             X.shape[1],
+            len(X),
         )
         return varying
     return steady

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from models.evaluate import Confusion
 from tests.support.processes import shared_data_dir
@@ -45,3 +46,31 @@ def test_skab_cli_on_two_files_prints_json_last(tmp_path: Path) -> None:
     assert set(result) >= {"f1", "far", "mar"}
     assert 0.0 <= result["f1"] <= 1.0
     assert any(line.startswith("hybrid_smart") for line in lines)
+
+
+def test_sim_cli_prints_every_strategy_and_json_last(capsys: pytest.CaptureFixture[str]) -> None:
+    from models.evaluate import main
+
+    argv = ["sim", "--machines", "1", "--train-rows", "400", "--test-rows", "200"]
+    assert main([*argv, "--epochs", "1", "--quiet"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert result["strategy"] == "hybrid_smart" and result["faults"] == 5
+    assert set(result) >= {"f1", "precision", "recall", "far", "delay_s", "mean_delay_s"}
+    assert set(result["delay_s"]) == {"bearing_wear", "cavitation", "spike", "drift", "stuck"}
+    assert 0.0 <= result["f1"] <= 1.0 and 0.0 <= result["far"] <= 100.0
+    for strategy in ("isolation_forest", "lstm", "pca", "hybrid_or", "hybrid_and"):
+        assert any(line.startswith(strategy) for line in lines), strategy
+
+
+def test_sim_faults_carry_their_ground_truth() -> None:
+    from models.evaluate import inject_fault, sim_fault_specs, simulate_normal
+
+    block = simulate_normal("A", 1, 200)
+    for spec in sim_fault_specs(len(block), "A"):
+        faulty, labels = inject_fault(block, spec)
+        assert labels.sum() > 0 and not labels[: len(block) // 2].any()
+        changed = np.any(faulty != block, axis=1)
+        # Faults change rows only while active (a stuck sensor may sit at its own value).
+        assert not changed[~labels].any()
+        assert changed[labels].mean() > 0.5

@@ -131,3 +131,53 @@ def test_hybrid_rules() -> None:
     assert st.combine("hybrid_smart", normalized, weights).tolist() == [1.0, 1.25, 3.0]
     with pytest.raises(ValueError, match="unknown strategy"):
         st.combine("nope", normalized, weights)
+
+
+def test_isolation_forest_exports_as_one_tree_ensemble(trained: Trained) -> None:
+    import onnx
+
+    graph = onnx.load(str(trained.bundle / "isolation_forest.onnx")).graph
+    ops = [node.op_type for node in graph.node]
+    # One operator for all the trees; the rest is a handful of elementwise steps.
+    assert ops.count("TreeEnsembleRegressor") == 1 and len(ops) <= 8
+
+
+def _ou(n: int, tau: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    a = np.exp(-1.0 / tau)
+    x = np.zeros(n)
+    for i in range(1, n):
+        x[i] = a * x[i - 1] + np.sqrt(1 - a * a) * rng.normal()
+    return x
+
+
+def test_mean_reverting_drift_counts_as_stationary_over_a_long_history() -> None:
+    # A one-minute drift (the simulator's) has not shown its range in 400 readings but has
+    # in 6000; a trend never has.
+    long = np.column_stack([_ou(6000, 60.0, 1), _ou(6000, 60.0, 2), np.linspace(0, 1, 6000)])
+    assert stationary_mask(long).tolist() == [True, True, False]
+    short = np.column_stack([_ou(400, 60.0, 1), np.random.default_rng(3).normal(size=400)] * 2)
+    assert stationary_mask(short).tolist() == [False, True, False, True]
+
+
+def test_thresholds_are_set_on_held_back_normal_data() -> None:
+    from models.ensemble import EnsembleConfig, HybridDetector
+    from shared.catalog import CORE_SENSOR_NAMES
+    from simulator.signals import MachineSignals
+
+    signals = MachineSignals("A", 11)
+    X = np.array([signals.step(float(i)) for i in range(2500)])
+    train, test = X[:2000], X[2000:]
+    config = EnsembleConfig(components=(st.ISOLATION_FOREST, st.PCA), strategy=st.PCA)
+    held_back = HybridDetector(config).fit(train, list(CORE_SENSOR_NAMES))
+    in_sample = HybridDetector(
+        EnsembleConfig(components=config.components, strategy=st.PCA, min_calibration_rows=10**6)
+    ).fit(train, list(CORE_SENSOR_NAMES))
+    assert held_back.n_calibration_ == 400 and in_sample.n_calibration_ == 0
+    level = held_back.calibration_levels_[st.PCA]
+    assert held_back.strategy_thresholds_[st.PCA] >= level - 1e-9
+    # The PCA residual learns the training part's drift states: unseen normal data is
+    # flagged unless the threshold comes from data the model did not see.
+    far_held_back = held_back.predict(np.vstack([train, test]))[2000:].mean()
+    far_in_sample = in_sample.predict(np.vstack([train, test]))[2000:].mean()
+    assert far_held_back < 0.05 < far_in_sample
