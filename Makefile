@@ -91,7 +91,7 @@ bench-sim: venv
 bench-edge: venv system-deps kafka-jars
 	$(PY) -m benchmarks.bench_edge
 
-bench-ml: venv
+bench-ml: venv system-deps kafka-jars
 	$(PY) -m benchmarks.bench_ml
 
 bench-dashboard: venv system-deps dashboard-deps

@@ -5,6 +5,9 @@
   batch), 50 core sensors, 4 machines interleaved, after warm-up; also the single-reading
   figure (``score_us_single``), and per model the ONNX Runtime time alone per reading in the
   same batches (``onnx_us_per_reading``; the rest of ``score_us_per_reading`` is Python);
+- edge_pipeline_readings_per_s: the edge daemon's path (detection with thresholds + this
+  ONNX model on all 10 machines, SQLite commit with fsync, Kafka with acks=all to a real
+  local broker), as bench-edge measures it without the model;
 - skab f1/far/mar: the SKAB protocol (models.evaluate) on the first ``--skab-files`` labelled
   files of valve1 (default 4, to stay under ~3 minutes on 2 cores; ``--skab-files 0`` = all).
 """
@@ -158,6 +161,42 @@ def _onnx_times(bundle: Path, X: np.ndarray, batch: int, repeat: int = 30) -> di
     return out
 
 
+def bench_pipeline(epochs: int, count: int) -> dict[str, float]:
+    """bench-edge's pipeline benchmark with the ML model installed for every machine."""
+    from benchmarks.bench_edge import bench_pipeline as edge_pipeline
+    from edge.detection import CombinedDetector
+    from edge.onnx_detector import OnnxDetector
+    from shared.model_bundle import generate_keypair
+    from tools.kafka_broker import KafkaBroker
+
+    private, public = generate_keypair()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+            pool.submit(_train_bundle, str(work / "bundle"), epochs, private).result()
+        detector = CombinedDetector()
+        for i in range(10):  # bench-edge's readings come from machines M00..M09
+            model = OnnxDetector(work / "bundle", public)
+            detector.install(f"M{i:02d}", model, model.version)
+        broker = KafkaBroker(work / "kafka", log_file=work / "kafka.log")
+        try:
+            bootstrap = broker.start()
+            broker.create_topic("bench-ml", partitions=3)
+            result = edge_pipeline(work, bootstrap, "bench-ml", count, detector=detector)
+        finally:
+            broker.stop()
+    print(
+        f"edge pipeline with the model: {result['pipeline_readings_per_s']} readings/s at "
+        f"{result['pipeline_cpu_cores']} cores",
+        file=sys.stderr,
+    )
+    return {
+        "edge_pipeline_readings_per_s": result["pipeline_readings_per_s"],
+        "edge_pipeline_cpu_cores": result["pipeline_cpu_cores"],
+    }
+
+
 def bench_skab(files: int | None) -> dict[str, float]:
     from models.evaluate import evaluate_skab
 
@@ -182,10 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=5, help="LSTM epochs for the edge model")
     parser.add_argument("--skab-files", type=int, default=4, help="0 = every valve1 file")
+    parser.add_argument("--pipeline-readings", type=int, default=50_000)
     args = parser.parse_args(argv)
     result = {"batch": args.batch}
     result.update(bench_edge(args.batch, args.epochs))
     print(f"score_us_per_reading {result['score_us_per_reading']}")
+    result.update(bench_pipeline(args.epochs, args.pipeline_readings))
     result.update(bench_skab(args.skab_files or None))
     print(json.dumps(result))
     return 0
