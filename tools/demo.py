@@ -225,8 +225,9 @@ def main(argv: list[str] | None = None) -> int:
             f"  API docs      : {base}/docs\n"
             f"  Ingest key    : {key_file} (header X-API-KEY for POST {base}/api/v1/ingest)\n"
             f"  Edge health   : http://127.0.0.1:{edge_cfg['metrics']['port']}/healthz\n"
-            "  ML detectors  : trained from the stored history once each machine has ~10 min\n"
-            "                  of data, then shipped to the edge (see the Models API / logs)\n"
+            "  ML detectors  : trained from the stored history once each machine has ~1,900\n"
+            "                  readings (~16 min at 2 Hz; the trainer retries every 6 min),\n"
+            "                  validated, then shipped to the edge (GET /api/v1/models)\n"
             f"  Logs          : {logs}/\n"
             "Press Ctrl-C to stop.\n",
             flush=True,

@@ -31,7 +31,10 @@ log = logging.getLogger(__name__)
 # The ONNX converter narrates every graph rewrite at INFO: hundreds of lines per training.
 logging.getLogger("tf2onnx").setLevel(logging.WARNING)
 
-MIN_TRAINING_ROWS = 500
+# Below this the ensemble cannot hold back part of its training data to set its thresholds
+# (models.ensemble), and on slowly drifting rig signals such a model false-alarms on most
+# new readings; validation would refuse it anyway, so training waits for enough history.
+MIN_TRAINING_ROWS = 1500
 # Validation replays the held-out block six times (normal + five faults); this bounds it.
 MAX_VALIDATION_ROWS = 3000
 
