@@ -28,6 +28,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import Gauge
 
 from cloud.storage import store_dead_letters, store_readings
+from shared.failpoints import failpoint
 from shared.logs import log_event
 from shared.message import MessageError, Reading, decode_reading
 
@@ -253,6 +254,7 @@ class Aggregator:
         with conn.transaction():
             result = store_readings(conn, readings, backlog)
             store_dead_letters(conn, letters)
+        failpoint("cloud.aggregator.after_db_commit")
         # Only now are the rows durable: commit the offsets (synchronously, so a crash right
         # after this line cannot leave a stored batch uncommitted for long).
         commit = [TopicPartition(t, p, o + 1) for (t, p), o in offsets.items()]

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from shared.failpoints import failpoint
 from shared.message import Reading, encode_reading
 
 _SCHEMA_VERSION = 1
@@ -156,7 +157,8 @@ class StoreAndForwardBuffer:
             self._depth += len(rows) - dropped
             self._dropped += dropped
             self._not_empty.notify_all()
-            return seqs
+        failpoint("edge.buffer.after_commit")
+        return seqs
 
     def _enforce_cap_locked(self, projected_bytes: int) -> tuple[int, int]:
         """Delete oldest rows until under the cap; called inside the write transaction."""

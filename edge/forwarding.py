@@ -16,6 +16,7 @@ from edge.buffer import BufferedReading, StoreAndForwardBuffer
 from edge.config import ForwardingConfig
 from edge.metrics import EdgeMetrics
 from edge.outputs.base import Output, SendResult
+from shared.failpoints import failpoint
 from shared.logs import log_event
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class Forwarder:
                 log.exception("output raised")
                 result = SendResult(error=f"{type(exc).__name__}: {exc}")
             if result.confirmed:
+                failpoint("edge.forwarder.after_send")
                 self.buffer.ack(result.confirmed)
                 self.metrics.readings_out.labels(self.output.name).inc(len(result.confirmed))
                 self.metrics.forward_latency.labels(self.output.name).observe(

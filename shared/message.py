@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -45,6 +45,60 @@ MAX_SEQ = 2**63 - 1
 # also overflow the float32 register encodings and poison model scaling.
 MAX_ABS_VALUE = 1e12
 MAX_CUSTOM_SENSORS = 256
+# One encoded reading at most: 50 core values, 256 custom ones and a detection fit in a
+# quarter of this. Larger is a misconfigured device (an MQTT payload with thousands of keys),
+# and it would exceed Kafka's default message limit or block the edge's forwarding.
+MAX_READING_BYTES = 128 * 1024
+# The detection travels with the reading and is stored as JSONB: bounded like the rest.
+MAX_DETECTION_BYTES = 16 * 1024
+MAX_DETECTION_LIST = 64
+MAX_FORECAST_STEPS = 64
+DETECTION_METHOD_RE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,31}$")
+MODEL_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """Timestamps a reading may carry, relative to the receiver's clock.
+
+    ``max_age``: how far back a backfill may reach (an edge that was offline for months
+    still delivers its buffer). ``max_ahead``: how far a sender's clock may run fast. A
+    timestamp outside is a device clock reading garbage or a hostile client, and would
+    otherwise create storage partitions for years nobody lived through."""
+
+    max_age: timedelta = timedelta(days=400)
+    max_ahead: timedelta = timedelta(minutes=10)
+
+    def __post_init__(self) -> None:
+        if self.max_age <= timedelta(0) or self.max_ahead < timedelta(0):
+            raise ValueError("max_age must be positive and max_ahead not negative")
+
+    def problem(self, ts: datetime, now: datetime | None = None) -> str | None:
+        """Why ``ts`` is outside the window (None when it is inside)."""
+        now = now or datetime.now(UTC)
+        if ts < now - self.max_age:
+            return (
+                f"timestamp out of range: {format_ts(ts)} is more than "
+                f"{_span(self.max_age)} in the past"
+            )
+        if ts > now + self.max_ahead:
+            return (
+                f"timestamp out of range: {format_ts(ts)} is more than "
+                f"{_span(self.max_ahead)} in the future"
+            )
+        return None
+
+
+def _span(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds % 86400 == 0:
+        return f"{seconds // 86400} days"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} minutes"
+    return f"{seconds} seconds"
+
+
+DEFAULT_WINDOW = TimeWindow()
 
 _RESERVED_KEYS = frozenset(
     {
@@ -102,7 +156,8 @@ class Reading:
 
 
 def format_ts(ts: datetime) -> str:
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # strftime pads years below 1000 inconsistently across platforms; isoformat does not.
+    return ts.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def encode_reading(reading: Reading) -> bytes:
@@ -111,19 +166,43 @@ def encode_reading(reading: Reading) -> bytes:
     return orjson.dumps(reading.to_wire())
 
 
-def decode_reading(raw: bytes | str) -> Reading:
-    """Decode one wire message; raises ``MessageError`` naming the offending field."""
+def decode_reading(
+    raw: bytes | str, *, window: TimeWindow | None = DEFAULT_WINDOW, now: datetime | None = None
+) -> Reading:
+    """Decode one wire message; raises ``MessageError`` naming the offending field, and
+    nothing else, whatever the bytes are."""
+    if len(raw) > MAX_READING_BYTES:
+        raise MessageError("$", f"{len(raw)} bytes; a reading is at most {MAX_READING_BYTES}")
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise MessageError("$", f"not valid JSON ({exc})") from None
-    return parse_reading(doc)
+    return parse_reading(doc, window=window, now=now)
+
+
+def check_reading(
+    reading: Reading, *, window: TimeWindow | None = DEFAULT_WINDOW, now: datetime | None = None
+) -> bytes:
+    """Validate a reading built in process (the edge's sources) by the same rules as a
+    received one, and return its encoding. Raises ``MessageError`` naming the field.
+
+    Encoding and decoding once costs ~20 us; it is the only way to be sure that what an
+    edge forwards is exactly what the cloud accepts (one definition of validity)."""
+    try:
+        payload = encode_reading(reading)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise MessageError("$", f"cannot be encoded: {exc}") from None
+    decode_reading(payload, window=window, now=now)
+    return payload
 
 
 def _number(path: str, value: Any) -> float:
     # bool is an int subclass; a JSON true is not a measurement.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise MessageError(path, f"expected a number, got {type(value).__name__}")
+    if isinstance(value, int) and not -MAX_ABS_VALUE <= value <= MAX_ABS_VALUE:
+        # float() of a 400-digit integer raises OverflowError: compare as integers first.
+        raise MessageError(path, f"magnitude exceeds the limit {MAX_ABS_VALUE:g}")
     number = float(value)
     if not math.isfinite(number):
         raise MessageError(path, "must be a finite number (NaN and Infinity are not readings)")
@@ -177,7 +256,11 @@ def _parse_ts(path: str, value: Any) -> datetime:
         # The prototype sent naive local timestamps and got negative latencies; naive
         # input is taken as UTC, which is what every edge of ours sends.
         ts = ts.replace(tzinfo=UTC)
-    return ts.astimezone(UTC)
+    try:
+        return ts.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00:00+01:00 is a valid ISO string whose UTC time is before year 1.
+        raise MessageError(path, f"timestamp out of range: {value!r}") from None
 
 
 def parse_reading(
@@ -186,13 +269,20 @@ def parse_reading(
     path: str = "$",
     default_edge_id: str | None = None,
     default_seq: int | None = None,
+    default_ts: datetime | None = None,
     now: datetime | None = None,
+    window: TimeWindow | None = DEFAULT_WINDOW,
 ) -> Reading:
     """Validate a decoded JSON document into a ``Reading``.
 
+    This is the one definition of a valid reading: the edge (``check_reading``), the ingest
+    API and the aggregator all call it, so whatever one accepts the others store. It raises
+    ``MessageError`` naming the offending field and never any other exception.
+
     The canonical wire shape has ``values``; the integrator shape has sensor names at top level
-    and ``custom_sensors``. ``default_edge_id``/``default_seq``/``now`` fill what an integrator
-    may leave out; without them those fields are required.
+    and ``custom_sensors``. ``default_edge_id``/``default_seq``/``default_ts`` fill what an
+    integrator may leave out; without them those fields are required. ``window`` bounds the
+    timestamp relative to ``now`` (the receiver's clock); None accepts any time.
     """
     if not isinstance(doc, dict):
         raise MessageError(path, "expected a JSON object")
@@ -222,10 +312,14 @@ def parse_reading(
     ts_key = "ts" if "ts" in doc else "timestamp"
     if ts_key in doc:
         ts = _parse_ts(f"{path}.{ts_key}", doc[ts_key])
-    elif now is not None:
-        ts = now
+    elif default_ts is not None:
+        ts = default_ts
     else:
         raise MessageError(f"{path}.ts", "required")
+    if window is not None:
+        problem = window.problem(ts, now)
+        if problem is not None:
+            raise MessageError(f"{path}.{ts_key}", problem)
 
     values: dict[str, float | None] = {}
     custom: dict[str, float] = {}
@@ -270,7 +364,7 @@ def parse_reading(
     if not isinstance(raw_quality, dict):
         raise MessageError(f"{path}.quality", "expected an object of sensor name to quality")
     for name, q in raw_quality.items():
-        if q not in QUALITIES:
+        if not isinstance(q, str) or q not in QUALITIES:
             raise MessageError(f"{path}.quality.{name}", f"expected one of {sorted(QUALITIES)}")
         if name not in values and name not in custom:
             raise MessageError(f"{path}.quality.{name}", "quality for a sensor with no value")
@@ -281,10 +375,107 @@ def parse_reading(
         raise MessageError(path, "a reading needs at least one sensor value")
 
     detection = doc.get("detection")
-    if detection is not None and not isinstance(detection, dict):
-        raise MessageError(f"{path}.detection", "expected an object")
+    if detection is not None:
+        detection = _check_detection(f"{path}.detection", detection, values, custom, nested=False)
 
     return Reading(machine_id, edge_id, seq, ts, values, custom, quality, detection)
+
+
+def _check_detection(
+    path: str,
+    detection: Any,
+    values: dict[str, float | None],
+    custom: dict[str, float],
+    *,
+    nested: bool,
+) -> dict[str, Any]:
+    """The detection a sender attached: every key known, every value of its type and
+    bounded, sensor names that belong to the reading. It is stored as JSONB and read by the
+    anomaly writer, so anything loose here would fail there, for every redelivery."""
+    if not isinstance(detection, dict):
+        raise MessageError(path, "expected an object")
+    allowed = _DETECTION_NESTED_KEYS if nested else _DETECTION_KEYS
+    unknown = detection.keys() - allowed
+    if unknown:
+        raise MessageError(f"{path}.{sorted(unknown)[0]}", "not a detection field")
+    method = detection.get("method")
+    if not isinstance(method, str) or not DETECTION_METHOD_RE.match(method):
+        raise MessageError(f"{path}.method", "required; 1-32 characters of a-z, 0-9, '_.:-'")
+    if not isinstance(detection.get("is_anomaly", False), bool):
+        raise MessageError(f"{path}.is_anomaly", "expected true or false")
+    _number(f"{path}.score", detection.get("score"))
+
+    def known(name: Any, field_path: str, *, absent_ok: bool = False) -> None:
+        if not isinstance(name, str):
+            raise MessageError(field_path, "expected a sensor name")
+        if name in values or name in custom:
+            return
+        if absent_ok and (name in SENSOR_INDEX or CUSTOM_NAME_RE.match(name)):
+            return
+        raise MessageError(field_path, f"{name[:64]!r} is not a sensor of this reading")
+
+    for key in ("sensors", "warnings", "missing_sensors"):
+        names = detection.get(key, [])
+        if not isinstance(names, list) or len(names) > MAX_DETECTION_LIST:
+            raise MessageError(f"{path}.{key}", f"expected a list of at most {MAX_DETECTION_LIST}")
+        for i, name in enumerate(names):
+            known(name, f"{path}.{key}[{i}]", absent_ok=key == "missing_sensors")
+    contributions = detection.get("contributions", [])
+    if not isinstance(contributions, list) or len(contributions) > MAX_DETECTION_LIST:
+        raise MessageError(f"{path}.contributions", f"expected at most {MAX_DETECTION_LIST}")
+    for i, item in enumerate(contributions):
+        item_path = f"{path}.contributions[{i}]"
+        if not isinstance(item, dict) or item.keys() != {"sensor", "share"}:
+            raise MessageError(item_path, 'expected {"sensor": name, "share": number}')
+        known(item["sensor"], f"{item_path}.sensor", absent_ok=True)
+        share = _number(f"{item_path}.share", item["share"])
+        if not 0.0 <= share <= 1.0:
+            raise MessageError(f"{item_path}.share", "a share is between 0 and 1")
+    version = detection.get("model_version")
+    if version is not None and (
+        not isinstance(version, str) or not MODEL_VERSION_RE.match(version)
+    ):
+        raise MessageError(f"{path}.model_version", "1-64 characters of letters, digits, '_.:+-'")
+    probability = detection.get("probability_ahead")
+    if (
+        probability is not None
+        and not 0.0 <= _number(f"{path}.probability_ahead", probability) <= 1.0
+    ):
+        raise MessageError(f"{path}.probability_ahead", "a probability is between 0 and 1")
+    if not isinstance(detection.get("warming_up", False), bool):
+        raise MessageError(f"{path}.warming_up", "expected true or false")
+    forecast = detection.get("forecast")
+    if forecast is not None:
+        if not isinstance(forecast, dict) or len(forecast) > MAX_DETECTION_LIST:
+            raise MessageError(f"{path}.forecast", "expected an object of sensor to values")
+        for name, steps in forecast.items():
+            known(name, f"{path}.forecast.{name[:64]}", absent_ok=True)
+            if not isinstance(steps, list) or len(steps) > MAX_FORECAST_STEPS:
+                raise MessageError(
+                    f"{path}.forecast.{name}", f"expected at most {MAX_FORECAST_STEPS} values"
+                )
+            for i, step in enumerate(steps):
+                _number(f"{path}.forecast.{name}[{i}]", step)
+    if "thresholds" in detection:
+        _check_detection(f"{path}.thresholds", detection["thresholds"], values, custom, nested=True)
+    if not nested:
+        size = len(orjson.dumps(detection))
+        if size > MAX_DETECTION_BYTES:
+            raise MessageError(path, f"{size} bytes; a detection is at most {MAX_DETECTION_BYTES}")
+    return detection
+
+
+# The fields the edge's detectors write (edge/detection.py, edge/onnx_detector.py).
+_DETECTION_NESTED_KEYS = frozenset({"method", "is_anomaly", "score", "sensors", "warnings"})
+_DETECTION_KEYS = _DETECTION_NESTED_KEYS | {
+    "contributions",
+    "model_version",
+    "probability_ahead",
+    "warming_up",
+    "missing_sensors",
+    "forecast",
+    "thresholds",
+}
 
 
 _CORE_NAMES = frozenset(SENSOR_INDEX)
