@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 PYTEST_ARGS ?=
 
 .PHONY: help venv system-deps kafka-jars test test-unit test-integration lint demo kafka \
-        bench-e2e bench-sim bench-edge bench-cloud bench-ml bench-dashboard dashboard-deps clean
+        bench-e2e bench-sim bench-edge bench-cloud bench-ml bench-dashboard bench-faults dashboard-deps clean
 
 help:
 	@echo "make demo        simulator + edge + cloud (embedded PostgreSQL) on http://127.0.0.1:8080"
@@ -24,6 +24,7 @@ help:
 	@echo "make bench-cloud Kafka -> PostgreSQL ingest vs plain COPY, /api/stats latency (JSON)"
 	@echo "make bench-ml    edge ONNX scoring cost and SKAB F1/FAR/MAR (JSON)"
 	@echo "make bench-dashboard  push latency ingest -> screen, 3D view fps in Chromium (JSON)"
+	@echo "make bench-faults  fault suite: kills, outages, full disk, poison, bad clocks (JSON)"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "python3 is required"; exit 1; }
@@ -99,6 +100,10 @@ bench-dashboard: venv system-deps dashboard-deps
 
 bench-cloud: venv kafka-jars
 	$(PY) -m benchmarks.bench_cloud
+
+# Runs as root for the network-namespace and tmpfs scenarios (skipped, and said so, otherwise).
+bench-faults: venv system-deps kafka-jars
+	$(PY) -m benchmarks.bench_faults
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
