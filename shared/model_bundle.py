@@ -7,6 +7,11 @@ signature over the exact bytes of ``manifest.json``. Signing the manifest covers
 through its hash. ``verify_bundle`` accepts a bundle only if the signature verifies with the
 given public key, every listed file is present with its hash, and nothing else is there.
 
+Reading is bounded before anything is trusted (``BundleLimits``): the number of members, each
+member's declared size and the total are checked against the tar headers before a member is
+read, and the decompressed stream itself is capped, so a gzip bomb (or a huge PAX header)
+costs at most the limit in memory, never the archive's expanded size.
+
 Only ``cryptography`` and the standard library: the edge imports this, and must not pull
 TensorFlow or scikit-learn.
 """
@@ -14,11 +19,16 @@ TensorFlow or scikit-learn.
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
+import io
 import json
+import re
 import tarfile
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -43,6 +53,35 @@ class WrongKeyError(BundleError):
 
 class TamperedBundleError(BundleError):
     pass
+
+
+class OversizedBundleError(BundleError):
+    """More members or more bytes than ``BundleLimits`` allow (a gzip bomb ends here)."""
+
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class BundleLimits:
+    """What a bundle may hold. A real one has a manifest, a signature and one ONNX file per
+    component (a few MB in all); the defaults leave room for growth while keeping the worst
+    case within what a rig PC can hold in memory."""
+
+    members: int = 32
+    member_bytes: int = 64 * MiB
+    total_bytes: int = 128 * MiB
+
+    def stream_bytes(self) -> int:
+        """Cap on the decompressed tar stream: the payload plus headers and padding (a header,
+        a PAX header and its padding per member, and the end-of-archive record)."""
+        return self.total_bytes + self.members * 4 * tarfile.BLOCKSIZE + 4 * tarfile.RECORDSIZE
+
+
+DEFAULT_LIMITS = BundleLimits()
+# Flat bundles of plain file names: no paths, no "." or "..", no separators of any system.
+MEMBER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 PrivateKeyLike = Ed25519PrivateKey | bytes | str
@@ -146,19 +185,27 @@ def sign_bundle(directory: Path | str, private_key: PrivateKeyLike) -> Path:
     return path
 
 
-def verify_bundle(bundle: Path | str, public_key: PublicKeyLike) -> dict[str, Any]:
+def verify_bundle(
+    bundle: Path | str, public_key: PublicKeyLike, limits: BundleLimits = DEFAULT_LIMITS
+) -> dict[str, Any]:
     """Check a bundle directory or tar and return its manifest.
 
     Raises ``UnsignedBundleError`` without a signature, ``WrongKeyError`` when it was signed
     by another key, ``TamperedBundleError`` when the manifest or any file changed (or files
-    were added or removed), ``BundleError`` for anything else unreadable.
+    were added or removed), ``OversizedBundleError`` past ``limits``, ``BundleError`` for
+    anything else unreadable.
     """
-    return _verify(_read_members(Path(bundle)), public_key, str(bundle))
+    return _verify(_read_members(Path(bundle), limits), public_key, str(bundle))
 
 
-def extract_bundle(archive: Path | str, destination: Path | str, public_key: PublicKeyLike) -> Path:
+def extract_bundle(
+    archive: Path | str,
+    destination: Path | str,
+    public_key: PublicKeyLike,
+    limits: BundleLimits = DEFAULT_LIMITS,
+) -> Path:
     """Verify a tar bundle and unpack it into ``destination`` (created); returns it."""
-    members = _read_members(Path(archive))
+    members = _read_members(Path(archive), limits)
     _verify(members, public_key, str(archive))
     dest = Path(destination)
     dest.mkdir(parents=True, exist_ok=True)
@@ -178,27 +225,106 @@ def pack_bundle(directory: Path | str, archive: Path | str) -> Path:
     return archive
 
 
-def _read_members(bundle: Path) -> dict[str, bytes]:
+def _read_members(bundle: Path, limits: BundleLimits) -> dict[str, bytes]:
     if bundle.is_dir():
-        return {p.name: p.read_bytes() for p in sorted(bundle.iterdir()) if p.is_file()}
+        return _read_directory(bundle, limits)
     if not bundle.is_file():
         raise BundleError(f"bundle {bundle} not found")
     try:
-        with tarfile.open(bundle, "r:*") as tar:
-            members: dict[str, bytes] = {}
-            for info in tar.getmembers():
+        return _read_tar(bundle, limits)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:  # OSError: gzip damage
+        raise BundleError(f"{bundle} is neither a bundle directory nor a tar: {exc}") from None
+
+
+def _read_directory(bundle: Path, limits: BundleLimits) -> dict[str, bytes]:
+    files = [p for p in sorted(bundle.iterdir()) if p.is_file()]
+    if len(files) > limits.members:
+        raise OversizedBundleError(f"{bundle}: {len(files)} files, more than {limits.members}")
+    members: dict[str, bytes] = {}
+    total = 0
+    for path in files:
+        size = path.stat().st_size
+        total += size
+        _check_size(bundle, path.name, size, total, limits)
+        members[path.name] = path.read_bytes()
+    return members
+
+
+def _read_tar(bundle: Path, limits: BundleLimits) -> dict[str, bytes]:
+    """Stream the tar (plain or gzip) member by member; sizes are checked on each header,
+    before its data is read."""
+    members: dict[str, bytes] = {}
+    total = 0
+    entries = 0
+    with bundle.open("rb") as raw:
+        compressed = raw.read(2) == GZIP_MAGIC
+        raw.seek(0)
+        source: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
+        capped = _CappedReader(source, limits.stream_bytes(), bundle)
+        # "r|": a forward-only stream; nothing is scanned ahead of the member being checked.
+        with tarfile.open(fileobj=capped, mode="r|") as tar:
+            for info in tar:
+                entries += 1
+                if entries > limits.members:
+                    raise OversizedBundleError(
+                        f"{bundle}: more than {limits.members} archive members"
+                    )
                 if info.isdir():
                     continue
-                name = Path(info.name).name
+                name = info.name.removeprefix("./")
                 # Flat bundles only: a path, a link or a device in the archive is not ours.
-                if not info.isfile() or name != info.name.removeprefix("./") or name in members:
+                if not info.isfile() or not MEMBER_NAME_RE.fullmatch(name) or name in members:
                     raise BundleError(f"unexpected archive member {info.name!r} in {bundle}")
+                total += info.size
+                _check_size(bundle, name, info.size, total, limits)
                 fh = tar.extractfile(info)
-                assert fh is not None
-                members[name] = fh.read()
-            return members
-    except (tarfile.TarError, EOFError, OSError) as exc:  # OSError: gzip damage
-        raise BundleError(f"{bundle} is neither a bundle directory nor a tar: {exc}") from None
+                assert fh is not None  # a regular file always has a file object
+                data = fh.read(info.size)
+                if len(data) != info.size:
+                    raise BundleError(f"{bundle}: member {name!r} is truncated")
+                members[name] = data
+    return members
+
+
+def _check_size(bundle: Path, name: str, size: int, total: int, limits: BundleLimits) -> None:
+    if size > limits.member_bytes:
+        raise OversizedBundleError(
+            f"{bundle}: member {name!r} declares {size} bytes, more than the "
+            f"{limits.member_bytes}-byte limit per member"
+        )
+    if total > limits.total_bytes:
+        raise OversizedBundleError(
+            f"{bundle}: members add up to more than the {limits.total_bytes}-byte limit"
+        )
+
+
+class _CappedReader(io.RawIOBase):
+    """A read-only stream that refuses to yield more than ``cap`` bytes: what the tar reader
+    consumes for headers (PAX, GNU long names) is bounded too, not only member data."""
+
+    def __init__(self, source: IO[bytes], cap: int, bundle: Path) -> None:
+        self._source = source
+        self._left = cap
+        self._cap = cap
+        self._bundle = bundle
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        want = self._left + 1 if size is None or size < 0 else min(size, self._left + 1)
+        data = self._source.read(want)
+        self._left -= len(data)
+        if self._left < 0:
+            raise OversizedBundleError(
+                f"{self._bundle}: the archive expands to more than {self._cap} bytes"
+            )
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def _verify(members: dict[str, bytes], public_key: PublicKeyLike, where: str) -> dict[str, Any]:
