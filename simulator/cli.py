@@ -33,6 +33,7 @@ def _scenario(args: argparse.Namespace) -> SimConfig:
         ("seed", "seed"),
         ("record", "record_path"),
         ("ground_truth", "ground_truth_path"),
+        ("clock_offset_s", "clock_offset_s"),
     ):
         if getattr(args, flag) is not None:
             overrides[key] = getattr(args, flag)
@@ -62,6 +63,7 @@ _FLAGS = {
     "modbus.port": "--modbus-port",
     "record_path": "--record",
     "ground_truth_path": "--ground-truth",
+    "clock_offset_s": "--clock-offset-s",
     "opcua.port": "--opcua-port",
     "mqtt.host": "--mqtt-host",
     "mqtt.port": "--mqtt-port",
@@ -206,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="JSON-lines file describing every injected fault",
+    )
+    run.add_argument(
+        "--clock-offset-s",
+        type=float,
+        default=None,
+        help="every device clock runs this many seconds ahead (negative: behind); the "
+        "served timestamps change, --record keeps the true time (device_ts_ms beside it)",
     )
     run.add_argument("--log-level", default="INFO")
     run.set_defaults(func=cmd_run)

@@ -72,7 +72,12 @@ class MqttSettings(_Strict):
     password_env: str | None = None
 
 
-FaultKind = Literal["bearing_wear", "spike", "stuck", "drift", "dropout", "cavitation"]
+FaultKind = Literal["bearing_wear", "spike", "stuck", "drift", "dropout", "cavitation", "clock"]
+
+# A device clock may be off by as much as the span a uint64 millisecond register, an OPC-UA
+# DateTime and an ISO 8601 string can all carry (1970 to the end of year 9999); the served
+# time is clamped into that span (simulator.engine.Sample.device_ts_ms).
+MAX_CLOCK_OFFSET_S = 253_402_300_800.0
 
 
 class FaultSpec(_Strict):
@@ -82,11 +87,18 @@ class FaultSpec(_Strict):
     duration_s: float = Field(gt=0)
     sensors: list[CoreSensorName] = Field(default_factory=list)
     magnitude: float = Field(default=1.0, gt=0, description="kind-specific strength")
+    # clock: how far the device's clock runs ahead (negative: behind) while the fault lasts.
+    # Only the timestamps the device serves change; the record keeps the true time.
+    offset_s: float = Field(default=0.0, ge=-MAX_CLOCK_OFFSET_S, le=MAX_CLOCK_OFFSET_S)
 
     @model_validator(mode="after")
     def _needs_sensors(self) -> FaultSpec:
         if self.kind in ("spike", "stuck", "drift", "dropout") and not self.sensors:
             raise ValueError(f"a {self.kind} fault needs sensors: [...]")
+        if self.kind == "clock" and self.offset_s == 0:
+            raise ValueError("a clock fault needs offset_s (seconds the device clock is off)")
+        if self.kind != "clock" and self.offset_s != 0:
+            raise ValueError(f"offset_s applies to clock faults, not {self.kind}")
         return self
 
 
@@ -123,6 +135,9 @@ class SimConfig(_Strict):
     replay: list[ReplaySpec] = Field(default_factory=list)
     record_path: Path | None = None
     ground_truth_path: Path | None = None
+    # Every machine's clock off by this much from the start (``--clock-offset-s``); clock
+    # faults add to it while they last.
+    clock_offset_s: float = Field(default=0.0, ge=-MAX_CLOCK_OFFSET_S, le=MAX_CLOCK_OFFSET_S)
 
     @model_validator(mode="before")
     @classmethod

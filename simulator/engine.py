@@ -15,6 +15,9 @@ from simulator.register_map import float32
 from simulator.replay import Replayer
 from simulator.signals import MachineSignals, MachineState
 
+# The latest instant every protocol can carry (OPC-UA DateTime and ISO 8601 end at year 9999).
+MAX_DEVICE_TS_MS = 253_402_300_799_999
+
 _STATES = {
     "running": MachineState.RUNNING,
     "idle": MachineState.IDLE,
@@ -32,6 +35,17 @@ class Sample:
     values: list[float]  # catalog order, float32-exact; NaN marks a dropped-out sensor
     faults: list[str]
     rul_s: float | None
+    # How far the device's clock is off (clock faults, ``--clock-offset-s``). ``ts_ms`` stays
+    # the true time of the sample; protocols serve ``device_ts_ms``.
+    clock_offset_ms: int = 0
+
+    @property
+    def device_ts_ms(self) -> int:
+        """The timestamp the device serves: its (possibly wrong) clock, kept inside what a
+        uint64 register, an OPC-UA DateTime and an ISO 8601 string can all hold."""
+        if not self.clock_offset_ms:
+            return self.ts_ms
+        return min(MAX_DEVICE_TS_MS, max(0, self.ts_ms + self.clock_offset_ms))
 
 
 class SampleSink(Protocol):
@@ -51,6 +65,7 @@ class Machine:
         self.replayer = Replayer(replays[0]) if replays else None
         self.counter = 0
         self.last: Sample | None = None
+        self.clock_offset_s = config.clock_offset_s
 
     def _state_at(self, t: float) -> MachineState:
         if self.faults.failed(t):
@@ -84,6 +99,7 @@ class Machine:
             values=float32(values),
             faults=self.faults.active_kinds(t),
             rul_s=self.faults.rul_s(t),
+            clock_offset_ms=round((self.clock_offset_s + self.faults.clock_offset_s(t)) * 1000),
         )
         self.last = sample
         return sample

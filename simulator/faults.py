@@ -79,7 +79,13 @@ class FaultInjector:
     def active_kinds(self, t: float) -> list[str]:
         return [f.spec.kind for f in self.faults if f.active(t)]
 
+    def clock_offset_s(self, t: float) -> float:
+        """How far the device clock is off at ``t`` (clock faults add up)."""
+        return sum(f.spec.offset_s for f in self.faults if f.spec.kind == "clock" and f.active(t))
+
     def apply(self, t: float, values: np.ndarray) -> np.ndarray:
+        """The values with every active fault applied (clock faults change timestamps only:
+        see ``clock_offset_s``)."""
         for fault in self.faults:
             if not fault.active(t):
                 if fault.spec.kind == "stuck":
@@ -134,6 +140,8 @@ def ground_truth(specs: list[FaultSpec], started_at: datetime) -> list[dict[str,
             "end_s": spec.start_s + spec.duration_s,
             "magnitude": spec.magnitude,
         }
+        if spec.kind == "clock":
+            doc["offset_s"] = spec.offset_s
         if spec.kind == "bearing_wear":
             doc["failure_at"] = doc["end"]
             doc["true_rul_s_at_start"] = spec.duration_s

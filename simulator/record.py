@@ -15,7 +15,8 @@ from simulator.engine import Sample
 class SampleRecorder:
     """Appends one row per sample to SQLite, committing at most every ``flush_s`` so
     recording costs little even at high rates. ``values`` is a JSON list in catalog order
-    (null for a dropped-out sensor)."""
+    (null for a dropped-out sensor). ``ts_ms`` is the true time of the sample;
+    ``device_ts_ms`` what the device's clock said (they differ under a clock fault)."""
 
     def __init__(self, path: Path, flush_s: float = 0.2) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -25,7 +26,7 @@ class SampleRecorder:
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS samples (machine_id TEXT NOT NULL, sample INTEGER "
             'NOT NULL, ts_ms INTEGER NOT NULL, state INTEGER NOT NULL, "values" TEXT NOT '
-            "NULL, faults TEXT NOT NULL DEFAULT '[]', rul_s REAL, "
+            "NULL, faults TEXT NOT NULL DEFAULT '[]', rul_s REAL, device_ts_ms INTEGER, "
             "PRIMARY KEY (machine_id, sample))"
         )
         self._pending: list[tuple[object, ...]] = []
@@ -44,6 +45,7 @@ class SampleRecorder:
                     json.dumps(values),
                     json.dumps(s.faults),
                     s.rul_s,
+                    s.device_ts_ms,
                 )
             )
         if time.monotonic() - self._last_flush >= self._flush_s:
@@ -53,7 +55,9 @@ class SampleRecorder:
         if self._pending:
             self._conn.execute("BEGIN")
             self._conn.executemany(
-                "INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?, ?, ?)", self._pending
+                "INSERT OR REPLACE INTO samples (machine_id, sample, ts_ms, state, "
+                '"values", faults, rul_s, device_ts_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+                self._pending,
             )
             self._conn.execute("COMMIT")
             self._pending = []

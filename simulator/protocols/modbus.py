@@ -60,7 +60,7 @@ def holding_registers(sample: Sample) -> list[int]:
     registers = [0] * HOLDING_REGISTERS
     registers[COUNTER_ADDRESS : COUNTER_ADDRESS + 2] = uint32_words(sample.counter)
     registers[STATE_ADDRESS] = sample.state
-    registers[TIMESTAMP_ADDRESS : TIMESTAMP_ADDRESS + 4] = uint64_words(sample.ts_ms)
+    registers[TIMESTAMP_ADDRESS : TIMESTAMP_ADDRESS + 4] = uint64_words(sample.device_ts_ms)
     registers[FIRST_SENSOR_ADDRESS:] = encode_float32_be(sample.values)
     return registers
 

@@ -63,7 +63,7 @@ class MqttPublisher:
             doc = {
                 "machine_id": sample.machine_id,
                 "sample": sample.counter,
-                "ts_ms": sample.ts_ms,
+                "ts_ms": sample.device_ts_ms,
                 "state": sample.state,
                 "values": values,
             }
@@ -74,7 +74,7 @@ class MqttPublisher:
             )
             if self._plant:
                 when = (
-                    datetime.fromtimestamp(sample.ts_ms / 1000, UTC)
+                    datetime.fromtimestamp(sample.device_ts_ms / 1000, UTC)
                     .isoformat()
                     .replace("+00:00", "Z")
                 )

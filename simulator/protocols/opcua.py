@@ -170,7 +170,7 @@ class OpcUaPublisher:
 
     async def _write(self, machine: str, sample: Sample) -> None:
         sensor_ids, counter_id, state_id = self._nodes[machine]
-        when = datetime.fromtimestamp(sample.ts_ms / 1000.0, UTC)
+        when = datetime.fromtimestamp(sample.device_ts_ms / 1000.0, UTC)
         write = self.server.write_attribute_value
         for node_id, value in zip(sensor_ids, sample.values, strict=True):
             if math.isnan(value):
