@@ -71,7 +71,12 @@ class KafkaBroker:
         libs_dir: Path | None = None,
         log_file: Path | None = None,
         heap: str = "512m",
+        extra_listener: tuple[str, int] | None = None,
     ) -> None:
+        """``extra_listener``: (host, port) of a second plaintext listener, advertised as
+        itself, for clients that cannot reach 127.0.0.1 (a process in a network namespace
+        behind a veth pair); port 0 picks a free one. The host must be an address of this
+        machine when the broker starts."""
         self.data_dir = data_dir.resolve()
         self.libs_dir = (libs_dir or Path(os.environ.get("KAFKA_LIBS_DIR", DEFAULT_LIBS))).resolve()
         self.log_file = log_file or self.data_dir / "broker.log"
@@ -85,12 +90,23 @@ class KafkaBroker:
         self.port = port or _free_port()
         self.controller_port = controller_port or _free_port()
         ports_file.write_text(f"{self.port} {self.controller_port}\n")
+        self.extra_listener: tuple[str, int] | None = None
+        if extra_listener is not None:
+            host, extra_port = extra_listener
+            self.extra_listener = (host, extra_port or _free_port())
         self._proc: subprocess.Popen[bytes] | None = None
         atexit.register(self._cleanup)
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def extra_bootstrap(self) -> str | None:
+        """host:port of the extra listener, if one was asked for."""
+        if self.extra_listener is None:
+            return None
+        return f"{self.extra_listener[0]}:{self.extra_listener[1]}"
 
     @property
     def is_running(self) -> bool:
@@ -122,14 +138,21 @@ class KafkaBroker:
 
     def _write_config(self) -> Path:
         logs = self.data_dir / "logs"
+        listeners = f"PLAINTEXT://127.0.0.1:{self.port}"
+        advertised = listeners
+        protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        if self.extra_listener is not None:
+            host, port = self.extra_listener
+            listeners += f",EXTRA://{host}:{port}"
+            advertised += f",EXTRA://{host}:{port}"
+            protocols += ",EXTRA:PLAINTEXT"
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},"
-            f"CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listeners": f"{listeners},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": advertised,
+            "listener.security.protocol.map": protocols,
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(logs),
