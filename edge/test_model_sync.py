@@ -1,12 +1,14 @@
 """Model updates on a running edge, end to end with real processes: the simulator's Modbus
 server, the edge daemon, the cloud API on PostgreSQL. Models are hot-swapped while readings
 stream and none is lost; a bundle signed with another key is refused and the model in use
-stays; after a restart without the cloud the last verified model runs again."""
+stays; after a restart without the cloud the last verified model runs again.
+
+Every wait is on a condition (rows stored, a version seen, a metric), never on elapsed time:
+edge seqs come from a microsecond clock, so progress is measured by counting rows."""
 
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +81,47 @@ def _versions_seen(database_url: str, since_seq: int = 0) -> dict[str, set[str]]
 
 
 def _max_seq(database_url: str) -> int:
+    """A boundary between phases, not a count: seqs start near 1.8e15 (microseconds)."""
     with psycopg.connect(database_url) as conn:
         return int(conn.execute("SELECT coalesce(max(seq), 0) FROM sensor_readings").fetchone()[0])
+
+
+def _rows_per_machine(database_url: str, since_seq: int = 0) -> dict[str, int]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT machine_id, count(*) FROM sensor_readings WHERE seq > %s GROUP BY machine_id",
+            (since_seq,),
+        ).fetchall()
+    return {machine: int(n) for machine, n in rows}
+
+
+def _version_phases(database_url: str, machine: str) -> list[str | None]:
+    """The model versions that scored ``machine``'s readings, in seq order, one entry per
+    unbroken run (None: thresholds only). Hot swaps while streaming give [None, v1, v2]."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT detection->>'model_version' FROM sensor_readings WHERE machine_id = %s "
+            "ORDER BY seq",
+            (machine,),
+        ).fetchall()
+    phases: list[str | None] = []
+    for (version,) in rows:
+        if not phases or phases[-1] != version:
+            phases.append(version)
+    return phases
+
+
+def _next_seq(cfg: Path, services: list[Service]) -> int:
+    """The seq the edge will give its next committed reading (health is read until it
+    answers: a busy edge may be slow to)."""
+    health: dict[str, Any] = {}
+
+    def answered() -> bool:
+        health.update(edge_health(cfg) or {})
+        return bool(health)
+
+    wait_until(answered, 60, "edge health", services=services)
+    return int(health["buffer"]["next_seq"])
 
 
 def test_models_hot_swap_while_streaming_refuse_foreign_bundles_and_survive_offline(
@@ -127,13 +168,18 @@ def test_models_hot_swap_while_streaming_refuse_foreign_bundles_and_survive_offl
     edge = Service("rig-edge", ["edge.cli", "run", "-c", str(cfg)], log_dir).start()
     services = [sim, cloud, edge]
     try:
-        wait_until(lambda: _max_seq(database_url) > 20, 60, "first readings", services=services)
+        wait_until(
+            lambda: min(_rows_per_machine(database_url).get(m, 0) for m in MACHINES) >= 10,
+            60,
+            "10 readings of each machine",
+            services=services,
+        )
         assert _versions_seen(database_url) == {}  # no model yet: thresholds only
 
         _publish(database_url, "A", *v1)
         wait_until(
             lambda: "v1" in _versions_seen(database_url).get("A", set()),
-            30,
+            60,
             "machine A scored by v1",
             services=services,
         )
@@ -143,7 +189,7 @@ def test_models_hot_swap_while_streaming_refuse_foreign_bundles_and_survive_offl
         _publish(database_url, "A", *v2)
         wait_until(
             lambda: "v2" in _versions_seen(database_url, swap_seq).get("A", set()),
-            30,
+            60,
             "machine A scored by v2",
             services=services,
         )
@@ -152,15 +198,27 @@ def test_models_hot_swap_while_streaming_refuse_foreign_bundles_and_survive_offl
         _publish(database_url, "A", *foreign)
         wait_until(
             lambda: _metric(cfg, 'rig_edge_model_updates_total{machine="A",result="refused"}') >= 1,
-            30,
+            60,
             "forged bundle refused",
             services=services,
         )
-        time.sleep(1.5)
+        # Readings committed from here on were scored after the refusal: wait for some of
+        # them to be stored, however long forwarding takes on this machine.
+        refused_seq = _next_seq(cfg, services) - 1
+        wait_until(
+            lambda: _rows_per_machine(database_url, refused_seq).get("A", 0) >= 10,
+            60,
+            "10 readings of A scored after the refusal",
+            services=services,
+        )
         after = _versions_seen(database_url, forged_seq)
         assert after.get("A") == {"v2"}, after  # the verified model stays in use
-        health = edge_health(cfg)
-        assert health is not None and health["models"] == {"A": "v2"}
+        wait_until(
+            lambda: (edge_health(cfg) or {}).get("models") == {"A": "v2"},
+            60,
+            "edge health naming v2 for A",
+            services=services,
+        )
 
         assert sim.stop() == 0
         wait_all_stored(database_url, cfg, [edge, cloud])
@@ -169,14 +227,16 @@ def test_models_hot_swap_while_streaming_refuse_foreign_bundles_and_survive_offl
             service.stop()
     # Two swaps while streaming, and every served sample is stored exactly once.
     result = verify_exactly_once(database_url, record, "edge-e2e", max_runs=1)
-    assert result.stored > 50
+    assert set(result.per_machine) == set(MACHINES)
+    assert _version_phases(database_url, "A") == [None, "v1", "v2"]  # never back, never forged
+    assert _version_phases(database_url, "B") == [None]  # B never had a model
 
     # Offline restart: no cloud, the last verified model is loaded from disk.
     edge = Service("rig-edge", ["edge.cli", "run", "-c", str(cfg)], log_dir).start()
     try:
         wait_until(
             lambda: (edge_health(cfg) or {}).get("models") == {"A": "v2"},
-            30,
+            60,
             "model loaded offline",
             services=[edge],
         )
