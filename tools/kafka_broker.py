@@ -171,6 +171,8 @@ class KafkaBroker:
             "log.retention.hours": "24",
             "num.network.threads": "2",
             "num.io.threads": "4",
+            "broker.session.timeout.ms": "3000",
+            "broker.heartbeat.interval.ms": "1000",
         }
         path = self.data_dir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -12,6 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+
+# The line a Service writes into its process's log when the test kills it: the exactly-once
+# checker (tests/support/pipeline.py) reads it as the moment that run of the process ended.
+HARNESS_KILL_EVENT = "SIGKILL sent by the test harness"
 
 
 def free_port() -> int:
@@ -53,10 +58,27 @@ class Service:
             os.kill(self.proc.pid, sig)
 
     def kill(self) -> None:
-        """SIGKILL: no clean-up code of the process runs."""
-        self.signal(signal.SIGKILL)
-        if self.proc is not None:
-            self.proc.wait(10)
+        """SIGKILL: no clean-up code of the process runs. The moment is written to the
+        process's log (after it is dead, so no line of its own is cut in half)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        sent = time.time()
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self._mark_kill(sent)
+
+    def _mark_kill(self, sent: float) -> None:
+        assert self.proc is not None
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sent))
+        line = {
+            "ts": f"{stamp}.{int(sent * 1000) % 1000:03d}Z",
+            "level": "info",
+            "service": "test-harness",
+            "event": HARNESS_KILL_EVENT,
+            "pid": self.proc.pid,
+        }
+        with self.log_path.open("a") as log:
+            log.write(json.dumps(line) + "\n")
 
     def stop(self, timeout: float = 30) -> int | None:
         if self.proc is None:
@@ -66,9 +88,29 @@ class Service:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                sent = time.time()
                 self.proc.kill()
                 self.proc.wait(10)
+                self._mark_kill(sent)
         return self.proc.returncode
+
+    def wait_failpoint(self, name: str, timeout: float = 60) -> None:
+        """Wait until the process stopped itself at failpoint ``name`` (shared/failpoints.py):
+        it must have died by SIGKILL right after logging that it reached exactly that line."""
+        assert self.proc is not None, f"{self.name} was never started"
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"{self.name} did not reach failpoint {name} within {timeout}s:\n{self.tail()}"
+            ) from None
+        assert self.proc.returncode == -signal.SIGKILL, (
+            f"{self.name} exited with {self.proc.returncode}, not by its failpoint's SIGKILL:\n"
+            f"{self.tail()}"
+        )
+        assert f"failpoint {name} reached" in self.log_path.read_text(errors="replace"), (
+            f"{self.name} died by SIGKILL without logging failpoint {name}:\n{self.tail()}"
+        )
 
     def tail(self, lines: int = 40) -> str:
         try:
@@ -101,7 +143,7 @@ def wait_until(
 
 def http_ok(url: str) -> bool:
     try:
-        return httpx.get(url, timeout=1).status_code == 200
+        return httpx.get(url, timeout=5).status_code == 200
     except httpx.HTTPError:
         return False
 
