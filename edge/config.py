@@ -6,6 +6,7 @@ See deploy/edge-systemd/edge.example.yaml for an annotated example.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -17,7 +18,7 @@ from edge.inputs.opcua.config import OpcUaSource
 from edge.outputs.http.config import HttpOutputConfig
 from edge.outputs.kafka.config import KafkaOutputConfig
 from shared.configfile import load_yaml_model
-from shared.message import EDGE_ID_RE
+from shared.message import EDGE_ID_RE, TimeWindow
 
 
 class _Strict(BaseModel):
@@ -28,11 +29,46 @@ class BufferConfig(_Strict):
     path: Path = Path("/var/lib/rig-edge/buffer.db")
     max_bytes: int = Field(default=1 << 30, ge=1 << 16, description="Disk cap; oldest dropped")
     synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
+    # Drop-oldest also starts when the file system has less than this free, so the disk never
+    # fills up under the buffer (whatever else writes to it).
+    min_free_bytes: int = Field(default=256 << 20, ge=0)
+    # The rejected table (readings refused for good, kept for a technician) is capped too.
+    max_rejected_bytes: int = Field(default=64 << 20, ge=0)
+    # Digests of recent MQTT messages, committed with their readings, so a message the broker
+    # redelivers after a crash is recognised instead of stored twice.
+    recent_message_keys: int = Field(default=100_000, ge=0, le=10_000_000)
+    # Readings acquired but not yet committed, held in memory while commits fail (disk full,
+    # I/O errors). Beyond this, readings of polled sources are dropped and counted; MQTT
+    # messages are left unacknowledged so the broker keeps them.
+    max_pending_readings: int = Field(default=100_000, ge=100, le=10_000_000)
 
 
 class MetricsConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=9108, ge=0, le=65535, description="0 disables the endpoint")
+
+
+class HealthConfig(_Strict):
+    """When /healthz (and the systemd watchdog) call the pipeline unhealthy."""
+
+    # Readings waiting longer than this for their commit make the edge unhealthy.
+    commit_stall_s: float = Field(default=10.0, gt=0, le=3600)
+    # A forwarding round that takes longer than the output's own timeout plus this is stuck.
+    forwarder_stall_s: float = Field(default=30.0, gt=0, le=3600)
+
+
+class TimeWindowConfig(_Strict):
+    """Device timestamps the edge accepts; outside, the edge's receive time is used instead.
+    Keep it within the cloud's window (the defaults are the cloud's), or the cloud refuses
+    what the edge let through."""
+
+    max_age_days: float = Field(default=400.0, gt=0, le=36_500)
+    max_ahead_s: float = Field(default=600.0, ge=0, le=31_536_000)
+
+    def window(self) -> TimeWindow:
+        return TimeWindow(
+            max_age=timedelta(days=self.max_age_days), max_ahead=timedelta(seconds=self.max_ahead_s)
+        )
 
 
 class SourcesConfig(_Strict):
@@ -98,6 +134,8 @@ class EdgeConfig(_Strict):
     sources: SourcesConfig
     output: OutputConfig
     forwarding: ForwardingConfig = Field(default_factory=ForwardingConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    time_window: TimeWindowConfig = Field(default_factory=TimeWindowConfig)
     models: ModelsConfig | None = None
 
     @field_validator("edge_id")

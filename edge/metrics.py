@@ -78,3 +78,127 @@ class EdgeMetrics:
         self.model_version = Gauge(
             "rig_edge_model_version", "Registry id of the model in use", ["machine"], registry=r
         )
+        # -- the writer (sources -> buffer) ----------------------------------------------
+        self.writer_queue = Gauge(
+            "rig_edge_writer_queue",
+            "Readings acquired and waiting to be committed to the buffer",
+            registry=r,
+        )
+        self.writer_dropped = Counter(
+            "rig_edge_writer_dropped",
+            "Readings of polled sources dropped because the writer queue was full "
+            "(buffer.max_pending_readings reached while commits were failing)",
+            ["source"],
+            registry=r,
+        )
+        self.mqtt_refused = Counter(
+            "rig_edge_mqtt_refused",
+            "MQTT messages left unacknowledged because the writer queue was full; the broker "
+            "delivers them again",
+            ["source"],
+            registry=r,
+        )
+        self.mqtt_redelivered = Counter(
+            "rig_edge_mqtt_redelivered",
+            "MQTT messages redelivered by the broker (DUP) that were already committed: "
+            "acknowledged and not stored again",
+            ["source"],
+            registry=r,
+        )
+        self.set_aside = Counter(
+            "rig_edge_readings_set_aside",
+            "Readings moved to the rejected table by the writer (stage: validation = the "
+            "cloud's rules refuse it; detection = even threshold scoring failed)",
+            ["stage"],
+            registry=r,
+        )
+        self.commit_failures = Counter(
+            "rig_edge_commit_failures",
+            "Buffer commits that failed (disk full, I/O error); the batch is kept and retried",
+            registry=r,
+        )
+        self.commit_consecutive_failures = Gauge(
+            "rig_edge_commit_consecutive_failures",
+            "Buffer commits failed in a row (0 when the last one succeeded)",
+            registry=r,
+        )
+        self.last_commit = Gauge(
+            "rig_edge_last_commit_timestamp_seconds",
+            "Unix time of the last successful buffer commit",
+            registry=r,
+        )
+        self.model_errors = Counter(
+            "rig_edge_model_errors",
+            "Batches scored with thresholds only because the machine's model raised",
+            ["machine"],
+            registry=r,
+        )
+        # -- the forwarder and the daemon's own threads ------------------------------------
+        self.forwarder_last_round = Gauge(
+            "rig_edge_forwarder_last_round_timestamp_seconds",
+            "Unix time the forwarding loop last completed a round",
+            registry=r,
+        )
+        self.forwarder_errors = Counter(
+            "rig_edge_forwarder_errors",
+            "Forwarding rounds that failed inside the edge (buffer read/delete errors), not at "
+            "the destination",
+            registry=r,
+        )
+        self.component_restarts = Counter(
+            "rig_edge_component_restarts",
+            "Writer task or forwarder thread restarted by the daemon after it died",
+            ["component"],
+            registry=r,
+        )
+        self.healthy = Gauge(
+            "rig_edge_health_status",
+            "2 ok, 1 degraded, 0 unhealthy (as /healthz reports)",
+            registry=r,
+        )
+        # -- what the devices say ----------------------------------------------------------
+        self.clock_replaced = Counter(
+            "rig_edge_device_clock_replaced",
+            "Device timestamps outside the acceptance window, replaced by the edge's receive time",
+            ["source"],
+            registry=r,
+        )
+        self.values_refused = Counter(
+            "rig_edge_values_refused",
+            "Values that were not finite or beyond the magnitude limit; the sensor is sent as "
+            "null with quality bad",
+            ["source"],
+            registry=r,
+        )
+        self.source_last_reading = Gauge(
+            "rig_edge_source_last_reading_timestamp_seconds",
+            "Unix time of the last reading a source produced",
+            ["source"],
+            registry=r,
+        )
+        # -- the buffer file ---------------------------------------------------------------
+        self.buffer_rejected = Gauge(
+            "rig_edge_buffer_rejected",
+            "Readings kept in the rejected table (refused for good, kept for inspection)",
+            registry=r,
+        )
+        self.buffer_rejected_dropped = Gauge(
+            "rig_edge_buffer_rejected_dropped_total",
+            "Rejected readings deleted by the rejected table's cap",
+            registry=r,
+        )
+        self.buffer_disk_bytes = Gauge(
+            "rig_edge_buffer_disk_bytes",
+            "Bytes the buffer uses on disk (database, WAL)",
+            registry=r,
+        )
+        self.buffer_free_bytes = Gauge(
+            "rig_edge_buffer_free_bytes",
+            "Free bytes on the buffer's file system",
+            registry=r,
+        )
+        self.buffer_recovered = Gauge(
+            "rig_edge_buffer_recovered",
+            "1 when the buffer file was found corrupt at start and moved aside (alarm)",
+            registry=r,
+        )

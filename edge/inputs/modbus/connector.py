@@ -4,6 +4,11 @@ Fields are grouped into as few requests as possible (contiguous registers of one
 to ``max_gap`` read through, at most 125 registers a request). A timeout or exception response
 marks the affected values ``bad`` and is counted; it never raises out of the poll loop, and each
 device polls in its own task so one dead device never delays another.
+
+What a device says is checked (``edge.inputs.common``): a decoded value that is not finite or
+beyond ``MAX_ABS_VALUE`` (a register holding garbage, a wrong scale) makes that sensor ``bad``
+instead of costing the whole reading; a clock register outside the acceptance window is
+replaced by the edge's receive time and counted.
 """
 
 from __future__ import annotations
@@ -11,17 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient, ModbusBaseClient
 from pymodbus.exceptions import ModbusException
 
+from edge.inputs.common import DeviceSanity
 from edge.inputs.modbus.config import (
     MAX_REGISTERS_PER_READ,
     REGISTER_WIDTH,
@@ -34,7 +40,7 @@ from edge.inputs.modbus.config import (
 from edge.metrics import EdgeMetrics
 from shared.catalog import SENSOR_INDEX
 from shared.logs import log_event
-from shared.message import Reading
+from shared.message import Reading, TimeWindow
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +120,16 @@ class ModbusConnector:
         self,
         source: ModbusSource,
         edge_id: str,
-        emit: Callable[[Reading], None],
+        emit: Callable[[Reading], Any],
         metrics: EdgeMetrics,
+        *,
+        window: TimeWindow | None = None,
     ) -> None:
         self.source = source
         self.edge_id = edge_id
         self.emit = emit
         self.metrics = metrics
+        self.sanity = DeviceSanity(source.name, metrics, window)
         self._plans = {id(d): plan_reads(d) for d in source.devices}
         self._states = {d.machine_id: DeviceState() for d in source.devices}
         self._client: ModbusBaseClient | None = None
@@ -279,12 +288,12 @@ class ModbusConnector:
                     device_ts = int(raw)
                 else:
                     assert isinstance(item, RegisterField)
-                    value = float(raw) * item.scale + item.offset
-                    if not math.isfinite(value):
-                        sensors[key] = None
+                    value = self.sanity.value(
+                        float(raw) * item.scale + item.offset, device.machine_id, key
+                    )
+                    sensors[key] = value
+                    if value is None:
                         quality[key] = "bad"
-                    else:
-                        sensors[key] = value
         self.metrics.poll_seconds.labels(self.source.name).observe(time.perf_counter() - started)
 
         if not any_ok:
@@ -317,9 +326,16 @@ class ModbusConnector:
                 return  # the device has not produced a new sample since the last poll
             state.last_counter = counter
 
-        ts = datetime.fromtimestamp(device_ts / 1000.0, UTC) if device_ts else datetime.now(UTC)
+        ts = (
+            self.sanity.timestamp(_from_unix_ms(device_ts), device.machine_id)
+            if device_ts is not None
+            else datetime.now(UTC)
+        )
         core = {k: v for k, v in sensors.items() if k in SENSOR_INDEX}
+        # A custom sensor has no quality of its own in a reading: one that could not be read
+        # is left out.
         custom = {k: v for k, v in sensors.items() if k not in SENSOR_INDEX and v is not None}
+        quality = {k: q for k, q in quality.items() if k in core}
         reading = Reading(
             machine_id=device.machine_id,
             edge_id=self.edge_id,
@@ -331,3 +347,11 @@ class ModbusConnector:
         )
         self.metrics.readings_in.labels(self.source.name).inc()
         self.emit(reading)
+
+
+def _from_unix_ms(ms: int) -> datetime:
+    """The clock register's time; a value no date can hold is as wrong as a far-off one."""
+    try:
+        return datetime.fromtimestamp(ms / 1000.0, UTC)
+    except (OverflowError, OSError, ValueError):
+        return datetime.max.replace(tzinfo=UTC)

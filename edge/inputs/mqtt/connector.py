@@ -5,16 +5,28 @@ buffer (paho manual acks), and the session is persistent, so a crash or restart 
 loses nothing: the broker redelivers what was not acknowledged. A payload that does not
 parse or map is counted and logged with its topic, acknowledged (it will never parse) and
 never stops the input.
+
+Exactly once across a crash: each QoS 1 message carries a digest of its topic and payload
+(``message_key``) that the daemon commits with its reading. A message killed between that
+commit and its acknowledgement comes back after the restart flagged DUP; its digest is found
+in the buffer, so it is acknowledged and not stored again.
+
+Device values and clocks are checked like every input's (``edge.inputs.common``): a number
+that is not finite or beyond ``MAX_ABS_VALUE`` makes that sensor ``bad`` (a custom sensor,
+which has no quality, is left out), and a ``timestamp_path`` time outside the acceptance
+window is replaced by the receive time and counted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
 import logging
-import math
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -22,17 +34,37 @@ from typing import Any
 import orjson
 import paho.mqtt.client as mqtt
 
+from edge.inputs.common import DeliveryHandle, DeviceSanity
 from edge.inputs.mqtt.config import MqttSource, MqttSubscription
 from edge.metrics import EdgeMetrics
 from shared.catalog import SENSOR_INDEX
 from shared.logs import log_event
-from shared.message import CUSTOM_NAME_RE, MACHINE_ID_RE, MAX_ABS_VALUE, Reading
+from shared.message import CUSTOM_NAME_RE, DEFAULT_WINDOW, MACHINE_ID_RE, Reading, TimeWindow
 
 log = logging.getLogger(__name__)
+
+# After the daemon refused messages (its queue was full), the session is restarted so the
+# broker delivers them again: first after this long without a refusal, doubling to the max.
+RESUME_FIRST_S = 5.0
+RESUME_MAX_S = 60.0
 
 
 class PayloadError(ValueError):
     pass
+
+
+@functools.cache
+def _default_sanity() -> DeviceSanity:
+    # For map_message called on its own (tests, tools): checks apply, counters go nowhere.
+    return DeviceSanity("mqtt", EdgeMetrics(), DEFAULT_WINDOW)
+
+
+def message_key(topic: str, payload: bytes) -> bytes:
+    """The digest a message is recognised by when the broker delivers it again."""
+    digest = hashlib.blake2b(topic.encode("utf-8", "surrogatepass"), digest_size=16)
+    digest.update(b"\0")
+    digest.update(payload)
+    return digest.digest()
 
 
 def _path(doc: Any, path: str) -> Any:
@@ -43,30 +75,41 @@ def _path(doc: Any, path: str) -> Any:
     return doc
 
 
-def _number(name: str, value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
+def _check_type(name: str, value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
         raise PayloadError(f"{name}: expected a number, got {type(value).__name__}")
-    number = float(value)
-    if not math.isfinite(number) or abs(number) > MAX_ABS_VALUE:
-        raise PayloadError(f"{name}: {number!r} is not a plausible reading")
-    return number
 
 
-def _timestamp(value: Any, fmt: str) -> datetime:
+def _timestamp(value: Any, fmt: str, sanity: DeviceSanity, machine: str) -> datetime:
+    """The payload's time; unparseable is the payload's error, out of range (a number too
+    large for a date, year 1 in another time zone, a clock far off) is the device clock's,
+    which the receive time replaces."""
+    if fmt == "iso8601":
+        if not isinstance(value, str):
+            raise PayloadError(f"timestamp {value!r} is not {fmt}")
+        try:
+            ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise PayloadError(f"timestamp {value!r} is not {fmt}") from None
+        return sanity.timestamp(ts if ts.tzinfo else ts.replace(tzinfo=UTC), machine)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PayloadError(f"timestamp {value!r} is not {fmt}")
     try:
-        if fmt == "iso8601":
-            ts = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-            return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-        seconds = float(value) / (1000.0 if fmt == "unix_ms" else 1.0)
-        return datetime.fromtimestamp(seconds, UTC)
-    except (TypeError, ValueError, OverflowError, OSError):
-        raise PayloadError(f"timestamp {value!r} is not {fmt}") from None
+        ts = datetime.fromtimestamp(float(value) / (1000.0 if fmt == "unix_ms" else 1.0), UTC)
+    except (ValueError, OverflowError, OSError):
+        return sanity.timestamp(datetime.max.replace(tzinfo=UTC), machine)
+    return sanity.timestamp(ts, machine)
 
 
-def map_message(sub: MqttSubscription, topic: str, payload: bytes, edge_id: str) -> Reading:
+def map_message(
+    sub: MqttSubscription,
+    topic: str,
+    payload: bytes,
+    edge_id: str,
+    sanity: DeviceSanity | None = None,
+) -> Reading:
     """One message -> one reading, or PayloadError saying what is wrong."""
+    sanity = sanity or _default_sanity()
     try:
         doc = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
@@ -96,12 +139,14 @@ def map_message(sub: MqttSubscription, topic: str, payload: bytes, edge_id: str)
     custom: dict[str, float] = {}
     quality: dict[str, str] = {}
     for name, value in raw.items():
-        number = _number(name, value)
+        _check_type(name, value)
         if name in SENSOR_INDEX:
+            number = sanity.value(value, machine, name)
             core[name] = number
             if number is None:
                 quality[name] = "bad"
-        elif CUSTOM_NAME_RE.match(name):
+        elif isinstance(name, str) and CUSTOM_NAME_RE.match(name):
+            number = sanity.value(value, machine, name)
             if number is not None:
                 custom[name] = number
         else:
@@ -109,7 +154,7 @@ def map_message(sub: MqttSubscription, topic: str, payload: bytes, edge_id: str)
     if not core and not custom:
         raise PayloadError("no sensor values in the payload")
     ts = (
-        _timestamp(_path(doc, sub.timestamp_path), sub.timestamp_format)
+        _timestamp(_path(doc, sub.timestamp_path), sub.timestamp_format, sanity, machine)
         if sub.timestamp_path
         else datetime.now(UTC)
     )
@@ -118,12 +163,24 @@ def map_message(sub: MqttSubscription, topic: str, payload: bytes, edge_id: str)
 
 class MqttConnector:
     def __init__(
-        self, source: MqttSource, edge_id: str, emit: Callable[..., None], metrics: EdgeMetrics
+        self,
+        source: MqttSource,
+        edge_id: str,
+        emit: Callable[..., Any],
+        metrics: EdgeMetrics,
+        *,
+        window: TimeWindow | None = None,
     ) -> None:
         self.source = source
         self.edge_id = edge_id
         self.emit = emit
         self.metrics = metrics
+        self.sanity = DeviceSanity(source.name, metrics, window)
+        # Messages the daemon could not take (queue full), still unacknowledged at the
+        # broker; it delivers them again when the session restarts.
+        self._refused = 0
+        self._last_refusal = 0.0
+        self._resume_after = RESUME_FIRST_S
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = threading.Event()
         self._closing = False
@@ -192,18 +249,27 @@ class MqttConnector:
         self._connected.clear()
         self.metrics.source_up.labels(self.source.name, "*").set(0)
 
-    def _ack_later(self, message: mqtt.MQTTMessage) -> Callable[[], None] | None:
+    def _ack_later(self, message: mqtt.MQTTMessage) -> DeliveryHandle | None:
         if not message.qos:
             return None
         with self._unacked_lock:
             self._unacked += 1
 
         def ack() -> None:
-            self.client.ack(message.mid, message.qos)
             with self._unacked_lock:
                 self._unacked -= 1
+            self._resume_after = RESUME_FIRST_S
+            self.client.ack(message.mid, message.qos)
 
-        return ack
+        def refuse() -> None:
+            with self._unacked_lock:
+                self._unacked -= 1
+                self._refused += 1
+                self._last_refusal = time.monotonic()
+
+        return DeliveryHandle(
+            ack, refuse, message_key(message.topic, message.payload), bool(message.dup)
+        )
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if self._closing:
@@ -212,7 +278,9 @@ class MqttConnector:
         for sub, pattern in self._matchers:
             if mqtt.topic_matches_sub(pattern, message.topic):
                 try:
-                    reading = map_message(sub, message.topic, message.payload, self.edge_id)
+                    reading = map_message(
+                        sub, message.topic, message.payload, self.edge_id, self.sanity
+                    )
                 except PayloadError as exc:
                     self.metrics.source_errors.labels(self.source.name, "*").inc()
                     log_event(
@@ -233,6 +301,27 @@ class MqttConnector:
         if ack is not None:
             ack()
 
+    def _restart_session(self) -> None:
+        """Reconnect so the broker delivers the refused messages again (MQTT resends
+        unacknowledged messages only to a new connection of the session)."""
+        with self._unacked_lock:
+            refused, self._refused = self._refused, 0
+        log_event(
+            log,
+            logging.WARNING,
+            "mqtt: reconnecting so the broker delivers refused messages again",
+            source=self.source.name,
+            refused=refused,
+        )
+        self._resume_after = min(RESUME_MAX_S, self._resume_after * 2)
+        with contextlib.suppress(Exception):
+            self.client.disconnect()
+        self.client.loop_stop()
+        self.client.connect_async(
+            self.source.host, self.source.port, keepalive=self.source.keepalive_s
+        )
+        self.client.loop_start()
+
     async def run(self, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
         self.client.connect_async(
@@ -240,7 +329,11 @@ class MqttConnector:
         )
         self.client.loop_start()
         try:
-            await stop.wait()
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+                if self._refused and time.monotonic() - self._last_refusal >= self._resume_after:
+                    await asyncio.to_thread(self._restart_session)
             # Stop taking messages, then wait until every reading handed over has been
             # committed and acknowledged, so a clean shutdown causes no redelivery.
             self._closing = True

@@ -4,6 +4,12 @@ Data-change notifications update the latest value of each node; every publishing
 machine whose sample counter advanced (or, without a counter, whose values changed) emits one
 reading with every mapped sensor. When the connection drops the connector reconnects with
 back-off and subscribes again; a server restart is survived without a daemon restart.
+
+A reading's time is the newest ``SourceTimestamp`` among the notifications since the previous
+reading of that machine (the counter's, when there is a counter), each checked against the
+acceptance window on arrival: a server clock far off is replaced by the receive time and
+counted, and one bogus timestamp never outlives the reading it came with. Values that are not
+finite or beyond ``MAX_ABS_VALUE`` make that sensor ``bad``.
 """
 
 from __future__ import annotations
@@ -11,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,11 +25,12 @@ from typing import Any
 
 from asyncua import Client, Node, ua
 
+from edge.inputs.common import DeviceSanity
 from edge.inputs.opcua.config import OpcUaMachine, OpcUaSource
 from edge.metrics import EdgeMetrics
 from shared.catalog import SENSOR_INDEX
 from shared.logs import log_event
-from shared.message import CUSTOM_NAME_RE, Reading
+from shared.message import CUSTOM_NAME_RE, Reading, TimeWindow
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +95,20 @@ class _Handler:
 
 
 class OpcUaConnector:
-    def __init__(self, source: OpcUaSource, edge_id: str, emit: Emit, metrics: EdgeMetrics) -> None:
+    def __init__(
+        self,
+        source: OpcUaSource,
+        edge_id: str,
+        emit: Emit,
+        metrics: EdgeMetrics,
+        *,
+        window: TimeWindow | None = None,
+    ) -> None:
         self.source = source
         self.edge_id = edge_id
         self.emit = emit
         self.metrics = metrics
+        self.sanity = DeviceSanity(source.name, metrics, window)
         self._machines = [MachineState(m) for m in source.machines]
         self._by_node: dict[str, MachineState] = {}
         self._lost = asyncio.Event()
@@ -108,27 +123,32 @@ class OpcUaConnector:
         status_ok = (
             data_value is None or data_value.StatusCode is None or data_value.StatusCode.is_good()
         )
+        source_ts = self._source_time(data_value, machine)
         if node_id == machine.counter_node:
             if status_ok and value is not None:
                 machine.counter = int(value)
-                if data_value is not None and data_value.SourceTimestamp is not None:
-                    machine.source_ts = data_value.SourceTimestamp.replace(tzinfo=UTC)
+                if source_ts is not None:
+                    machine.source_ts = source_ts
             return
         sensor = machine.sensors[node_id]
         number: float | None = None
         if status_ok and isinstance(value, int | float) and not isinstance(value, bool):
-            number = float(value)
-            if not math.isfinite(number):
-                number = None
+            number = self.sanity.value(value, machine.config.machine_id, sensor)
         machine.values[sensor] = (number, "good" if number is not None else "bad")
         machine.changed = True
-        if (
-            machine.counter_node is None
-            and data_value is not None
-            and data_value.SourceTimestamp is not None
-        ):
-            ts = data_value.SourceTimestamp.replace(tzinfo=UTC)
-            machine.source_ts = max(machine.source_ts or ts, ts)
+        if machine.counter_node is None and source_ts is not None:
+            # The newest time since the last reading; reset when the reading is emitted.
+            machine.source_ts = max(machine.source_ts or source_ts, source_ts)
+
+    def _source_time(
+        self, data_value: ua.DataValue | None, machine: MachineState
+    ) -> datetime | None:
+        if data_value is None or data_value.SourceTimestamp is None:
+            return None
+        ts = data_value.SourceTimestamp
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=UTC)  # asyncua gives UTC without a zone
+        return self.sanity.timestamp(ts, machine.config.machine_id)
 
     def _emit_ready(self) -> None:
         for machine in self._machines:
@@ -158,8 +178,11 @@ class OpcUaConnector:
                 machine.source_ts or datetime.now(UTC),
                 core,
                 custom,
-                quality,
+                # A custom sensor has no quality of its own in a reading: a bad one is left
+                # out of ``custom`` and of ``quality``.
+                {k: q for k, q in quality.items() if k in core},
             )
+            machine.source_ts = None
             self.metrics.readings_in.labels(self.source.name).inc()
             self.emit(reading)
 
