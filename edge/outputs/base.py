@@ -22,6 +22,8 @@ class SendResult:
 
 class Output(Protocol):
     name: str
+    # The longest one ``send`` can take; a forwarding round that works longer is hung.
+    max_send_s: float
 
     def send(self, batch: Sequence[BufferedReading], backlog: int = 0) -> SendResult:
         """``backlog``: readings still buffered on this edge, reported to the cloud with the

@@ -9,6 +9,7 @@ is rejected with the server's reason instead of blocking the buffer forever.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 import httpx
@@ -31,6 +32,13 @@ class HttpOutput:
             str(config.ca_file) if config.ca_file is not None else config.verify_tls
         )
         self._backlog = 0
+        # Isolating a refused reading takes up to 2*log2(batch) requests; they stop at this
+        # deadline (the rest is retried next round), so one send is bounded whatever the
+        # server does: the forwarder tells a slow destination from a hung loop by it.
+        self._send_budget_s = max(60.0, 6 * config.timeout_s)
+        # httpx's timeout applies per phase (connect, write, read, pool).
+        self.max_send_s = self._send_budget_s + 4 * config.timeout_s
+        self._deadline = 0.0
         self._client = httpx.Client(
             timeout=config.timeout_s,
             verify=verify,
@@ -46,10 +54,14 @@ class HttpOutput:
     def send(self, batch: Sequence[BufferedReading], backlog: int = 0) -> SendResult:
         result = SendResult()
         self._backlog = backlog
+        self._deadline = time.monotonic() + self._send_budget_s
         self._send_into(batch, result)
         return result
 
     def _send_into(self, batch: Sequence[BufferedReading], result: SendResult) -> None:
+        if time.monotonic() > self._deadline:
+            result.error = "send deadline reached while isolating refused readings"
+            return
         try:
             response = self._post(batch)
         except httpx.HTTPError as exc:

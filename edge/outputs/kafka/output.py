@@ -1,20 +1,50 @@
-"""Kafka output: idempotent producer, acks=all, key = machine id."""
+"""Kafka output: idempotent producer, acks=all, key = machine id.
+
+A message Kafka refuses for good (too large, an invalid record) is that message's problem,
+not the stream's: it is handed back as ``rejected`` with the broker's reason, moves to the
+buffer's ``rejected`` table, and the rest of the batch is delivered. Everything else (broker
+down, timeouts, authorisation, a full queue) is an error of the round, which is retried.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from edge.buffer import BufferedReading
 from edge.outputs.base import SendResult
 from edge.outputs.kafka.config import KafkaOutputConfig
+from shared.logs import log_event
+from shared.message import MAX_READING_BYTES
 
 log = logging.getLogger(__name__)
 
 BACKLOG_HEADER = "edge_backlog"
+
+# Refusals of one message that no retry can change. INVALID_RECORD: the broker's record
+# validation; INVALID_TIMESTAMP: outside the topic's accepted timestamp range.
+_PERMANENT = {
+    KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError.INVALID_MSG_SIZE,
+    KafkaError.INVALID_RECORD,
+    KafkaError.INVALID_TIMESTAMP,
+}
+
+
+def _permanent(err: KafkaError, payload_bytes: int) -> bool:
+    if err.code() not in _PERMANENT:
+        return False
+    if err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+        # From the broker this can also mean a topic whose max.message.bytes is below the
+        # producer's batches: a reading the cloud would accept (at most MAX_READING_BYTES)
+        # is never thrown away over a broker setting; it stays buffered and the error says
+        # what to fix.
+        return payload_bytes > MAX_READING_BYTES
+    return True
 
 
 class KafkaOutput:
@@ -23,43 +53,84 @@ class KafkaOutput:
     def __init__(self, config: KafkaOutputConfig) -> None:
         self.config = config
         self._producer = Producer(config.producer_settings(), logger=log)
+        # One send resolves every message it produced before it returns (see send).
+        self.max_send_s = config.message_timeout_ms / 1000.0 + 10.0
 
     def send(self, batch: Sequence[BufferedReading], backlog: int = 0) -> SendResult:
         result = SendResult()
         headers = [(BACKLOG_HEADER, str(backlog).encode())]
         errors: list[str] = []
+        fatal: list[KafkaError] = []
+        sizes = {item.seq: len(item.payload) for item in batch}
 
         def on_delivery(err: KafkaError | None, msg: Message, seq: int) -> None:
             if err is None:
                 result.confirmed.append(seq)
+            elif _permanent(err, sizes[seq]):
+                result.rejected[seq] = f"Kafka: {err.str()}"
             else:
-                errors.append(str(err))
+                errors.append(err.str())
+                if err.fatal():
+                    fatal.append(err)
 
         topic = self.config.topic
         for item in batch:
-            while True:
-                try:
-                    self._producer.produce(
-                        topic,
-                        value=item.payload,
-                        key=item.machine_id.encode(),
-                        headers=headers,
-                        on_delivery=lambda err, msg, s=item.seq: on_delivery(err, msg, s),
-                    )
-                    break
-                except BufferError:
-                    # Local queue full: let librdkafka deliver some first.
-                    self._producer.poll(0.05)
+            try:
+                self._produce(topic, item, headers, on_delivery)
+            except KafkaException as exc:
+                err = exc.args[0]
+                if isinstance(err, KafkaError) and _permanent(err, len(item.payload)):
+                    result.rejected[item.seq] = f"Kafka: {err.str()}"
+                    continue
+                # Anything else stops the round: what was produced is still resolved below,
+                # the rest stays buffered for the next round.
+                errors.append(str(err))
+                if isinstance(err, KafkaError) and err.fatal():
+                    fatal.append(err)
+                break
         # Every message of the round is resolved (delivered, or failed after
         # message.timeout.ms) before we return, so a retry never races a late delivery.
         deadline = time.monotonic() + self.config.message_timeout_ms / 1000.0 + 5.0
         while len(self._producer) > 0 and time.monotonic() < deadline:
             self._producer.flush(0.5)
+        if fatal:
+            self._renew(fatal[0])
         if errors:
             result.error = f"{len(errors)} not delivered: {errors[0]}"
-        elif len(result.confirmed) < len(batch):
+        elif len(result.confirmed) + len(result.rejected) < len(batch):
             result.error = "delivery not confirmed in time"
         return result
+
+    def _produce(
+        self,
+        topic: str,
+        item: BufferedReading,
+        headers: list[tuple[str, bytes]],
+        on_delivery: Callable[[KafkaError | None, Message, int], None],
+    ) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    topic,
+                    value=item.payload,
+                    key=item.machine_id.encode(),
+                    headers=headers,
+                    on_delivery=lambda err, msg, s=item.seq: on_delivery(err, msg, s),
+                )
+                return
+            except BufferError:
+                # Local queue full: let librdkafka deliver some first.
+                self._producer.poll(0.05)
+
+    def _renew(self, err: KafkaError) -> None:
+        """An idempotent producer that hit a fatal error refuses everything from then on; a
+        new one starts a new producer session (the cloud's key drops any repeat)."""
+        log_event(
+            log, logging.ERROR, "kafka producer fatal error; starting a new one", error=err.str()
+        )
+        with contextlib.suppress(KafkaException):
+            self._producer.purge()
+        self._producer = Producer(self.config.producer_settings(), logger=log)
 
     def close(self) -> None:
         self._producer.flush(5.0)
