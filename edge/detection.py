@@ -4,7 +4,7 @@ per-machine overrides); the ML detectors plug in behind the same ``Detector`` in
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from shared.catalog import SENSORS_BY_NAME, Thresholds
@@ -95,18 +95,28 @@ class CombinedDetector:
     sensors, probability ahead) with the threshold verdict kept under ``thresholds``; the
     reading is anomalous if either says so. Models are swapped per machine with one
     dictionary assignment, between two batches, so scoring never sees half a model.
+
+    A model that raises (ONNX Runtime errors are plain ``Exception``s) costs that machine its
+    ML verdict for that batch only: the readings keep their threshold detection, the failure
+    is counted, and ``failing`` names the machine until its model scores a batch again.
     """
 
     def __init__(self, thresholds: ThresholdDetector | None = None) -> None:
         self.thresholds = thresholds or ThresholdDetector()
         self._models: dict[str, BatchDetector] = {}
         self._versions: dict[str, str] = {}
+        self.failing: dict[str, str] = {}
+        self.model_errors_total = 0
+        # Called with (machine, exception, first of a burst) for every failed model call.
+        self.on_model_error: Callable[[str, Exception, bool], None] | None = None
+        self.on_model_recovered: Callable[[str], None] | None = None
 
     def install(self, machine_id: str, model: BatchDetector, version: str) -> None:
         models = dict(self._models)
         models[machine_id] = model
         self._models = models
         self._versions = {**self._versions, machine_id: version}
+        self.failing.pop(machine_id, None)
 
     def versions(self) -> dict[str, str]:
         return dict(self._versions)
@@ -115,19 +125,56 @@ class CombinedDetector:
         return self.score_batch([reading])[0]
 
     def score_batch(self, readings: list[Reading]) -> list[dict[str, Any]]:
-        results = [self.thresholds.score(r) for r in readings]
+        results = self.score_batch_checked(readings)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results  # type: ignore[return-value]
+
+    def score_batch_checked(self, readings: list[Reading]) -> list[dict[str, Any] | Exception]:
+        """Like ``score_batch``, but a reading even the thresholds cannot score gets the
+        exception in its place instead of failing the batch."""
+        results: list[dict[str, Any] | Exception] = []
+        for reading in readings:
+            try:
+                results.append(self.thresholds.score(reading))
+            except Exception as exc:  # a malformed reading must not cost the others
+                results.append(exc)
         models = self._models
         if not models:
             return results
         by_machine: dict[str, list[int]] = {}
         for i, reading in enumerate(readings):
-            if reading.machine_id in models:
+            if reading.machine_id in models and not isinstance(results[i], Exception):
                 by_machine.setdefault(reading.machine_id, []).append(i)
         for machine_id, indexes in by_machine.items():
-            scored = models[machine_id].score_batch([readings[i] for i in indexes])
-            for i, ml in zip(indexes, scored, strict=True):
-                results[i] = _merge(results[i], ml)
+            try:
+                scored = models[machine_id].score_batch([readings[i] for i in indexes])
+                if len(scored) != len(indexes):
+                    raise ValueError(f"model returned {len(scored)} results for {len(indexes)}")
+                merged = [
+                    _merge(results[i], ml)  # type: ignore[arg-type]
+                    for i, ml in zip(indexes, scored, strict=True)
+                ]
+            except Exception as exc:
+                self.model_failed(machine_id, exc)
+                continue
+            for i, detection in zip(indexes, merged, strict=True):
+                results[i] = detection
+            if machine_id in self.failing:
+                del self.failing[machine_id]
+                if self.on_model_recovered is not None:
+                    self.on_model_recovered(machine_id)
         return results
+
+    def model_failed(self, machine_id: str, exc: Exception) -> None:
+        """Record that ``machine_id``'s model failed (raised, or produced a detection the
+        cloud would refuse); its readings fall back to the threshold verdict."""
+        first = machine_id not in self.failing
+        self.failing[machine_id] = f"{type(exc).__name__}: {exc}"[:500]
+        self.model_errors_total += 1
+        if self.on_model_error is not None:
+            self.on_model_error(machine_id, exc, first)
 
 
 def _merge(threshold: dict[str, Any], ml: dict[str, Any]) -> dict[str, Any]:
