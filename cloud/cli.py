@@ -4,7 +4,9 @@ Configuration comes from the environment: DATABASE_URL (or DATABASE_URL_FILE); w
 embedded PostgreSQL is started under --data-dir (demo and tests only).
 KAFKA_BOOTSTRAP_SERVERS enables Kafka (ingest produces to it; ``aggregate`` consumes it).
 RIG_PARTITION_AHEAD_DAYS (3) and RIG_RETENTION_DAYS (0: keep all) govern the daily
-partitions of sensor_readings, maintained hourly by every aggregator.
+partitions of sensor_readings, maintained hourly in the background by every aggregator and
+API process (one at a time). RIG_ACCEPT_MAX_AGE_DAYS (400) and RIG_ACCEPT_MAX_AHEAD_S (600)
+bound reading timestamps at the API and in the aggregator (outside: 422 / dead letter).
 Ingest keys: per edge, issued with ``rig-cloud edge-key create EDGE_ID`` (stored hashed);
 RIG_INGEST_API_KEY or RIG_INGEST_API_KEY_FILE optionally adds one bootstrap key for any edge.
 Users: ``rig-cloud user add NAME --role admin|operator|viewer [--machines A,B]``; on first
@@ -52,6 +54,7 @@ def _maintain(settings: CloudSettings) -> object:
         settings.database_url or "",
         ahead_days=settings.partition_ahead_days,
         retention_days=settings.retention_days,
+        window=settings.window,
     )
 
 
@@ -73,10 +76,15 @@ def cmd_maintain(args: argparse.Namespace) -> int:
                     conn, end - timedelta(days=args.rebuild_rollups_days), end
                 )
             print(f"history rollups rebuilt: {minutes} machine-minutes")
-        print(
-            f"partitions created: {result.created or 'none'}; "  # type: ignore[attr-defined]
-            f"dropped: {result.dropped or 'none'}"
-        )  # type: ignore[attr-defined]
+        if result.skipped:  # type: ignore[attr-defined]
+            print("partitions: another process is maintaining them now; nothing done")
+        else:
+            print(
+                f"partitions created: {result.created or 'none'}; "  # type: ignore[attr-defined]
+                f"dropped: {result.dropped or 'none'}; "  # type: ignore[attr-defined]
+                f"days left for the next run: {result.pending}; "  # type: ignore[attr-defined]
+                f"rows outside the acceptance window: {result.outside_window}"  # type: ignore[attr-defined]
+            )
     finally:
         if pg is not None:
             pg.stop()  # type: ignore[attr-defined]
@@ -120,12 +128,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from cloud.api.app import create_app
     from cloud.db.migrate import apply_migrations
+    from cloud.db.partitions import MaintenanceThread
 
     settings, pg = _settings_with_database(args)
+    maintainer: MaintenanceThread | None = None
     try:
         apply_migrations(settings.database_url or "")
-        _maintain(settings)
         _bootstrap_admin(settings)
+        # Off the start-up path: the API listens at once; partitions follow in the
+        # background (and hourly, for installations without an aggregator).
+        maintainer = MaintenanceThread(lambda: _maintain(settings)).start()
         app = create_app(settings)
         log_event(
             log,
@@ -147,6 +159,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=10,
         )
     finally:
+        if maintainer is not None:
+            maintainer.stop()
         if pg is not None:
             pg.stop()  # type: ignore[attr-defined]
     return 0
@@ -170,6 +184,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
             kafka_extra=settings.kafka_extra,
             dead_letter_topic=settings.dead_letter_topic,
             maintenance=lambda: _maintain(settings),
+            window=settings.window,
         )
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -192,6 +207,8 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
             "aggregator stopped",
             stored=aggregator.stored_total,
             duplicates=aggregator.duplicates_total,
+            dead_letters=aggregator.dead_letters_total,
+            conflicts=aggregator.conflicts_total,
         )
     finally:
         if pg is not None:

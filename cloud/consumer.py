@@ -1,10 +1,24 @@
 """The aggregator: a Kafka consumer in group ``sensor-consumer-group`` writing to PostgreSQL.
 
-Offsets are committed only after the PostgreSQL transaction holding the batch's rows has
-committed. A crash between the two redelivers the batch; the ``(edge_id, seq)`` key drops the
-repeats. Messages that do not decode or validate go to ``dead_letters`` (in the same
-transaction) with the reason, so they never block their partition. When PostgreSQL is down
-the consumer rewinds to the first unstored offset of each partition and retries with back-off.
+Every message has exactly one fate: stored, or a dead letter (table ``dead_letters`` and the
+dead-letter topic) with its reason. Offsets are committed only after the PostgreSQL
+transaction holding the batch's rows and dead letters has committed. A crash between the two
+redelivers the batch; the key ``(edge_id, seq)`` (table ``reading_keys``) drops the repeats
+and the message's position keeps its dead letter single.
+
+- A message that does not decode or validate (``shared.message``: schema, sizes, the
+  timestamp acceptance window) is a dead letter. So is, as a last line of defence, any other
+  exception raised while decoding one message: one message never stops the loop.
+- A message reusing a stored key with other content is a conflict: a dead letter naming both
+  versions, never a second row. An identical redelivery is a silent duplicate.
+- A batch that PostgreSQL refuses because of its rows (``DataError``, an integrity error other
+  than a unique race, a limit) is bisected inside the transaction (savepoints) until the
+  offending readings are alone; they become dead letters and the rest is stored.
+- Only infrastructure errors (connection refused or lost, shutdown, serialization failure,
+  deadlock, disk full) are retried: the consumer rewinds to the first unstored offset of each
+  partition and retries with back-off, for as long as it takes.
+
+Partition maintenance runs on a thread of its own with its own connection, never on this loop.
 """
 
 from __future__ import annotations
@@ -14,6 +28,8 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import psycopg
 from confluent_kafka import (
@@ -25,29 +41,86 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, NewTopic
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
-from cloud.storage import store_dead_letters, store_readings
+from cloud.db.partitions import MaintenanceThread
+from cloud.storage import (
+    Conflict,
+    DeadLetter,
+    StoreResult,
+    record_edge_backlog,
+    store_dead_letters,
+    store_readings,
+)
 from shared.failpoints import failpoint
 from shared.logs import log_event
-from shared.message import MessageError, Reading, decode_reading
+from shared.message import DEFAULT_WINDOW, MessageError, Reading, TimeWindow, decode_reading
 
 log = logging.getLogger(__name__)
 
 CONSUMER_LAG = Gauge(
     "rig_consumer_lag_messages", "Messages not yet stored, per partition", ["topic", "partition"]
 )
+DEAD_LETTERS = Counter("rig_dead_letters_total", "Messages set aside with their reason", ["kind"])
+
+# The edge's buffer depth travels in a header; BIGINT in the database. Anything that is not a
+# plain number within this bound is a broken or hostile sender and is ignored.
+MAX_BACKLOG = 2**62
+_MAX_BACKLOG_HEADER = 24
 
 
 def _backlog_header(msg: Message) -> int | None:
     """The edge's buffer depth sent along with the message (edge/outputs/kafka)."""
     for name, value in msg.headers() or ():
         if name == "edge_backlog" and value is not None:
-            try:
-                return max(0, int(value))
-            except ValueError:
+            if len(value) > _MAX_BACKLOG_HEADER:
                 return None
+            try:
+                reported = int(value)
+            except (TypeError, ValueError):
+                return None
+            return reported if 0 <= reported <= MAX_BACKLOG else None
     return None
+
+
+def is_infrastructure_error(exc: BaseException) -> bool:
+    """Errors about the database or the network, not about the rows: retried with back-off.
+
+    psycopg's OperationalError covers connection failures, admin shutdown, serialization
+    failures and deadlocks (class 40), lack of resources (disk full) and cancellation; a
+    program limit (class 54, e.g. an oversized index row) is about a row."""
+    if isinstance(exc, psycopg.errors.ProgramLimitExceeded):
+        return False
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | OSError)
+
+
+def is_row_error(exc: BaseException) -> bool:
+    """Errors that some row of the batch causes: bisect to find it.
+
+    A unique violation is not one: every insert of the store path names its conflict
+    target, so one can only come from a race between two writers and is retried. Other
+    database errors (a missing table, a bug in a statement) are the deployment's problem:
+    retried, loudly, so that fixing the deployment resumes the stream without loss."""
+    if isinstance(exc, psycopg.errors.UniqueViolation):
+        return False
+    if isinstance(exc, psycopg.DataError | psycopg.IntegrityError):
+        return True
+    if isinstance(exc, psycopg.errors.ProgramLimitExceeded):
+        return True
+    # Not a database error at all: raised while building a row (a value the dumper cannot
+    # take). About the row by construction.
+    return not isinstance(exc, psycopg.Error | OSError)
+
+
+def _refusal(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"refused by the database: {type(exc).__name__}: {text}"[:500]
+
+
+@dataclass(slots=True)
+class _Item:
+    msg: Message
+    reading: Reading
 
 
 class Aggregator:
@@ -65,6 +138,7 @@ class Aggregator:
         maintenance_interval_s: float = 3600.0,
         dead_letter_topic: str | None = None,
         lag_interval_s: float = 5.0,
+        window: TimeWindow | None = DEFAULT_WINDOW,
     ) -> None:
         self.topic = topic
         self.database_url = database_url
@@ -72,7 +146,7 @@ class Aggregator:
         self.on_stored = on_stored
         self.maintenance = maintenance
         self.maintenance_interval_s = maintenance_interval_s
-        self._next_maintenance = 0.0
+        self.window = window
         settings: dict[str, object] = {
             "bootstrap.servers": bootstrap,
             "group.id": group,
@@ -97,6 +171,8 @@ class Aggregator:
         self.stored_total = 0
         self.duplicates_total = 0
         self.dead_letters_total = 0
+        self.conflicts_total = 0
+        self.batches_failed = 0
         self.group = group
         self.lag_interval_s = lag_interval_s
         self._next_lag_report = 0.0
@@ -131,51 +207,62 @@ class Aggregator:
         return self._conn
 
     def run(self, stop: threading.Event) -> None:
+        """Consume until ``stop`` is set. Nothing a message or the database does ends this
+        loop: per-message problems become dead letters, everything else is retried."""
         self._consumer.subscribe([self.topic])
+        maintainer = (
+            MaintenanceThread(self.maintenance, interval_s=self.maintenance_interval_s).start()
+            if self.maintenance is not None
+            else None
+        )
         failures = 0
         try:
             while not stop.is_set():
-                self._maybe_maintain()
                 self._maybe_report_lag()
                 # Block for the first message only, then take whatever is already fetched:
                 # low latency when the stream is thin, big batches when it is thick.
-                first = self._consumer.poll(0.5)
-                if first is None:
+                try:
+                    first = self._consumer.poll(0.5)
+                    if first is None:
+                        continue
+                    messages = [first]
+                    if self.batch_size > 1:
+                        messages += self._consumer.consume(
+                            num_messages=self.batch_size - 1, timeout=0
+                        )
+                except KafkaException as exc:
+                    log_event(log, logging.WARNING, "kafka poll failed", error=str(exc))
+                    stop.wait(1.0)
                     continue
-                messages = [first]
-                if self.batch_size > 1:
-                    messages += self._consumer.consume(num_messages=self.batch_size - 1, timeout=0)
                 try:
                     self._process(messages)
                     failures = 0
-                except (psycopg.Error, OSError) as exc:
+                except Exception as exc:  # retried below; the loop never ends on an error
                     failures += 1
+                    self.batches_failed += 1
                     self._rewind(messages)
                     if self._conn is not None:
                         self._conn.close()
                     delay = min(30.0, 0.5 * 2 ** min(failures - 1, 8)) * random.uniform(0.5, 1)
-                    log_event(
-                        log,
-                        logging.WARNING,
-                        "database write failed; will retry batch",
-                        error=str(exc).strip(),
-                        retry_in_s=round(delay, 2),
+                    infrastructure = is_infrastructure_error(exc)
+                    log.log(
+                        logging.WARNING if infrastructure else logging.ERROR,
+                        "database write failed; will retry batch"
+                        if infrastructure
+                        else "batch failed on an error that is not about its rows; will retry",
+                        exc_info=not infrastructure,
+                        extra={
+                            "fields": {
+                                "error": f"{type(exc).__name__}: {str(exc).strip()}",
+                                "retry_in_s": round(delay, 2),
+                            }
+                        },
                     )
                     stop.wait(delay)
         finally:
+            if maintainer is not None:
+                maintainer.stop()
             self._close()
-
-    def _maybe_maintain(self) -> None:
-        """Partition upkeep (create ahead, drop past retention) once an hour; a failure is
-        logged and retried next time, never stopping consumption."""
-        if self.maintenance is None or time.monotonic() < self._next_maintenance:
-            return
-        self._next_maintenance = time.monotonic() + self.maintenance_interval_s
-        try:
-            self.maintenance()
-        except (psycopg.Error, OSError) as exc:
-            self._next_maintenance = time.monotonic() + 30.0
-            log_event(log, logging.WARNING, "partition maintenance failed", error=str(exc))
 
     def _maybe_report_lag(self) -> None:
         """Lag of each owned partition (high watermark - position), to the Prometheus gauge
@@ -224,10 +311,26 @@ class Aggregator:
                 # committed offset, which is before this batch. Nothing is lost.
                 log_event(log, logging.INFO, "seek skipped", partition=partition, error=str(exc))
 
+    def _letter(
+        self, msg: Message, reason: str, raw: bytes | None, detail: dict | None = None
+    ) -> DeadLetter:
+        return DeadLetter("kafka", reason, raw, msg.topic(), msg.partition(), msg.offset(), detail)
+
+    def _decode(self, msg: Message, now: datetime) -> Reading | DeadLetter:
+        raw = msg.value() or b""
+        try:
+            return decode_reading(raw, window=self.window, now=now)
+        except MessageError as exc:
+            return self._letter(msg, str(exc), raw)
+        except Exception as exc:  # the codec's contract is MessageError only: a bug to fix
+            log.exception("decoding raised %s instead of MessageError", type(exc).__name__)
+            return self._letter(msg, f"$: cannot be decoded ({type(exc).__name__}: {exc})", raw)
+
     def _process(self, messages: list[Message]) -> None:
-        readings: list[Reading] = []
+        now = datetime.now(UTC)
+        items: list[_Item] = []
         backlog: dict[str, int] = {}
-        letters: list[tuple[str, str | None, int | None, int | None, str, bytes | None]] = []
+        letters: list[DeadLetter] = []
         offsets: dict[tuple[str, int], int] = {}
         for msg in messages:
             err = msg.error()
@@ -237,23 +340,31 @@ class Aggregator:
                 continue
             key = (msg.topic(), msg.partition())
             offsets[key] = max(offsets.get(key, -1), msg.offset())
-            raw = msg.value() or b""
-            try:
-                reading = decode_reading(raw)
-                readings.append(reading)
-                reported = _backlog_header(msg)
-                if reported is not None:
-                    backlog[reading.edge_id] = reported
-            except MessageError as exc:
-                letters.append(
-                    ("kafka", msg.topic(), msg.partition(), msg.offset(), str(exc), raw[:65536])
-                )
+            decoded = self._decode(msg, now)
+            if isinstance(decoded, DeadLetter):
+                letters.append(decoded)
+                continue
+            items.append(_Item(msg, decoded))
+            reported = _backlog_header(msg)
+            if reported is not None:
+                backlog[decoded.edge_id] = reported
         if not offsets:
             return
         conn = self._connection()
         with conn.transaction():
-            result = store_readings(conn, readings, backlog)
-            store_dead_letters(conn, letters)
+            result, refused = self._store_isolating(conn, [item.reading for item in items])
+            if backlog:
+                record_edge_backlog(conn, backlog)
+            for index, reason in refused:
+                item = items[index]
+                letters.append(self._letter(item.msg, reason, item.msg.value()))
+            for conflict in result.conflicts:
+                item = items[conflict.index]
+                letters.append(
+                    self._letter(item.msg, conflict.reason, item.msg.value(), conflict.detail)
+                )
+            letters.sort(key=lambda d: (d.topic or "", d.partition or 0, d.offset or 0))
+            new_letters = self._store_letters(conn, letters)
         failpoint("cloud.aggregator.after_db_commit")
         # Only now are the rows durable: commit the offsets (synchronously, so a crash right
         # after this line cannot leave a stored batch uncommitted for long).
@@ -266,23 +377,94 @@ class Aggregator:
             log_event(log, logging.WARNING, "offset commit failed", error=str(exc))
         self.stored_total += result.inserted
         self.duplicates_total += result.duplicates
+        self.conflicts_total += len(result.conflicts)
         self.dead_letters_total += len(letters)
         if letters:
+            for letter in letters:
+                DEAD_LETTERS.labels(_kind(letter.reason)).inc()
             log_event(
                 log,
                 logging.WARNING,
                 "messages dead-lettered",
                 count=len(letters),
-                first_reason=letters[0][4],
+                first_reason=letters[0].reason[:300],
+                first_offset=letters[0].offset,
+                partition=letters[0].partition,
             )
-            self._mirror_dead_letters(letters)
+            self._mirror_dead_letters([letters[i] for i in new_letters])
         if self.on_stored is not None:
             self.on_stored(result.inserted)
 
-    def _mirror_dead_letters(
-        self, letters: list[tuple[str, str | None, int | None, int | None, str, bytes | None]]
-    ) -> None:
-        if self._dlq is None or not self.dead_letter_topic:
+    def _store_isolating(
+        self, conn: psycopg.Connection, readings: list[Reading]
+    ) -> tuple[StoreResult, list[tuple[int, str]]]:
+        """Store the readings; if PostgreSQL refuses the batch because of its rows, bisect
+        (each half in a savepoint) until each offending reading is alone. Returns the total
+        result (conflict indexes relative to ``readings``) and the refused readings with
+        their reasons. Infrastructure errors propagate (the caller retries the batch)."""
+        refused: list[tuple[int, str]] = []
+        totals = {"received": 0, "inserted": 0}
+        conflicts: list[Conflict] = []
+
+        def attempt(lo: int, hi: int) -> None:
+            try:
+                with conn.transaction():
+                    part = store_readings(conn, readings[lo:hi])
+            except Exception as exc:
+                if is_infrastructure_error(exc) or not is_row_error(exc):
+                    raise
+                if hi - lo == 1:
+                    refused.append((lo, _refusal(exc)))
+                    log_event(
+                        log,
+                        logging.WARNING,
+                        "reading refused by the database",
+                        edge_id=readings[lo].edge_id,
+                        seq=readings[lo].seq,
+                        error=_refusal(exc),
+                    )
+                    return
+                middle = (lo + hi) // 2
+                attempt(lo, middle)
+                attempt(middle, hi)
+                return
+            totals["received"] += part.received
+            totals["inserted"] += part.inserted
+            conflicts.extend(Conflict(c.index + lo, c.reason, c.detail) for c in part.conflicts)
+
+        if readings:
+            attempt(0, len(readings))
+        # Refused readings are in none of the parts' counts: neither inserted nor duplicates.
+        return StoreResult(totals["received"], totals["inserted"], tuple(conflicts)), refused
+
+    def _store_letters(self, conn: psycopg.Connection, letters: list[DeadLetter]) -> list[int]:
+        """Dead letters must never fail on their own content: if PostgreSQL refuses one,
+        store the batch's letters again reduced to ASCII reasons without detail."""
+        if not letters:
+            return []
+        try:
+            with conn.transaction():
+                return store_dead_letters(conn, letters)
+        except Exception as exc:
+            if is_infrastructure_error(exc) or not is_row_error(exc):
+                raise
+            log_event(log, logging.WARNING, "dead letters reduced", error=_refusal(exc))
+            reduced = [
+                DeadLetter(
+                    d.source,
+                    d.reason.encode("ascii", "backslashreplace").decode("ascii"),
+                    d.payload,
+                    d.topic,
+                    d.partition,
+                    d.offset,
+                )
+                for d in letters
+            ]
+            with conn.transaction():
+                return store_dead_letters(conn, reduced)
+
+    def _mirror_dead_letters(self, letters: list[DeadLetter]) -> None:
+        if self._dlq is None or not self.dead_letter_topic or not letters:
             return
         failed: list[str] = []
 
@@ -290,19 +472,25 @@ class Aggregator:
             if err is not None:
                 failed.append(str(err))
 
-        for _source, topic, partition, offset, reason, payload in letters:
-            self._dlq.produce(
-                self.dead_letter_topic,
-                value=payload or b"",
-                on_delivery=on_delivery,
-                headers={
-                    "reason": reason.encode(),
-                    "source_topic": (topic or "").encode(),
-                    "source_partition": str(partition).encode(),
-                    "source_offset": str(offset).encode(),
-                },
-            )
-        if self._dlq.flush(10) or failed:
+        try:
+            for letter in letters:
+                self._dlq.produce(
+                    self.dead_letter_topic,
+                    value=(letter.payload or b"")[:65536],
+                    on_delivery=on_delivery,
+                    headers={
+                        "reason": letter.reason.encode("utf-8", "backslashreplace")[:4096],
+                        "source_topic": (letter.topic or "").encode(),
+                        "source_partition": str(letter.partition).encode(),
+                        "source_offset": str(letter.offset).encode(),
+                    },
+                )
+            remaining = self._dlq.flush(10)
+        except (BufferError, KafkaException) as exc:
+            failed.append(str(exc))
+            remaining = 0
+        if remaining or failed:
+            # The table is the durable record; the topic is a mirror for Kafka tooling.
             log_event(
                 log,
                 logging.WARNING,
@@ -319,3 +507,14 @@ class Aggregator:
         finally:
             if self._conn is not None:
                 self._conn.close()
+
+
+def _kind(reason: str) -> str:
+    """A small label set for the dead-letter counter."""
+    if reason.startswith("key conflict"):
+        return "conflict"
+    if reason.startswith("refused by the database"):
+        return "database"
+    if "timestamp out of range" in reason:
+        return "time"
+    return "invalid"

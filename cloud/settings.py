@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
+
+from shared.message import TimeWindow
 
 
 class SettingsError(ValueError):
@@ -54,7 +57,24 @@ class CloudSettings:
     pool_max: int = 10
     partition_ahead_days: int = 3
     retention_days: int = 0  # 0: keep every partition
+    # The acceptance window for reading timestamps (API and aggregator): a backfill may
+    # reach 400 days back (an edge offline for a year still delivers its buffer), a sender's
+    # clock may run 10 minutes fast. Anything outside is refused / dead-lettered.
+    accept_max_age_days: int = 400
+    accept_max_ahead_s: int = 600
+    # Ingest in Kafka mode: how long one request waits for the broker's confirmation before
+    # answering 503, and how many messages may wait for confirmation across all requests
+    # before new ones are refused at once (a Kafka outage must not pile up memory).
+    ingest_delivery_timeout_ms: int = 2000
+    ingest_max_in_flight: int = 50_000
     kafka_extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def window(self) -> TimeWindow:
+        return TimeWindow(
+            max_age=timedelta(days=self.accept_max_age_days),
+            max_ahead=timedelta(seconds=self.accept_max_ahead_s),
+        )
 
     @classmethod
     def from_env(cls) -> CloudSettings:
@@ -81,5 +101,9 @@ class CloudSettings:
             pool_max=_int("RIG_DB_POOL_MAX", 10, 1, 500),
             partition_ahead_days=_int("RIG_PARTITION_AHEAD_DAYS", 3, 1, 366),
             retention_days=_int("RIG_RETENTION_DAYS", 0, 0, 36_500),
+            accept_max_age_days=_int("RIG_ACCEPT_MAX_AGE_DAYS", 400, 1, 36_500),
+            accept_max_ahead_s=_int("RIG_ACCEPT_MAX_AHEAD_S", 600, 0, 86_400),
+            ingest_delivery_timeout_ms=_int("RIG_INGEST_DELIVERY_TIMEOUT_MS", 2000, 100, 60_000),
+            ingest_max_in_flight=_int("RIG_INGEST_MAX_IN_FLIGHT", 50_000, 100, 1_000_000),
             kafka_extra=extra,
         )

@@ -1,22 +1,30 @@
-"""Writing readings into PostgreSQL: COPY into a staging table, then one INSERT that skips
-``(edge_id, seq)`` keys already stored. Used by the Kafka aggregator and the direct ingest
-path alike, so both give exactly-once storage under redelivery."""
+"""Writing readings into PostgreSQL: COPY into a staging table, then one statement that
+claims each reading's key ``(edge_id, seq)`` in ``reading_keys`` and inserts only the
+readings whose key was new. Used by the Kafka aggregator and the direct ingest path alike,
+so both give exactly-once storage under redelivery.
+
+A key that was already stored is compared by digest: the same content is a silent duplicate
+(a redelivery), other content (another timestamp, other values) is a conflict, returned to
+the caller naming both versions and never stored as a second row."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from hashlib import blake2b
+from typing import Any
 
 import orjson
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from cloud.live import notify_readings
 from cloud.rollup import record_batch
 from shared.catalog import CORE_SENSOR_NAMES
-from shared.message import Reading
+from shared.message import Reading, format_ts
 
 _COLUMNS = (
     "edge_id",
@@ -29,11 +37,16 @@ _COLUMNS = (
     "detection",
 )
 _COLUMN_LIST = ", ".join(f'"{c}"' for c in _COLUMNS)
+_STAGED_LIST = ", ".join(f's."{c}"' for c in _COLUMNS)
 
+# Per connection (temporary), with the digest beside the row's columns. The storing
+# statement empties it (DELETE .. RETURNING), so several calls in one transaction (the
+# aggregator's bisection, savepoints) never see each other's rows.
+_STAGING = "staging_keyed_readings"
 _CREATE_STAGING = f"""
-CREATE TEMP TABLE IF NOT EXISTS staging_readings
+CREATE TEMP TABLE IF NOT EXISTS {_STAGING}
 ON COMMIT DELETE ROWS
-AS SELECT {_COLUMN_LIST} FROM sensor_readings WITH NO DATA
+AS SELECT {_COLUMN_LIST}, 0::bigint AS digest FROM sensor_readings WITH NO DATA
 """
 
 _ROLLUP_COLUMNS = ", ".join(f"{n}_min, {n}_max, {n}_sum, {n}_n" for n in CORE_SENSOR_NAMES)
@@ -49,13 +62,22 @@ _ROLLUP_MERGE = ", ".join(
 )
 _SENSOR_LIST = ", ".join(f'"{n}"' for n in CORE_SENSOR_NAMES)
 
-# One statement: rows new to the table are inserted, and exactly those rows are added to the
-# per-minute rollups (a redelivered reading changes neither). ORDER BY makes concurrent
-# aggregators lock rollup rows in the same order, so they cannot deadlock.
+# One statement: keys new to reading_keys are claimed, exactly those readings are inserted,
+# and exactly those rows are added to the per-minute rollups (a redelivered reading changes
+# nothing). ORDER BY makes concurrent aggregators take key and rollup locks in the same
+# order, so they cannot deadlock. The ON CONFLICT on sensor_readings only guards rows stored
+# before reading_keys existed.
 _MERGE = f"""
-WITH ins AS (
+WITH staged AS (
+    DELETE FROM {_STAGING} RETURNING {_COLUMN_LIST}, digest
+), keys AS (
+    INSERT INTO reading_keys (edge_id, seq, ts, digest)
+    SELECT edge_id, seq, "timestamp", digest FROM staged ORDER BY edge_id, seq
+    ON CONFLICT (edge_id, seq) DO NOTHING
+    RETURNING edge_id, seq
+), ins AS (
     INSERT INTO sensor_readings ({_COLUMN_LIST})
-    SELECT {_COLUMN_LIST} FROM staging_readings
+    SELECT {_STAGED_LIST} FROM staged s JOIN keys k ON k.edge_id = s.edge_id AND k.seq = s.seq
     ON CONFLICT (edge_id, seq, "timestamp") DO NOTHING
     RETURNING machine_id, "timestamp", edge_id, seq, created_at, {_SENSOR_LIST}
 ), roll AS (
@@ -68,15 +90,64 @@ WITH ins AS (
 SELECT machine_id, "timestamp", edge_id, seq, created_at FROM ins
 """
 
+_STORED_KEYS = """
+SELECT k.edge_id, k.seq, k.ts, k.digest
+FROM reading_keys k JOIN unnest(%s::text[], %s::bigint[]) AS q(edge_id, seq)
+  ON k.edge_id = q.edge_id AND k.seq = q.seq
+"""
+_STORED_ROW = (
+    f'SELECT machine_id, edge_id, seq, "timestamp", {_SENSOR_LIST}, custom_sensors, quality, '
+    'detection FROM sensor_readings WHERE edge_id = %s AND seq = %s AND "timestamp" = %s LIMIT 1'
+)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def reading_digest(reading: Reading) -> int:
+    """64 bits of BLAKE2b over what is stored of a reading besides its key: machine, time
+    (microseconds), values, custom sensors, quality and detection, with sorted keys. Two
+    deliveries of one reading digest alike however the sender ordered its JSON; a value
+    that could not be read (None) counts as absent, as it is stored (NULL)."""
+    values = reading.values
+    if None in values.values():
+        values = {name: value for name, value in values.items() if value is not None}
+    data = orjson.dumps(
+        (
+            reading.machine_id,
+            (reading.ts - _EPOCH) // _MICROSECOND,
+            values,
+            reading.custom,
+            reading.quality,
+            reading.detection,
+        ),
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return int.from_bytes(blake2b(data, digest_size=8).digest(), "big", signed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A reading whose key ``(edge_id, seq)`` is already taken by other content.
+
+    ``index``: its position in the readings given to ``store_readings``; ``detail``: both
+    versions, ``{"stored": wire reading, "received": wire reading}``."""
+
+    index: int
+    reason: str
+    detail: dict[str, Any]
+
 
 @dataclass(frozen=True, slots=True)
 class StoreResult:
     received: int
     inserted: int
+    conflicts: tuple[Conflict, ...] = ()
 
     @property
     def duplicates(self) -> int:
-        return self.received - self.inserted
+        """Identical redeliveries of readings already stored (or repeated in the batch)."""
+        return self.received - self.inserted - len(self.conflicts)
 
 
 _COPY_TYPES = [
@@ -88,6 +159,7 @@ _COPY_TYPES = [
     "jsonb",
     "jsonb",
     "jsonb",
+    "int8",
 ]
 
 
@@ -99,7 +171,7 @@ def _orjson_text(obj: object) -> str:
 _EMPTY_OBJECT = Jsonb({}, dumps=lambda _obj: "{}")
 
 
-def _row(reading: Reading) -> tuple[object, ...]:
+def _row(reading: Reading, digest: int) -> tuple[object, ...]:
     # map() over the column names runs in C: a third of the cost of a generator expression
     # on this per-reading path.
     return (
@@ -111,6 +183,7 @@ def _row(reading: Reading) -> tuple[object, ...]:
         Jsonb(reading.custom, dumps=_orjson_text) if reading.custom else _EMPTY_OBJECT,
         Jsonb(reading.quality, dumps=_orjson_text) if reading.quality else None,
         Jsonb(reading.detection, dumps=_orjson_text) if reading.detection is not None else None,
+        digest,
     )
 
 
@@ -121,31 +194,140 @@ def store_readings(
 ) -> StoreResult:
     """Store readings inside the caller's transaction (the caller commits).
 
-    ``edge_backlog``: per edge id, the buffer depth the edge reported with this batch."""
+    Readings whose key is already stored with the same content are dropped as duplicates;
+    with other content they are returned as ``conflicts`` (and not stored): the caller
+    dead-letters or refuses them. ``edge_backlog``: per edge id, the buffer depth the edge
+    reported with this batch."""
     if not readings:
         return StoreResult(0, 0)
+    digests = list(map(reading_digest, readings))
+    unique, conflicts = _one_version_per_key(readings, digests)
     with conn.cursor() as cur:
         cur.execute(_CREATE_STAGING)  # type: ignore[arg-type]
         # Binary COPY: values go over as IEEE doubles, twice as fast as text on this path.
         with cur.copy(
-            f"COPY staging_readings ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)"  # type: ignore[arg-type]
+            f"COPY {_STAGING} ({_COLUMN_LIST}, digest) FROM STDIN (FORMAT BINARY)"  # type: ignore[arg-type]
         ) as copy:
             copy.set_types(_COPY_TYPES)
-            for reading in readings:
-                copy.write_row(_row(reading))
+            for i in unique:
+                copy.write_row(_row(readings[i], digests[i]))
         cur.execute(_MERGE)  # type: ignore[arg-type]
         inserted = cur.fetchall()
+        if len(inserted) < len(unique):
+            conflicts += _stored_conflicts(cur, readings, digests, unique, inserted)
         _update_totals(cur, inserted)
         if edge_backlog:
             _record_backlog(cur, edge_backlog)
         # Only rows stored now count: a redelivered reading adds nothing twice.
-        by_key = {(r.edge_id, r.seq): r for r in readings}
+        by_key = {(readings[i].edge_id, readings[i].seq): readings[i] for i in unique}
         fresh = [by_key[(edge, seq)] for _, _, edge, seq, _ in inserted]
         _register_custom_sensors(cur, fresh)
         _store_anomalies(cur, fresh)
         # Delivered by PostgreSQL only if this transaction commits.
         notify_readings(cur, fresh)
-    return StoreResult(len(readings), len(inserted))
+    conflicts.sort(key=lambda c: c.index)
+    return StoreResult(len(readings), len(inserted), tuple(conflicts))
+
+
+def _one_version_per_key(
+    readings: Sequence[Reading], digests: list[int]
+) -> tuple[list[int], list[Conflict]]:
+    """Indexes of the first reading of each key in the batch, and the later ones that carry
+    other content under the same key (identical repeats are just left out)."""
+    keys = list(zip([r.edge_id for r in readings], [r.seq for r in readings], strict=True))
+    if len(set(keys)) == len(keys):  # the normal case: one pass in C
+        return list(range(len(readings))), []
+    first: dict[tuple[str, int], int] = {}
+    unique: list[int] = []
+    conflicts: list[Conflict] = []
+    for i, key in enumerate(keys):
+        j = first.setdefault(key, i)
+        if j == i:
+            unique.append(i)
+        elif digests[j] != digests[i]:
+            conflicts.append(_conflict(i, readings[i], digests[i], readings[j], digests[j]))
+    return unique, conflicts
+
+
+def _stored_conflicts(
+    cur: psycopg.Cursor,
+    readings: Sequence[Reading],
+    digests: list[int],
+    unique: list[int],
+    inserted: list[tuple[str, datetime, str, int, datetime]],
+) -> list[Conflict]:
+    """Among the readings whose key was already stored: those whose content differs."""
+    stored_now = {(edge, seq) for _, _, edge, seq, _ in inserted}
+    taken = [i for i in unique if (readings[i].edge_id, readings[i].seq) not in stored_now]
+    cur.execute(
+        _STORED_KEYS,
+        ([readings[i].edge_id for i in taken], [readings[i].seq for i in taken]),
+    )
+    existing = {(edge, seq): (ts, digest) for edge, seq, ts, digest in cur.fetchall()}
+    conflicts: list[Conflict] = []
+    for i in taken:
+        reading = readings[i]
+        found = existing.get((reading.edge_id, reading.seq))
+        if found is None:  # pruned by retention meanwhile: nothing to compare with
+            continue
+        ts, digest = found
+        if digest == digests[i]:
+            continue
+        stored = _load_stored(cur, reading.edge_id, reading.seq, ts)
+        if digest is None:
+            # A key from before digests were kept: compare with the stored row itself.
+            if stored is not None and reading_digest(stored) == digests[i]:
+                continue
+            digest = reading_digest(stored) if stored is not None else None
+        conflicts.append(_conflict(i, reading, digests[i], stored, digest, stored_ts=ts))
+    return conflicts
+
+
+def _load_stored(cur: psycopg.Cursor, edge_id: str, seq: int, ts: datetime) -> Reading | None:
+    with cur.connection.cursor(row_factory=dict_row) as rows:
+        rows.execute(_STORED_ROW, (edge_id, seq, ts))  # type: ignore[arg-type]
+        row = rows.fetchone()
+    if row is None:
+        return None
+    return Reading(
+        row["machine_id"],
+        row["edge_id"],
+        row["seq"],
+        row["timestamp"].astimezone(UTC),
+        {name: row[name] for name in CORE_SENSOR_NAMES if row[name] is not None},
+        row["custom_sensors"] or {},
+        row["quality"] or {},
+        row["detection"],
+    )
+
+
+def _conflict(
+    index: int,
+    received: Reading,
+    received_digest: int,
+    stored: Reading | None,
+    stored_digest: int | None,
+    *,
+    stored_ts: datetime | None = None,
+) -> Conflict:
+    ts = stored.ts if stored is not None else stored_ts
+    what = "another timestamp" if ts != received.ts else "other values"
+    reason = (
+        f"key conflict: edge_id {received.edge_id!r} seq {received.seq} is already stored "
+        f"with {what}; stored ts {format_ts(ts) if ts else '?'} digest "
+        f"{_hex(stored_digest)}, this message ts {format_ts(received.ts)} digest "
+        f"{_hex(received_digest)}"
+    )
+    stored_doc: dict[str, Any] = (
+        stored.to_wire()
+        if stored is not None
+        else {"edge_id": received.edge_id, "seq": received.seq, "ts": format_ts(ts) if ts else None}
+    )
+    return Conflict(index, reason, {"stored": stored_doc, "received": received.to_wire()})
+
+
+def _hex(digest: int | None) -> str:
+    return "?" if digest is None else f"{digest & (2**64 - 1):016x}"
 
 
 def _register_custom_sensors(cur: psycopg.Cursor, readings: list[Reading]) -> None:
@@ -210,6 +392,12 @@ def _store_anomalies(cur: psycopg.Cursor, readings: list[Reading]) -> None:
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
             rows,
         )
+
+
+def record_edge_backlog(conn: psycopg.Connection, edge_backlog: Mapping[str, int]) -> None:
+    """Per edge, the buffer depth it reported (in the caller's transaction)."""
+    with conn.cursor() as cur:
+        _record_backlog(cur, edge_backlog)
 
 
 def _record_backlog(cur: psycopg.Cursor, edge_backlog: Mapping[str, int]) -> None:
@@ -280,16 +468,68 @@ def rebuild_minute_rollups(conn: psycopg.Connection, start: datetime, end: datet
         return cur.rowcount
 
 
-def store_dead_letters(
-    conn: psycopg.Connection,
-    letters: Sequence[tuple[str, str | None, int | None, int | None, str, bytes | None]],
-) -> None:
-    """(source, topic, partition, offset, reason, payload) rows, in the caller's transaction."""
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message set aside with its reason: ``source`` "kafka" (with its position) or
+    "api"; ``detail`` what the reason cannot hold (both versions of a key conflict)."""
+
+    source: str
+    reason: str
+    payload: bytes | None
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    detail: dict[str, Any] | None = None
+
+
+MAX_REASON_CHARS = 2000
+MAX_DEAD_PAYLOAD = 65536
+
+
+def clean_text(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    """A reason as PostgreSQL TEXT takes it: no NUL, no lone surrogates (a field path may
+    quote a hostile key), bounded."""
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.replace("\x00", "\\u0000").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+_INSERT_DEAD_LETTER = (
+    "INSERT INTO dead_letters (source, topic, kafka_partition, kafka_offset, reason, payload, "
+    "detail) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (topic, kafka_partition, kafka_offset) WHERE source = 'kafka' DO NOTHING "
+    "RETURNING id"
+)
+
+
+def store_dead_letters(conn: psycopg.Connection, letters: Sequence[DeadLetter]) -> list[int]:
+    """Insert dead letters in the caller's transaction; returns the indexes of the letters
+    stored now (a Kafka message dead-lettered before, then redelivered, is stored once)."""
     if not letters:
-        return
+        return []
+    stored: list[int] = []
     with conn.cursor() as cur:
         cur.executemany(
-            "INSERT INTO dead_letters (source, topic, kafka_partition, kafka_offset, reason, "
-            "payload) VALUES (%s, %s, %s, %s, %s, %s)",
-            letters,
+            _INSERT_DEAD_LETTER,
+            [
+                (
+                    d.source,
+                    d.topic,
+                    d.partition,
+                    d.offset,
+                    clean_text(d.reason),
+                    d.payload[:MAX_DEAD_PAYLOAD] if d.payload is not None else None,
+                    Jsonb(d.detail, dumps=_orjson_text) if d.detail is not None else None,
+                )
+                for d in letters
+            ],
+            returning=True,
         )
+        index = 0
+        while True:
+            if cur.fetchone() is not None:
+                stored.append(index)
+            index += 1
+            if not cur.nextset():
+                break
+    return stored
