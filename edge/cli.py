@@ -53,31 +53,49 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from edge.buffer import read_stats_readonly
-
+    """The running daemon's /healthz (the same document, status and reasons); when no
+    daemon answers, the buffer file's figures read without disturbing it. Exit 0 when the
+    daemon is ok or degraded, 1 when it is unhealthy or not running."""
     config = _load(args.config)
     report: dict[str, object] = {"edge_id": config.edge_id}
-    if config.buffer.path.exists():
-        stats = read_stats_readonly(config.buffer.path)
-        report["buffer"] = {
-            "depth": stats.depth,
-            "bytes": stats.bytes,
-            "dropped_total": stats.dropped_total,
-            "next_seq": stats.next_seq,
-        }
-    else:
-        report["buffer"] = "no buffer file yet"
+    daemon: object = None
     if config.metrics.port:
         url = f"http://{config.metrics.host}:{config.metrics.port}/healthz"
         try:
             with urllib.request.urlopen(url, timeout=3) as response:
-                report["daemon"] = json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            report["daemon"] = json.loads(exc.read() or b"{}") or f"HTTP {exc.code}"
-        except OSError as exc:
-            report["daemon"] = f"not reachable at {url} ({exc})"
+                daemon = json.loads(response.read())
+        except urllib.error.HTTPError as exc:  # 503: unhealthy, with its reasons
+            try:
+                daemon = json.loads(exc.read() or b"{}") or f"HTTP {exc.code}"
+            except ValueError:
+                daemon = f"HTTP {exc.code} from {url}"
+        except (OSError, ValueError) as exc:
+            daemon = f"not reachable at {url} ({exc})"
+    else:
+        daemon = "metrics.port is 0: the daemon has no health endpoint"
+    if isinstance(daemon, dict):
+        report.update(daemon)
+        print(json.dumps(report, indent=2))
+        return 1 if daemon.get("status") == "unhealthy" else 0
+    report["status"] = "not running"
+    report["daemon"] = daemon
+    report["buffer"] = _buffer_offline(config.buffer.path)
     print(json.dumps(report, indent=2))
-    return 0 if isinstance(report.get("daemon"), dict) else 1
+    return 1
+
+
+def _buffer_offline(path: Path) -> object:
+    import dataclasses
+    import sqlite3
+
+    from edge.buffer import read_stats_readonly
+
+    if not path.exists():
+        return "no buffer file yet"
+    try:
+        return dataclasses.asdict(read_stats_readonly(path))
+    except (sqlite3.Error, OSError) as exc:
+        return f"unreadable: {type(exc).__name__}: {exc} (the daemon moves a corrupt file aside)"
 
 
 def cmd_scan(args: argparse.Namespace) -> int:

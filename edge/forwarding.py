@@ -127,9 +127,10 @@ class Forwarder:
         except BaseException as exc:
             # Only something no round can handle gets here (the loop catches Exception):
             # say so; the daemon reports it and starts a new forwarder.
+            # Logged here, not re-raised: the thread ends either way, and the daemon's
+            # supervisor (reading ``died``) reports it and starts a new forwarder.
             self.died = f"{type(exc).__name__}: {exc}"
             log.critical("forwarder thread died", exc_info=True)
-            raise
         finally:
             self._busy_since = None
 

@@ -1,5 +1,10 @@
 """The edge's HTTP endpoint: /metrics for Prometheus, /healthz for systemd checks and
-``rig-edge status``."""
+``rig-edge status``.
+
+``/healthz`` answers 200 with ``"status": "ok"`` or ``"degraded"`` (the pipeline works;
+something it depends on does not: the destination, a device, a model, or an alarm), and 503
+with ``"status": "unhealthy"`` when the edge itself fails (the writer cannot commit, the
+forwarder thread is dead or hung). ``reasons`` says why in either case."""
 
 from __future__ import annotations
 
@@ -28,8 +33,16 @@ class HealthServer:
                     body = generate_latest(registry)
                     self._reply(200, CONTENT_TYPE_LATEST, body)
                 elif self.path in ("/healthz", "/health"):
-                    doc = health()
-                    code = 200 if doc.get("status") == "ok" else 503
+                    try:
+                        doc = health()
+                    except Exception as exc:  # a health check that fails is no health
+                        doc = {
+                            "status": "unhealthy",
+                            "reasons": [f"health check failed: {type(exc).__name__}: {exc}"],
+                        }
+                    # "degraded" (a destination or device down, an alarm) is still a working
+                    # pipeline: 200. Only "unhealthy" answers 503.
+                    code = 503 if doc.get("status") == "unhealthy" else 200
                     self._reply(code, "application/json", json.dumps(doc).encode())
                 else:
                     self._reply(404, "text/plain", b"not found\n")
