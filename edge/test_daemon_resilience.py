@@ -358,21 +358,16 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def _fill(disk: Path) -> Path:
+    """Write a file until the tmpfs is full (unbuffered: nothing left to flush at close)."""
     filler = disk / "filler"
-    chunk = b"\0" * 65536
-    with filler.open("wb") as out:
-        while True:
+    with filler.open("wb", buffering=0) as out:
+        for size in (65536, 4096, 512):
+            chunk = b"\0" * size
             try:
-                out.write(chunk)
-                out.flush()
+                while True:
+                    out.write(chunk)
             except OSError as exc:
                 assert exc.errno == errno.ENOSPC, exc
-                break
-    # Whatever the last partial chunk left.
-    with contextlib.suppress(OSError), filler.open("ab") as out:
-        while True:
-            out.write(b"\0" * 512)
-            out.flush()
     return filler
 
 
@@ -464,3 +459,51 @@ def test_healthz_reports_a_dead_forwarder_and_recovers_when_it_is_restarted(
         assert edge.daemon.pipeline_alive()
         assert edge_main(["status", "-c", str(cfg)]) == 0
         assert edge.metric("rig_edge_component_restarts_total", 'component="forwarder"') == 1
+
+
+def test_mqtt_messages_refused_by_a_full_queue_come_back_from_the_broker(
+    tmp_path: Path, tiny_disk: Path, mqtt_broker: tuple[str, int]
+) -> None:
+    """While the disk is full and the queue too, MQTT messages are left unacknowledged;
+    once the disk has room the edge restarts its session and the broker delivers them
+    again: every message stored exactly once."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    cfg = _config(
+        tmp_path,
+        mqtt_broker,
+        prefix,
+        buffer_path=tiny_disk / "buffer.db",
+        max_pending_readings=100,
+    )
+    output = RecordingOutput()
+    with RunningEdge(cfg, output) as edge, _publisher(mqtt_broker) as publisher:
+        edge.wait_health(lambda code, doc: doc["status"] == "ok", "a healthy start")
+        output.down = True
+        filler = _fill(tiny_disk)
+        sent = 0
+
+        def publish(count: int) -> None:
+            nonlocal sent
+            for _ in range(count):
+                payload = orjson.dumps({"values": {"rpm": 1500.0, "msg_id": sent}})
+                publisher.publish(f"{prefix}/A/telemetry", payload, qos=1).wait_for_publish(10)
+                sent += 1
+
+        publish(300)
+        wait_until(
+            lambda: edge.metric("rig_edge_mqtt_refused_total", 'source="plant"') >= 150,
+            30,
+            "messages refused by the full queue",
+        )
+        assert edge.daemon._queued() <= 100
+        filler.unlink()
+        output.down = False
+        publish(50)
+        wait_until(
+            lambda: len({v for v in output.values("msg_id")}) == sent,
+            60,
+            "every message stored once the broker delivered the refused ones again",
+        )
+        edge.wait_health(lambda code, doc: doc["status"] == "ok", "healthy again")
+    ids = output.values("msg_id")
+    assert sorted(ids) == list(range(sent))  # each exactly once
