@@ -669,3 +669,57 @@ def kafka_messages(bootstrap: str, topic: str, timeout: float = 60) -> list[dict
         return out
     finally:
         consumer.close()
+
+
+def kafka_output(bootstrap: str, topic: str, **extra: Any) -> dict[str, Any]:
+    """The edge's output section for Kafka, tuned for tests (short linger)."""
+    return {
+        "kind": "kafka",
+        "bootstrap_servers": bootstrap,
+        "topic": topic,
+        "linger_ms": 5,
+        "message_timeout_ms": 10_000,
+        **extra,
+    }
+
+
+def start_aggregator(
+    log_dir: Path,
+    database_url: str,
+    bootstrap: str,
+    topic: str,
+    *,
+    name: str = "aggregator",
+    failpoints: str | None = None,
+    args: Sequence[str] = (),
+) -> Service:
+    """A real ``rig-cloud aggregate`` process consuming ``topic`` into ``database_url``;
+    ``failpoints`` arms RIG_FAILPOINTS (shared/failpoints.py) in it."""
+    env = {
+        "DATABASE_URL": database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KAFKA_TOPIC": topic,
+        "KAFKA_CONSUMER_GROUP": f"g-{topic}",
+    }
+    if failpoints:
+        env["RIG_FAILPOINTS"] = failpoints
+    return Service(name, ["cloud.cli", "aggregate", *args], log_dir, env).start()
+
+
+def start_edge(cfg: Path, log_dir: Path, *, failpoints: str | None = None) -> Service:
+    """A real ``rig-edge run`` process; every run appends to ``<log_dir>/rig-edge.log``,
+    which the exactly-once checker reads."""
+    env = {"RIG_FAILPOINTS": failpoints} if failpoints else None
+    return Service("rig-edge", ["edge.cli", "run", "-c", str(cfg)], log_dir, env).start()
+
+
+def last_log_event(path: Path, event: str) -> dict[str, Any]:
+    """The last JSON log line of ``path`` with this event."""
+    found: dict[str, Any] | None = None
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{") and f'"{event}"' in line:
+            doc = json.loads(line)
+            if doc.get("event") == event:
+                found = doc
+    assert found is not None, f"no {event!r} line in {path}"
+    return found
