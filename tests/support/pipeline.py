@@ -268,7 +268,10 @@ class BufferFacts:
 
     next_seq: int
     dropped_total: int
-    rejected: dict[int, str]  # seq -> reason: refused for good, kept at the edge
+    rejected: dict[int, str]  # seq -> reason: committed, then refused for good downstream
+    # Readings set aside before they got a sequence number (could not be encoded or
+    # scored): (machine, timestamp in ms, reason), from the kept payload.
+    set_aside: list[tuple[str, int, str]] = field(default_factory=list)
 
 
 def read_buffer_facts(path: Path) -> BufferFacts:
@@ -276,11 +279,22 @@ def read_buffer_facts(path: Path) -> BufferFacts:
 
     stats = read_stats_readonly(path)
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    rejected: dict[int, str] = {}
+    set_aside: list[tuple[str, int, str]] = []
     try:
-        rejected = {int(s): str(r) for s, r in conn.execute("SELECT seq, reason FROM rejected")}
+        for seq, reason, payload in conn.execute("SELECT seq, reason, payload FROM rejected"):
+            if seq is not None:
+                rejected[int(seq)] = str(reason)
+                continue
+            try:
+                doc = json.loads(payload)
+                at = _ts_ms(str(doc["ts"]))
+                set_aside.append((str(doc["machine_id"]), at, str(reason)))
+            except (TypeError, ValueError, KeyError):
+                set_aside.append(("?", 0, str(reason)))
     finally:
         conn.close()
-    return BufferFacts(stats.next_seq, stats.dropped_total, rejected)
+    return BufferFacts(stats.next_seq, stats.dropped_total, rejected, set_aside)
 
 
 # -- the exactly-once checker --------------------------------------------------------------------
@@ -319,6 +333,7 @@ class Verification:
     required: dict[str, int]  # machine -> samples the edge had to deliver
     unseen: dict[str, list[int]]  # machine -> samples served while the edge could not look
     rejected: dict[int, str]
+    set_aside: list[tuple[str, int, str]]
 
 
 def check_delivery(
@@ -328,6 +343,7 @@ def check_delivery(
     *,
     next_seq: int,
     rejected: dict[int, str] | None = None,
+    set_aside: Sequence[tuple[str, int, str]] = (),
     dropped_total: int = 0,
     delivery: Delivery = "latest",
     kill_window_s: float = 1.0,
@@ -353,6 +369,9 @@ def check_delivery(
       device while the edge was looking: reported in ``unseen``, not required.
     - ``queued`` (MQTT, persistent session, QoS 1): the broker keeps what the edge has not
       acknowledged, so from the first delivery of the first run on, nothing is excused.
+
+    A sample whose reading the edge set aside with a reason before numbering it (it could
+    not be encoded or scored: ``set_aside``) has its fate too and is not required.
 
     The tail of the record (samples served in the last ``kill_window_s`` before the
     simulator stopped, or after ``until_ms[machine]``) is not required: the simulator may stop
@@ -446,6 +465,10 @@ def check_delivery(
                 start = max(0, bisect_right(times, up - 1) - 1)
                 end = tail if inc.ended_ms is None else min(tail, inc.ended_ms - window_ms)
                 need |= {s.sample for s in samples[start:] if s.ts_ms <= end}
+        aside = {
+            by_key[(m, t)].sample for m, t, _ in set_aside if m == machine and (m, t) in by_key
+        }
+        need -= aside
         required[machine] = len(need)
         lost = sorted(need - set(got[machine]))
         if lost:
@@ -458,7 +481,9 @@ def check_delivery(
                 + f"; first sample served at {times[0]}"
             )
         unseen[machine] = sorted(
-            s.sample for s in samples if s.sample not in need and s.sample not in got[machine]
+            s.sample
+            for s in samples
+            if s.sample not in need and s.sample not in got[machine] and s.sample not in aside
         )
     for machine in set(got) - set(by_machine):
         problems.append(f"machine {machine} stored but never served")
@@ -490,6 +515,7 @@ def check_delivery(
         required=required,
         unseen=unseen,
         rejected=dict(rejected),
+        set_aside=list(set_aside),
     )
 
 
@@ -564,6 +590,7 @@ def verify_exactly_once(
         edge.incarnations(),
         next_seq=facts.next_seq if next_seq is None else next_seq,
         rejected=facts.rejected,
+        set_aside=facts.set_aside,
         dropped_total=facts.dropped_total,
         delivery=delivery,
         kill_window_s=kill_window_s,

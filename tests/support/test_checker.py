@@ -188,6 +188,18 @@ def test_rejected_readings_are_accounted_for_and_must_not_be_stored() -> None:
         _check(served, stored, _one_run(), rejected={stored[3].seq: "HTTP 422"})
 
 
+def test_a_reading_set_aside_before_numbering_has_its_fate() -> None:
+    served = _served()
+    odd = served[6]
+    kept = [s for s in served if s is not odd]
+    result = _check(
+        served, _deliver(kept), _one_run(), set_aside=[(odd.machine, odd.ts_ms, "cannot score")]
+    )
+    assert result.unseen == {"A": [], "B": []}
+    with pytest.raises(AssertionError, match="samples the edge could see are not stored"):
+        _check(served, _deliver(kept), _one_run())
+
+
 def test_drops_by_the_disk_cap_fail_unless_expected() -> None:
     served = _served()
     with pytest.raises(AssertionError, match="dropped 5 readings"):
