@@ -50,6 +50,7 @@ and the buffer works again once the disk has room.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -187,6 +188,31 @@ def _with_path(exc: sqlite3.Error, path: Path, what: str) -> sqlite3.Error:
     return new
 
 
+def _salvage_last_seq(path: Path) -> int | None:
+    """Best effort: the highest seq the damaged file (moved aside, with its WAL) still shows,
+    so the fresh buffer starts above it even if the clock went backwards. Implausible values
+    are ignored."""
+    try:
+        conn = sqlite3.connect(_readonly_uri(path), uri=True)
+    except sqlite3.Error:
+        return None
+    found: list[int] = []
+    try:
+        for query in (
+            "SELECT value FROM meta WHERE key = 'last_seq'",
+            "SELECT max(seq) FROM readings",
+        ):
+            try:
+                value = conn.execute(query).fetchone()
+            except sqlite3.Error:
+                continue
+            if value and isinstance(value[0], int) and 0 <= value[0] < 2**62:
+                found.append(value[0])
+    finally:
+        conn.close()
+    return max(found) if found else None
+
+
 class StoreAndForwardBuffer:
     """Thread-safe: one writer path (``append_many``/``set_aside``), one forwarder path
     (``peek``/``ack``/``reject``)."""
@@ -242,15 +268,24 @@ class StoreAndForwardBuffer:
             raise type(exc)(
                 exc.errno, f"edge buffer {self.path}: cannot create its directory: {exc}"
             ) from exc
+        # SQLite opens any file that has a -wal beside it in WAL mode, and when that
+        # connection closes after finding the file corrupt it deletes the WAL — the newest
+        # commits a technician may want. A hard link keeps them until the start succeeded.
+        kept_wal = Path(f"{self._wal_path}.opening")
+        kept_wal.unlink(missing_ok=True)
+        # No WAL (the usual case after a clean stop) or no hard links here: nothing to keep.
+        with contextlib.suppress(OSError):
+            os.link(self._wal_path, kept_wal)
         try:
             self._open(seq_floor=None)
         except Exception as exc:
             if not _is_corruption(exc):
+                kept_wal.unlink(missing_ok=True)
                 if isinstance(exc, sqlite3.Error):
                     raise _with_path(exc, self.path, "cannot open") from exc
                 raise
-            salvaged = self._salvage_last_seq()
-            moved = self._move_aside()
+            moved = self._move_aside(kept_wal)
+            salvaged = _salvage_last_seq(moved)
             log_event(
                 log,
                 logging.CRITICAL,
@@ -265,6 +300,8 @@ class StoreAndForwardBuffer:
                 self._open(seq_floor=None if salvaged is None else salvaged + 1)
             except sqlite3.Error as again:
                 raise _with_path(again, self.path, "cannot start a fresh buffer") from again
+        else:
+            kept_wal.unlink(missing_ok=True)
 
     # -- set-up -------------------------------------------------------------------------
     def _open(self, seq_floor: int | None) -> None:
@@ -419,30 +456,7 @@ class StoreAndForwardBuffer:
         self._msg_set: set[bytes] = set(keys)
         self._msg_first_id = first_id
 
-    def _salvage_last_seq(self) -> int | None:
-        """Best effort: the highest seq the damaged file still shows, so the fresh buffer
-        starts above it even if the clock went backwards. Implausible values are ignored."""
-        try:
-            conn = sqlite3.connect(_readonly_uri(self.path), uri=True)
-        except sqlite3.Error:
-            return None
-        found: list[int] = []
-        try:
-            for query in (
-                "SELECT value FROM meta WHERE key = 'last_seq'",
-                "SELECT max(seq) FROM readings",
-            ):
-                try:
-                    value = conn.execute(query).fetchone()
-                except sqlite3.Error:
-                    continue
-                if value and isinstance(value[0], int) and 0 <= value[0] < 2**62:
-                    found.append(value[0])
-        finally:
-            conn.close()
-        return max(found) if found else None
-
-    def _move_aside(self) -> Path:
+    def _move_aside(self, kept_wal: Path) -> Path:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
         n = 1
@@ -452,6 +466,11 @@ class StoreAndForwardBuffer:
         try:
             # The WAL and index go with it: the WAL may hold the newest commits, and a stale
             # one beside a fresh file would be replayed into it.
+            # The link holds the WAL as it was; a -wal there now is what the failed
+            # connection left (emptied or recreated).
+            if kept_wal.exists():
+                kept_wal.rename(Path(f"{target}-wal"))
+                Path(self._wal_path).unlink(missing_ok=True)
             for suffix in ("-wal", "-shm", ""):
                 source = Path(f"{self.path}{suffix}")
                 if source.exists():
