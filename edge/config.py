@@ -109,6 +109,8 @@ class ModelsConfig(_Strict):
     timeout_s: float = Field(default=30.0, gt=0.0, le=600.0)
     strategy: str | None = Field(default=None, description="null: the bundle's default")
     ca_file: Path | None = None
+    # Download cap for one bundle: the models directory shares the disk with the buffer.
+    max_bundle_bytes: int = Field(default=64 << 20, ge=1 << 20, le=4 << 30)
 
     @model_validator(mode="after")
     def _key_source(self) -> ModelsConfig:

@@ -34,6 +34,18 @@ def test_example_config_is_valid() -> None:
     assert config.sources.modbus[0].devices[0].fields[-1].scale == 0.1
 
 
+def test_defaults_match_the_cloud_and_the_example(tmp_path: Path) -> None:
+    """The edge's time window defaults to the cloud's, and the example states the defaults."""
+    from shared.message import DEFAULT_WINDOW
+
+    default = load_edge_config(_write(tmp_path, GOOD))
+    assert default.time_window.window() == DEFAULT_WINDOW
+    example = load_edge_config(EXAMPLE)
+    for section in ("buffer", "health", "time_window"):
+        documented = getattr(example, section).model_dump(exclude={"path"})
+        assert documented == getattr(default, section).model_dump(exclude={"path"}), section
+
+
 def test_good_config_loads(tmp_path: Path) -> None:
     assert load_edge_config(_write(tmp_path, GOOD)).edge_id == "rig-1"
 
@@ -49,6 +61,9 @@ def test_good_config_loads(tmp_path: Path) -> None:
         (("kind: http", "kind: carrier-pigeon"), "output"),
         ((", api_key_env: KEY", ""), "api_key_env or api_key_file"),
         (("edge_id: rig-1", ""), "edge_id: Field required"),
+        (("buffer: {path: BUF}", "buffer: {path: BUF, max_pending_readings: 10}"), "buffer.max_"),
+        (("edge_id: rig-1", "edge_id: rig-1\ntime_window: {max_ahead_s: -1}"), "time_window."),
+        (("edge_id: rig-1", "edge_id: rig-1\nhealth: {commit_stall_s: 0}"), "health.commit"),
     ],
 )
 def test_bad_config_names_file_and_field(
