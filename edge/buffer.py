@@ -259,7 +259,7 @@ class StoreAndForwardBuffer:
         self._clock_us = clock_us
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
-        self._wal_warned_at = 0.0
+        self._wal_warned_at = -_WAL_WARN_INTERVAL_S
         self.recovered_from: Path | None = None
 
         try:
@@ -544,12 +544,8 @@ class StoreAndForwardBuffer:
             prune = max(0, len(self._msg_queue) + len(new_keys) - self._key_limit)
             upper = self._upper_estimate((r[3] for r in rows), len(new_keys))
             wm_budget = None
-            near_watermark = False
-            if self.min_free_bytes:
-                free = free_bytes(self._dir)
-                near_watermark = free < self.min_free_bytes + 2 * self._wal_limit
-                if free < self.min_free_bytes:
-                    wm_budget = self._make_room_locked()
+            if self.min_free_bytes and free_bytes(self._dir) < self.min_free_bytes:
+                wm_budget = self._make_room_locked()
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -611,7 +607,7 @@ class StoreAndForwardBuffer:
                 self._msg_first_id += prune
             if rows:
                 self._not_empty.notify_all()
-            self._after_commit_locked(truncate_wal=near_watermark)
+            self._after_commit_locked()
         failpoint("edge.buffer.after_commit")
         return seqs
 
@@ -747,15 +743,18 @@ class StoreAndForwardBuffer:
             self._rollback_quietly()
             raise
 
-    def _after_commit_locked(self, *, truncate_wal: bool) -> None:
+    def _after_commit_locked(self) -> None:
         """Checkpoint policy, after a successful commit: never raises (the caller must not
         take a committed batch for a failed one). Normally ``wal_autocheckpoint`` keeps the
-        WAL near ``wal_limit``; a reader holding a snapshot can stop that, so a WAL past
-        twice the limit is checkpointed and truncated here, as it is after every commit
-        near the free-space watermark."""
+        WAL near ``wal_limit``. A reader holding a snapshot can stop that, so a WAL past twice
+        the limit is checkpointed and truncated here. So it is after every commit when the
+        disk is tight (free space under the watermark plus twice the WAL limit): a
+        checkpoint writes the WAL's pages into the database file while the WAL still exists,
+        so a big WAL on a nearly full disk could never be checkpointed again."""
         try:
             wal = _file_size(self._wal_path)
-            if not truncate_wal and wal <= 2 * self._wal_limit:
+            tight = self.min_free_bytes + 2 * self._wal_limit
+            if wal <= 2 * self._wal_limit and (wal == 0 or free_bytes(self._dir) >= tight):
                 return
             conn = self._conn
             # Never wait for a reader here: the writer is holding readings in memory.
@@ -764,23 +763,21 @@ class StoreAndForwardBuffer:
                 busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
             finally:
                 conn.execute("PRAGMA busy_timeout=5000")
-            now = time.monotonic()
-            if (
-                busy
-                and wal > 2 * self._wal_limit
-                and now - self._wal_warned_at > _WAL_WARN_INTERVAL_S
-            ):
-                self._wal_warned_at = now
-                log_event(
-                    log,
-                    logging.WARNING,
+            if busy and wal > 2 * self._wal_limit:
+                self._warn_wal(
                     "edge buffer WAL cannot be checkpointed: another process holds a read "
                     "transaction on the buffer",
-                    path=str(self.path),
                     wal_bytes=wal,
                 )
         except (sqlite3.Error, OSError) as exc:
-            log_event(log, logging.WARNING, "edge buffer checkpoint failed", error=str(exc))
+            self._warn_wal("edge buffer checkpoint failed", error=str(exc))
+
+    def _warn_wal(self, event: str, **fields: object) -> None:
+        # Once a minute at most: on a full disk every commit would say it again.
+        now = time.monotonic()
+        if now - self._wal_warned_at > _WAL_WARN_INTERVAL_S:
+            self._wal_warned_at = now
+            log_event(log, logging.WARNING, event, path=str(self.path), **fields)
 
     def set_aside(self, items: Sequence[tuple[str, bytes, str]]) -> int:
         """Keep readings that could not be encoded or validated — so never got a seq — in
@@ -818,7 +815,7 @@ class StoreAndForwardBuffer:
             self._rejected_bytes += added - freed
             self._rejected_dropped += evicted
             self._used_hint += self._upper_estimate(r[4] for r in rows)
-            self._after_commit_locked(truncate_wal=False)
+            self._after_commit_locked()
         return len(rows)
 
     def _cap_rejected_locked(self, added: int) -> tuple[int, int]:
@@ -893,7 +890,7 @@ class StoreAndForwardBuffer:
                 raise
             self._bytes -= freed
             self._depth -= deleted
-            self._after_commit_locked(truncate_wal=False)
+            self._after_commit_locked()
             return deleted
 
     def reject(self, reasons: dict[int, str]) -> int:
@@ -936,7 +933,7 @@ class StoreAndForwardBuffer:
             self._rejected_dropped += evicted
             # The moved rows now carry a reason too.
             self._used_hint += self._upper_estimate([added - freed]) if moved else 0
-            self._after_commit_locked(truncate_wal=False)
+            self._after_commit_locked()
             return moved
 
     # -- introspection ------------------------------------------------------------------
