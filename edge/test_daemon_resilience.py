@@ -258,6 +258,8 @@ def test_writer_sets_aside_what_it_cannot_store_and_keeps_committing(
         year_one = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))
         edge.emit(Reading("A", "resilience", 0, year_one, {"rpm": 1.0}))
         edge.emit(_reading(custom={f"c{i}": 1.0 for i in range(300)}))
+        # Not even the thresholds can score a value that is not a number.
+        edge.emit(Reading("A", "resilience", 0, datetime.now(UTC), {"rpm": "fast"}))  # type: ignore[dict-item]
         # From a plant device: the clock of year 1 is replaced by the receive time; the
         # 60,000 keys are set aside and the message acknowledged all the same.
         publisher.publish(
@@ -272,7 +274,7 @@ def test_writer_sets_aside_what_it_cannot_store_and_keeps_committing(
         for i in range(5):
             edge.emit(_reading(rpm=2000.0 + i))
         wait_until(
-            lambda: len(output.payloads) == 6 and edge.daemon.set_aside_total == 3,
+            lambda: len(output.payloads) == 6 and edge.daemon.set_aside_total == 4,
             30,
             "good readings forwarded and bad ones set aside",
         )
@@ -283,12 +285,14 @@ def test_writer_sets_aside_what_it_cannot_store_and_keeps_committing(
         assert abs(received - datetime.now(UTC)) < timedelta(minutes=5)
         assert edge.metric("rig_edge_device_clock_replaced_total", 'source="plant"') == 1
         assert edge.metric("rig_edge_readings_set_aside_total", 'stage="validation"') == 3
+        assert edge.metric("rig_edge_readings_set_aside_total", 'stage="detection"') == 1
         doc = edge.wait_health(lambda code, doc: code == 200, "health")
         assert doc["status"] == "ok", doc
-        assert doc["writer"]["set_aside_total"] == 3
+        assert doc["writer"]["set_aside_total"] == 4
         assert doc["sources"]["plant"]["clock_replaced_total"] == 1
         reasons = _rejected(tmp_path / "buffer.db")
-    assert len(reasons) == 3, reasons
+    assert len(reasons) == 4, reasons
+    assert sum("detection failed: TypeError" in r for r in reasons) == 1, reasons
     assert sum("more than 256 custom sensors" in r for r in reasons) == 1, reasons
     assert sum("a reading is at most 131072" in r for r in reasons) == 1, reasons
     assert sum("cannot be encoded" in r for r in reasons) == 1, reasons

@@ -9,6 +9,7 @@ down, timeouts, authorisation, a full queue) is an error of the round, which is 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -115,7 +116,7 @@ class KafkaOutput:
                     value=item.payload,
                     key=item.machine_id.encode(),
                     headers=headers,
-                    on_delivery=lambda err, msg, s=item.seq: on_delivery(err, msg, s),
+                    on_delivery=functools.partial(on_delivery, seq=item.seq),
                 )
                 return
             except BufferError:
