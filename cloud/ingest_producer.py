@@ -1,73 +1,178 @@
-"""Producing ingest-API readings to Kafka, answering only after the broker confirmed."""
+"""Producing ingest-API readings to Kafka, answering only after the broker confirmed.
+
+No lock is held across a request: each request enqueues its messages (a few microseconds
+each, in a worker thread) and then waits for its own delivery reports on the event loop,
+with a short deadline. A background thread serves librdkafka's delivery callbacks. So a
+broker that is down or slow costs an ingest request at most its deadline (then 503), and
+never a thread that login, stats or any other endpoint needs.
+
+What may wait for the broker across all requests is bounded (``max_in_flight`` messages):
+beyond it, new batches are refused at once instead of piling up in memory.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from starlette.concurrency import run_in_threadpool
 
+from shared.logs import log_event
 from shared.message import Reading, encode_reading
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
+    """Confirmed by the broker (acks=all): the reading is durably in the topic."""
+
     topic: str
     partition: int
     offset: int
 
 
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """The broker or the client refused it: it is not in the topic."""
+
+    error: str
+
+
+# A reading the broker had not confirmed by the deadline: it may still arrive (or fail).
+Outcome = Delivery | Failure | None
+
+
 class KafkaUnavailable(RuntimeError):
-    pass
+    """Nothing of the batch was produced (too much already waits for the broker)."""
+
+
+class _Waiter:
+    """Collects one request's delivery reports; resolved on the request's event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
+        self.loop = loop
+        self.outcomes: list[Outcome] = [None] * count
+        self.remaining = count
+        self.done = asyncio.Event()
+
+    def settle(self, index: int, outcome: Delivery | Failure) -> None:
+        # Runs on the event loop. A report after the deadline lands here too, harmlessly.
+        if self.outcomes[index] is None:
+            self.outcomes[index] = outcome
+            self.remaining -= 1
+            if self.remaining <= 0:
+                self.done.set()
+
+    def report(self, index: int) -> object:
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            outcome: Delivery | Failure = (
+                Failure(str(err))
+                if err is not None
+                else Delivery(msg.topic(), msg.partition(), msg.offset())
+            )
+            # A closed loop (RuntimeError): nobody waits for this answer any more.
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self.settle, index, outcome)
+
+        return on_delivery
 
 
 class IngestProducer:
-    def __init__(self, bootstrap: str, topic: str, extra: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        extra: dict[str, str] | None = None,
+        *,
+        max_in_flight: int = 50_000,
+    ) -> None:
         self.topic = topic
+        self.max_in_flight = max_in_flight
         settings: dict[str, object] = {
             "bootstrap.servers": bootstrap,
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 2,
             "compression.type": "lz4",
-            "message.timeout.ms": 15_000,
+            # A message the broker has not taken after this long fails, which frees its
+            # place in the in-flight bound; its request answered 503 long before.
+            "message.timeout.ms": 10_000,
             "partitioner": "murmur2_random",
         }
         settings.update(extra or {})
         self._producer = Producer(settings)
-        # Delivery callbacks fire inside poll()/flush(); one thread at a time drives them.
-        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._poller = threading.Thread(
+            target=self._serve_reports, name="ingest-kafka", daemon=True
+        )
+        self._poller.start()
 
-    def produce(
-        self, readings: Sequence[Reading], timeout: float = 20.0, backlog: int | None = None
-    ) -> list[Delivery]:
+    def _serve_reports(self) -> None:
+        while not self._closed.is_set():
+            try:
+                self._producer.poll(0.1)
+            except Exception as exc:  # a callback bug must not end delivery reporting
+                log_event(log, logging.ERROR, "delivery report failed", error=repr(exc))
+
+    @property
+    def in_flight(self) -> int:
+        """Messages produced and not yet reported on (queued, in flight, or reported but
+        their callback not yet served)."""
+        return len(self._producer)
+
+    def _enqueue(self, readings: Sequence[Reading], backlog: int | None, waiter: _Waiter) -> None:
         headers = [("edge_backlog", str(backlog).encode())] if backlog is not None else None
-        results: list[Delivery | None] = [None] * len(readings)
-        errors: list[str] = []
-
-        def callback(index: int) -> object:
-            def on_delivery(err: KafkaError | None, msg: Message) -> None:
-                if err is not None:
-                    errors.append(str(err))
-                else:
-                    results[index] = Delivery(msg.topic(), msg.partition(), msg.offset())
-
-            return on_delivery
-
-        with self._lock:
-            for i, reading in enumerate(readings):
+        for i, reading in enumerate(readings):
+            try:
                 self._producer.produce(
                     self.topic,
                     value=encode_reading(reading),
                     key=reading.machine_id.encode(),
                     headers=headers,
-                    on_delivery=callback(i),
+                    on_delivery=waiter.report(i),
                 )
-            remaining = self._producer.flush(timeout)
-        if errors or remaining or any(r is None for r in results):
-            raise KafkaUnavailable(errors[0] if errors else "delivery not confirmed in time")
-        return [r for r in results if r is not None]
+            except (BufferError, KafkaException) as exc:
+                # Local queue full or the message refused outright: not produced.
+                reason = "producer queue full" if isinstance(exc, BufferError) else str(exc)
+                waiter.loop.call_soon_threadsafe(waiter.settle, i, Failure(reason))
 
-    def close(self) -> None:
-        self._producer.flush(5)
+    async def produce(
+        self,
+        readings: Sequence[Reading],
+        *,
+        timeout: float = 2.0,
+        backlog: int | None = None,
+        max_in_flight: int | None = None,
+    ) -> list[Outcome]:
+        """Produce the readings (key: machine id) and wait at most ``timeout`` seconds for
+        the broker. One outcome per reading, in order: ``Delivery``, ``Failure``, or None
+        when not confirmed in time. Raises ``KafkaUnavailable`` (nothing produced) when
+        the in-flight bound (``max_in_flight``, default the producer's) would be exceeded."""
+        if not readings:
+            return []
+        limit = max_in_flight or self.max_in_flight
+        waiting = self.in_flight
+        if waiting + len(readings) > limit:
+            raise KafkaUnavailable(
+                f"{waiting} messages already wait for the broker (limit {limit})"
+            )
+        waiter = _Waiter(asyncio.get_running_loop(), len(readings))
+        # Encoding 5,000 readings takes milliseconds: off the event loop, but never waiting.
+        await run_in_threadpool(self._enqueue, readings, backlog, waiter)
+        if waiter.remaining > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter.done.wait(), timeout)
+        return list(waiter.outcomes)
+
+    def close(self, timeout: float = 5.0) -> None:
+        try:
+            self._producer.flush(timeout)
+        finally:
+            self._closed.set()
+            self._poller.join(2.0)

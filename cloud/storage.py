@@ -201,7 +201,8 @@ def store_readings(
     if not readings:
         return StoreResult(0, 0)
     digests = list(map(reading_digest, readings))
-    unique, conflicts = _one_version_per_key(readings, digests)
+    unique, repeats = _one_version_per_key(readings)
+    conflicts: list[Conflict] = []
     with conn.cursor() as cur:
         cur.execute(_CREATE_STAGING)  # type: ignore[arg-type]
         # Binary COPY: values go over as IEEE doubles, twice as fast as text on this path.
@@ -213,8 +214,15 @@ def store_readings(
                 copy.write_row(_row(readings[i], digests[i]))
         cur.execute(_MERGE)  # type: ignore[arg-type]
         inserted = cur.fetchall()
+        # The version each key of the batch has in the table now, where it is not the
+        # batch's own first reading of that key.
+        kept: dict[tuple[str, int], _Stored] = {}
         if len(inserted) < len(unique):
-            conflicts += _stored_conflicts(cur, readings, digests, unique, inserted)
+            kept = _stored_versions(cur, readings, digests, unique, inserted)
+            for i in unique:
+                _compare(i, readings, digests, kept, conflicts)
+        for i, j in repeats:
+            _compare(i, readings, digests, kept, conflicts, first=j)
         _update_totals(cur, inserted)
         if edge_backlog:
             _record_backlog(cur, edge_backlog)
@@ -229,34 +237,64 @@ def store_readings(
     return StoreResult(len(readings), len(inserted), tuple(conflicts))
 
 
-def _one_version_per_key(
-    readings: Sequence[Reading], digests: list[int]
-) -> tuple[list[int], list[Conflict]]:
-    """Indexes of the first reading of each key in the batch, and the later ones that carry
-    other content under the same key (identical repeats are just left out)."""
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    ts: datetime
+    digest: int | None
+    reading: Reading | None  # None: not loaded (its row is gone)
+
+
+def _one_version_per_key(readings: Sequence[Reading]) -> tuple[list[int], list[tuple[int, int]]]:
+    """Indexes of the first reading of each key in the batch (those are staged), and the
+    later ones as (index, index of the first), compared once the stored version is known."""
     keys = list(zip([r.edge_id for r in readings], [r.seq for r in readings], strict=True))
     if len(set(keys)) == len(keys):  # the normal case: one pass in C
         return list(range(len(readings))), []
     first: dict[tuple[str, int], int] = {}
     unique: list[int] = []
-    conflicts: list[Conflict] = []
+    repeats: list[tuple[int, int]] = []
     for i, key in enumerate(keys):
         j = first.setdefault(key, i)
         if j == i:
             unique.append(i)
-        elif digests[j] != digests[i]:
-            conflicts.append(_conflict(i, readings[i], digests[i], readings[j], digests[j]))
-    return unique, conflicts
+        else:
+            repeats.append((i, j))
+    return unique, repeats
 
 
-def _stored_conflicts(
+def _compare(
+    i: int,
+    readings: Sequence[Reading],
+    digests: list[int],
+    kept: dict[tuple[str, int], _Stored],
+    conflicts: list[Conflict],
+    *,
+    first: int | None = None,
+) -> None:
+    """Reading ``i`` against the version its key has in the table: the one stored before
+    (``kept``), else the batch's first reading of the key (stored now)."""
+    reading = readings[i]
+    stored = kept.get((reading.edge_id, reading.seq))
+    if stored is not None:
+        if stored.digest != digests[i]:
+            conflicts.append(
+                _conflict(
+                    i, reading, digests[i], stored.reading, stored.digest, stored_ts=stored.ts
+                )
+            )
+    elif first is not None and digests[first] != digests[i]:
+        conflicts.append(_conflict(i, reading, digests[i], readings[first], digests[first]))
+
+
+def _stored_versions(
     cur: psycopg.Cursor,
     readings: Sequence[Reading],
     digests: list[int],
     unique: list[int],
     inserted: list[tuple[str, datetime, str, int, datetime]],
-) -> list[Conflict]:
-    """Among the readings whose key was already stored: those whose content differs."""
+) -> dict[tuple[str, int], _Stored]:
+    """For the staged readings whose key was already stored: the stored version (loaded
+    only where it differs, to name it in the conflict)."""
     stored_now = {(edge, seq) for _, _, edge, seq, _ in inserted}
     taken = [i for i in unique if (readings[i].edge_id, readings[i].seq) not in stored_now]
     cur.execute(
@@ -264,23 +302,23 @@ def _stored_conflicts(
         ([readings[i].edge_id for i in taken], [readings[i].seq for i in taken]),
     )
     existing = {(edge, seq): (ts, digest) for edge, seq, ts, digest in cur.fetchall()}
-    conflicts: list[Conflict] = []
+    kept: dict[tuple[str, int], _Stored] = {}
     for i in taken:
         reading = readings[i]
-        found = existing.get((reading.edge_id, reading.seq))
+        key = (reading.edge_id, reading.seq)
+        found = existing.get(key)
         if found is None:  # pruned by retention meanwhile: nothing to compare with
             continue
         ts, digest = found
         if digest == digests[i]:
+            kept[key] = _Stored(ts, digest, reading)  # identical: the stored content
             continue
         stored = _load_stored(cur, reading.edge_id, reading.seq, ts)
-        if digest is None:
-            # A key from before digests were kept: compare with the stored row itself.
-            if stored is not None and reading_digest(stored) == digests[i]:
-                continue
-            digest = reading_digest(stored) if stored is not None else None
-        conflicts.append(_conflict(i, reading, digests[i], stored, digest, stored_ts=ts))
-    return conflicts
+        if digest is None and stored is not None:
+            # A key from before digests were kept: digest the stored row itself.
+            digest = reading_digest(stored)
+        kept[key] = _Stored(ts, digest, stored)
+    return kept
 
 
 def _load_stored(cur: psycopg.Cursor, edge_id: str, seq: int, ts: datetime) -> Reading | None:

@@ -238,3 +238,91 @@ def test_with_kafka_ingest_answers_after_the_broker_confirmed(
     assert reading.edge_id == "ingest:default" and reading.seq >= 1
     # In Kafka mode the API does not write rows itself: the aggregator does.
     assert _count(database_url) == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "field"),
+    [
+        # Deeper than the stdlib parser's stack: RecursionError, once a 500.
+        (b"[" * 100_000 + b"]" * 100_000, 400, "$"),
+        # More digits than Python converts: ValueError, once a 500.
+        (b'{"machine_id": "A", "rpm": 1' + b"0" * 5000 + b"}", 400, "$"),
+        (b'{"machine_id": "A", "rpm": 1, "quality": {"rpm": []}}', 422, "$.quality.rpm"),
+        (b'{"machine_id": "A", "rpm": 1, "ts": "0001-01-01T00:00:00+01:00"}', 422, "$.ts"),
+        (b'{"machine_id": "A", "rpm": 1, "ts": "9999-12-31T00:00:00Z"}', 422, "$.ts"),
+        (
+            b'{"machine_id": "A", "rpm": 1, "detection": {"method": "t", "score": "x"}}',
+            422,
+            "$.detection.score",
+        ),
+        # A lone surrogate in a key: the error quoting it must still encode (once a 500).
+        (b'{"machine_id": "A", "rpm": 1, "\\ud800": 2}', 422, "$.\\ud800"),
+    ],
+)
+def test_malformed_bodies_get_4xx_never_500(
+    client: TestClient, database_url: str, raw: bytes, status: int, field: str
+) -> None:
+    response = _post(client, None, raw=raw)
+    assert response.status_code == status, response.text
+    assert response.json()["field"] == field
+    assert _count(database_url) == 0
+
+
+def test_timestamps_outside_the_window_are_refused(client: TestClient, database_url: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    for ts, ok in (
+        (now - timedelta(days=399), True),
+        (now - timedelta(days=401), False),
+        (now + timedelta(minutes=5), True),
+        (now + timedelta(minutes=15), False),
+    ):
+        body = {"machine_id": "A", "rpm": 1.0, "timestamp": ts.isoformat()}
+        response = _post(client, body)
+        assert (response.status_code == 200) is ok, (ts, response.text)
+        if not ok:
+            assert "timestamp out of range" in response.json()["error"]
+    assert _count(database_url) == 2
+
+
+def test_key_conflict_refuses_the_batch_naming_both_versions(
+    client: TestClient, database_url: str
+) -> None:
+    first = {"machine_id": "A", "edge_id": "rig-c", "seq": 1, "ts": "2026-11-22T10:00:00Z"}
+    assert _post(client, {**first, "values": {"rpm": 1.0}}).status_code == 200
+    batch = {
+        "readings": [
+            {**first, "seq": 2, "values": {"rpm": 2.0}},
+            {**first, "ts": "2026-11-22T10:00:01Z", "values": {"rpm": 1.0}},
+            {**first, "values": {"rpm": 9.0}},
+        ]
+    }
+    response = _post(client, batch)
+    assert response.status_code == 409, response.text
+    body = response.json()
+    assert body["field"] == "$.readings[1]"
+    assert [c["field"] for c in body["conflicts"]] == ["$.readings[1]", "$.readings[2]"]
+    assert "another timestamp" in body["conflicts"][0]["error"]
+    assert "other values" in body["conflicts"][1]["error"]
+    assert body["conflicts"][1]["stored"]["values"] == {"rpm": 1.0}
+    assert body["conflicts"][1]["received"]["values"] == {"rpm": 9.0}
+    assert _count(database_url) == 1  # all-or-nothing: seq 2 was not stored either
+    # The identical redelivery is no conflict.
+    again = _post(client, {**first, "values": {"rpm": 1.0}})
+    assert (again.status_code, again.json()["duplicates"]) == (200, 1)
+
+
+def test_idempotency_key_without_kafka(client: TestClient, database_url: str) -> None:
+    body = {"readings": [{"machine_id": "A", "rpm": float(i)} for i in range(3)]}
+    headers = {"X-API-KEY": KEY, "Idempotency-Key": "order-7781"}
+    first = client.post("/api/v1/ingest", json=body, headers=headers)
+    retry = client.post("/api/v1/ingest", json=body, headers=headers)
+    assert (first.json()["stored"], retry.json()["stored"], retry.json()["duplicates"]) == (3, 0, 3)
+    assert _count(database_url) == 3
+    changed = client.post(
+        "/api/v1/ingest", json={"readings": body["readings"][:2]}, headers=headers
+    )
+    assert (changed.status_code, changed.json()["field"]) == (422, "Idempotency-Key")
+    assert _post(client, body).json()["stored"] == 3  # no key: a retry is new readings
+    assert _count(database_url) == 6
