@@ -129,7 +129,9 @@ class _CorruptBufferError(Exception):
     """``PRAGMA quick_check`` found damage SQLite did not report as an error code."""
 
 
-def _is_corruption(exc: BaseException) -> bool:
+def is_corruption(exc: BaseException) -> bool:
+    """Whether an error means the buffer file is damaged. Raised by a running buffer (a page
+    gone bad under it), the way out is a restart: the constructor then moves the file aside."""
     if isinstance(exc, _CorruptBufferError):
         return True
     if not isinstance(exc, sqlite3.DatabaseError):
@@ -279,7 +281,7 @@ class StoreAndForwardBuffer:
         try:
             self._open(seq_floor=None)
         except Exception as exc:
-            if not _is_corruption(exc):
+            if not is_corruption(exc):
                 kept_wal.unlink(missing_ok=True)
                 if isinstance(exc, sqlite3.Error):
                     raise _with_path(exc, self.path, "cannot open") from exc
@@ -544,7 +546,8 @@ class StoreAndForwardBuffer:
             prune = max(0, len(self._msg_queue) + len(new_keys) - self._key_limit)
             upper = self._upper_estimate((r[3] for r in rows), len(new_keys))
             wm_budget = None
-            if self.min_free_bytes and free_bytes(self._dir) < self.min_free_bytes:
+            free = self._free_bytes()
+            if free is not None and free < self.min_free_bytes:
                 wm_budget = self._make_room_locked()
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
@@ -607,7 +610,9 @@ class StoreAndForwardBuffer:
                 self._msg_first_id += prune
             if rows:
                 self._not_empty.notify_all()
-            self._after_commit_locked()
+            # The free space measured before: this one batch does not change whether the
+            # disk is tight (below the watermark the WAL is truncated anyway).
+            self._after_commit_locked(free=free if wm_budget is None else None)
         failpoint("edge.buffer.after_commit")
         return seqs
 
@@ -625,9 +630,9 @@ class StoreAndForwardBuffer:
 
     def has_message(self, key: bytes) -> bool:
         """Whether a message with this digest had its readings committed (among the newest
-        ``recent_message_keys``)."""
-        with self._lock:
-            return key in self._msg_set
+        ``recent_message_keys``). Without the lock, so an event loop asking is never held up
+        by a commit's fsync: the set changes only after a commit, one atomic step at a time."""
+        return key in self._msg_set
 
     def _drop_oldest_locked(self, need: int, below_seq: int) -> tuple[int, int]:
         """Delete the oldest readings with ``seq < below_seq`` until about ``need`` bytes of
@@ -743,7 +748,16 @@ class StoreAndForwardBuffer:
             self._rollback_quietly()
             raise
 
-    def _after_commit_locked(self) -> None:
+    def _free_bytes(self) -> int | None:
+        try:
+            return free_bytes(self._dir)
+        except OSError as exc:
+            # Without a figure the watermark cannot act; the write itself will say what is
+            # wrong with the directory if anything is.
+            self._warn_throttled("edge buffer cannot read the free space", error=str(exc))
+            return None
+
+    def _after_commit_locked(self, free: int | None = None) -> None:
         """Checkpoint policy, after a successful commit: never raises (the caller must not
         take a committed batch for a failed one). Normally ``wal_autocheckpoint`` keeps the
         WAL near ``wal_limit``. A reader holding a snapshot can stop that, so a WAL past twice
@@ -754,8 +768,11 @@ class StoreAndForwardBuffer:
         try:
             wal = _file_size(self._wal_path)
             tight = self.min_free_bytes + 2 * self._wal_limit
-            if wal <= 2 * self._wal_limit and (wal == 0 or free_bytes(self._dir) >= tight):
-                return
+            if wal <= 2 * self._wal_limit:
+                if wal == 0:
+                    return
+                if (free_bytes(self._dir) if free is None else free) >= tight:
+                    return
             conn = self._conn
             # Never wait for a reader here: the writer is holding readings in memory.
             conn.execute("PRAGMA busy_timeout=0")
@@ -764,15 +781,15 @@ class StoreAndForwardBuffer:
             finally:
                 conn.execute("PRAGMA busy_timeout=5000")
             if busy and wal > 2 * self._wal_limit:
-                self._warn_wal(
+                self._warn_throttled(
                     "edge buffer WAL cannot be checkpointed: another process holds a read "
                     "transaction on the buffer",
                     wal_bytes=wal,
                 )
         except (sqlite3.Error, OSError) as exc:
-            self._warn_wal("edge buffer checkpoint failed", error=str(exc))
+            self._warn_throttled("edge buffer checkpoint failed", error=str(exc))
 
-    def _warn_wal(self, event: str, **fields: object) -> None:
+    def _warn_throttled(self, event: str, **fields: object) -> None:
         # Once a minute at most: on a full disk every commit would say it again.
         now = time.monotonic()
         if now - self._wal_warned_at > _WAL_WARN_INTERVAL_S:
@@ -954,7 +971,7 @@ class StoreAndForwardBuffer:
                 rejected=self._rejected_rows,
                 rejected_dropped_total=self._rejected_dropped,
                 disk_bytes=disk_bytes(self.path),
-                free_bytes=free_bytes(self.path.parent),
+                free_bytes=self._free_bytes() or 0,
             )
 
     def close(self) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.buffer import StoreAndForwardBuffer, read_stats_readonly
+from edge.buffer import StoreAndForwardBuffer, is_corruption, read_stats_readonly
 from shared.message import Reading, decode_reading
 
 REPO = Path(__file__).resolve().parents[1]
@@ -306,3 +306,17 @@ def test_wal_of_a_corrupt_file_is_kept_byte_for_byte(tmp_path: Path) -> None:
     copy.close()
     assert buf.append_many(_readings(1)) == [last_crashed + 1]
     buf.close()
+
+
+def test_is_corruption_tells_damage_from_other_errors(tmp_path: Path) -> None:
+    damaged = tmp_path / "damaged.db"
+    damaged.write_bytes(os.urandom(8192))
+    conn = sqlite3.connect(damaged)
+    with pytest.raises(sqlite3.DatabaseError) as corrupt:
+        conn.execute("SELECT * FROM sqlite_master").fetchall()
+    conn.close()
+    assert is_corruption(corrupt.value)
+    with pytest.raises(sqlite3.OperationalError) as cannot_open:
+        sqlite3.connect(tmp_path / "missing-dir" / "x.db")
+    assert not is_corruption(cannot_open.value)
+    assert not is_corruption(ValueError("x"))
