@@ -347,6 +347,7 @@ def check_delivery(
     dropped_total: int = 0,
     delivery: Delivery = "latest",
     kill_window_s: float = 1.0,
+    first_delivery_s: float = 0.0,
     until_ms: dict[str, int] | None = None,
     max_runs: int | None = None,
 ) -> Verification:
@@ -366,7 +367,10 @@ def check_delivery(
       ``modbus device healthy`` / ``opcua subscribed``) to the last one served at least
       ``kill_window_s`` before the run ended (a kill loses what was acquired but not yet
       committed: the stated window). Samples served between two runs were never on the
-      device while the edge was looking: reported in ``unseen``, not required.
+      device while the edge was looking: reported in ``unseen``, not required. Where the
+      log line precedes the first delivery (an OPC-UA subscription delivers its first values
+      one publishing interval after it is created), ``first_delivery_s`` says by how much:
+      the first sample required is the one on show that long after the line.
     - ``queued`` (MQTT, persistent session, QoS 1): the broker keeps what the edge has not
       acknowledged, so from the first delivery of the first run on, nothing is excused.
 
@@ -462,7 +466,8 @@ def check_delivery(
                     continue
                 # The sample current when the source first delivered: the last one served
                 # before that moment (the device had it on show; the first poll read it).
-                start = max(0, bisect_right(times, up - 1) - 1)
+                seen_from = up + int(first_delivery_s * 1000)
+                start = max(0, bisect_right(times, seen_from - 1) - 1)
                 end = tail if inc.ended_ms is None else min(tail, inc.ended_ms - window_ms)
                 need |= {s.sample for s in samples[start:] if s.ts_ms <= end}
         aside = {
@@ -575,6 +580,7 @@ def verify_exactly_once(
     edge: EdgeRun | None = None,
     delivery: Delivery = "latest",
     kill_window_s: float = 1.0,
+    first_delivery_s: float = 0.0,
     until_ms: dict[str, int] | None = None,
     next_seq: int | None = None,
 ) -> Verification:
@@ -594,6 +600,7 @@ def verify_exactly_once(
         dropped_total=facts.dropped_total,
         delivery=delivery,
         kill_window_s=kill_window_s,
+        first_delivery_s=first_delivery_s,
         until_ms=until_ms,
         max_runs=max_runs,
     )
