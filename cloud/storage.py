@@ -321,12 +321,27 @@ def _stored_versions(
     return kept
 
 
+def stored_reading(conn: psycopg.Connection, edge_id: str, seq: int) -> Reading | None:
+    """The reading stored under a key, as a ``Reading`` (None if there is none)."""
+    found = conn.execute(
+        "SELECT ts FROM reading_keys WHERE edge_id = %s AND seq = %s", (edge_id, seq)
+    ).fetchone()
+    if found is None:
+        return None
+    with conn.cursor() as cur:
+        return _load_stored(cur, edge_id, seq, found[0])
+
+
 def _load_stored(cur: psycopg.Cursor, edge_id: str, seq: int, ts: datetime) -> Reading | None:
     with cur.connection.cursor(row_factory=dict_row) as rows:
         rows.execute(_STORED_ROW, (edge_id, seq, ts))  # type: ignore[arg-type]
         row = rows.fetchone()
     if row is None:
         return None
+    return _row_reading(row)
+
+
+def _row_reading(row: dict[str, Any]) -> Reading:
     return Reading(
         row["machine_id"],
         row["edge_id"],
