@@ -22,7 +22,6 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,10 +51,10 @@ def _train_bundle(bundle: str, epochs: int, private_key: bytes) -> float:
     """Train on the first 1000 readings and export a signed bundle; returns the seconds."""
     from models.ensemble import EnsembleConfig, HybridDetector
     from models.export import export_bundle
+    from models.lstm_autoencoder import LSTMAutoencoder
 
     names = [s.name for s in CORE_SENSORS]
-    config = EnsembleConfig()
-    config = replace(config, lstm=replace(config.lstm, epochs=epochs))
+    config = EnsembleConfig(lstm=LSTMAutoencoder(epochs=epochs))
     started = time.perf_counter()
     detector = HybridDetector(config).fit(_rig_stream(3000)[:1000], names)
     elapsed = time.perf_counter() - started

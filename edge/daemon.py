@@ -314,7 +314,14 @@ class EdgeDaemon:
             self.metrics.writer_queue.set(self._queued())
             try:
                 if self._batch is None and self._pending:
-                    self._batch = self._prepare(self._take())
+                    items = self._take()
+                    try:
+                        self._batch = self._prepare(items)
+                    except BaseException:
+                        # Whatever kills the writer must not take these readings with it:
+                        # the restarted writer finds them where they were.
+                        self._pending.extendleft(reversed(items))
+                        raise
                 if self._batch is not None:
                     if await self._commit(self._batch):
                         self._batch = None
@@ -591,11 +598,16 @@ class EdgeDaemon:
 
     def _writer_health(self, now: float, mono: float) -> tuple[dict[str, Any], list[str]]:
         problems: list[str] = []
+        # Called from the HTTP server's thread while the event loop works: snapshot first.
         oldest: float | None = None
-        if self._batch is not None and len(self._batch):
-            oldest = self._batch.oldest_at
-        if self._pending:
-            first = self._pending[0].at
+        batch = self._batch
+        if batch is not None and len(batch):
+            oldest = batch.oldest_at
+        try:
+            first: float | None = self._pending[0].at
+        except IndexError:
+            first = None
+        if first is not None:
             oldest = first if oldest is None else min(oldest, first)
         waiting_s = None if oldest is None else mono - oldest
         task = self._writer_task
@@ -784,17 +796,20 @@ class EdgeDaemon:
             return
         silent = False
         while not stop.is_set():
-            if self.pipeline_alive():
-                notify("WATCHDOG=1")
-                silent = False
-            elif not silent:
-                silent = True
-                log_event(
-                    log,
-                    logging.CRITICAL,
-                    "pipeline not alive: watchdog pings stop (systemd restarts the daemon)",
-                    reasons=self.health()["reasons"],
-                )
+            try:
+                if self.pipeline_alive():
+                    notify("WATCHDOG=1")
+                    silent = False
+                elif not silent:
+                    silent = True
+                    log_event(
+                        log,
+                        logging.CRITICAL,
+                        "pipeline not alive: watchdog pings stop (systemd restarts the daemon)",
+                        reasons=self.health()["reasons"],
+                    )
+            except Exception:
+                log.exception("watchdog round failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
 
@@ -806,41 +821,49 @@ class EdgeDaemon:
         dead_since: dict[str, float] = {}
         started: dict[str, float] = {"writer": time.monotonic(), "forwarder": time.monotonic()}
         while not stop.is_set():
-            mono = time.monotonic()
-            task = self._writer_task
-            if task is not None and task.done() and not self._stopping:
-                if "writer" not in dead_since:
-                    dead_since["writer"] = mono
-                    exc = None if task.cancelled() else task.exception()
-                    self.writer_died = _describe(exc) if exc is not None else "ended"
-                    log_event(log, logging.CRITICAL, "writer died", error=self.writer_died)
-                elif mono - dead_since["writer"] >= backoff["writer"]:
-                    del dead_since["writer"]
-                    backoff["writer"] = self._next_backoff(backoff["writer"], started["writer"])
-                    started["writer"] = mono
-                    self._restart("writer")
-                    self._writer_task = asyncio.create_task(self._writer(self._writer_stop))
-            if not self.forwarder.alive and not self._stopping:
-                if "forwarder" not in dead_since:
-                    dead_since["forwarder"] = mono
-                elif mono - dead_since["forwarder"] >= backoff["forwarder"]:
-                    del dead_since["forwarder"]
-                    backoff["forwarder"] = self._next_backoff(
-                        backoff["forwarder"], started["forwarder"]
-                    )
-                    started["forwarder"] = mono
-                    self._restart("forwarder")
-                    self.forwarder = Forwarder(
-                        self.buffer,
-                        self._output,
-                        self._output_batch,
-                        self.config.forwarding,
-                        self.metrics,
-                    )
-                    self.forwarder.start()
-            await asyncio.to_thread(self._update_buffer_gauges)
+            try:
+                self._supervise_round(backoff, dead_since, started)
+                await asyncio.to_thread(self._update_buffer_gauges)
+            except Exception:
+                log.exception("supervision round failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
+
+    def _supervise_round(
+        self, backoff: dict[str, float], dead_since: dict[str, float], started: dict[str, float]
+    ) -> None:
+        mono = time.monotonic()
+        task = self._writer_task
+        if task is not None and task.done() and not self._stopping:
+            if "writer" not in dead_since:
+                dead_since["writer"] = mono
+                exc = None if task.cancelled() else task.exception()
+                self.writer_died = _describe(exc) if exc is not None else "ended"
+                log_event(log, logging.CRITICAL, "writer died", error=self.writer_died)
+            elif mono - dead_since["writer"] >= backoff["writer"]:
+                del dead_since["writer"]
+                backoff["writer"] = self._next_backoff(backoff["writer"], started["writer"])
+                started["writer"] = mono
+                self._restart("writer")
+                self._writer_task = asyncio.create_task(self._writer(self._writer_stop))
+        if not self.forwarder.alive and not self._stopping:
+            if "forwarder" not in dead_since:
+                dead_since["forwarder"] = mono
+            elif mono - dead_since["forwarder"] >= backoff["forwarder"]:
+                del dead_since["forwarder"]
+                backoff["forwarder"] = self._next_backoff(
+                    backoff["forwarder"], started["forwarder"]
+                )
+                started["forwarder"] = mono
+                self._restart("forwarder")
+                self.forwarder = Forwarder(
+                    self.buffer,
+                    self._output,
+                    self._output_batch,
+                    self.config.forwarding,
+                    self.metrics,
+                )
+                self.forwarder.start()
 
     @staticmethod
     def _next_backoff(current: float, last_start: float) -> float:

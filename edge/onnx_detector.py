@@ -1,63 +1,26 @@
-"""ML detection at the edge: the hybrid model bundle (``models.export``) run with ONNX Runtime.
+"""ML detection at the edge: readings in, the bundle scorer (``detector.bundle``) in between,
+the detection each message carries out.
 
-Only onnxruntime and numpy (plus the numpy-only decision rules in ``models.strategies`` and
-the bundle checks in ``shared.model_bundle``): the rig PC has neither TensorFlow nor
-scikit-learn.
-
-Per machine the detector keeps the last ``sequence_length`` readings (the LSTM window) and the
-last ``smooth_window`` combined scores, so the decision equals the one the training side
-evaluates (``HybridDetector.score_samples`` on the same stream). ``score_batch`` scores many
-readings with one ``session.run`` per model, which is what makes the per-reading cost small;
-``score`` is the one-reading form of it.
+This module only adapts: it reads each reading's values in the bundle's sensor order (a
+missing or non-finite value becomes NaN, which the scorer fills and reports), groups the
+readings by machine, and turns the scorer's arrays into one detection dict per reading. The
+models, windows, smoothing and decision are the runtime's, shared with the cloud trainer's
+validation, so the rig scores exactly as the model was validated.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import math
-import tempfile
-from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
-from models.features import trailing_mean
-from models.strategies import (
-    LSTM,
-    combine,
-    combine_shares,
-    components_of,
-    probability_ahead,
-    top_contributors_rows,
-)
+from detector.bundle import BundleScorer
 from shared.message import Reading
-from shared.model_bundle import (
-    MANIFEST,
-    BundleError,
-    PublicKeyLike,
-    TamperedBundleError,
-    extract_bundle,
-    sha256_file,
-    verify_bundle,
-)
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class _MachineState:
-    """Rolling state of one machine between batches: the last row (to fill gaps), the last
-    ``sequence_length - 1`` rows (the start of the next LSTM windows) and the last
-    ``smooth_window - 1`` combined scores (the start of the next trailing means)."""
-
-    last: np.ndarray
-    history: np.ndarray
-    recent: np.ndarray
+from shared.model_bundle import PublicKeyLike
 
 
 class OnnxDetector:
@@ -70,59 +33,14 @@ class OnnxDetector:
         strategy: str | None = None,
         threads: int = 1,
     ) -> None:
-        path = Path(bundle)
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        if path.is_file():
-            if public_key is None:
-                raise BundleError("a tar bundle can only be loaded with its public key")
-            self._tmp = tempfile.TemporaryDirectory(prefix="rig-bundle-")
-            path = extract_bundle(path, self._tmp.name, public_key)
-        if public_key is not None:
-            manifest = verify_bundle(path, public_key)
-        else:
-            # Unsigned use (development, tests): still refuse files that do not match.
-            manifest = json.loads((path / MANIFEST).read_text())
-            for name, digest in manifest.get("files", {}).items():
-                if sha256_file(path / name) != digest:
-                    raise TamperedBundleError(f"{name} does not match its SHA-256")
-        self.manifest = manifest
-        self.version: str = manifest["version"]
-        self.strategy: str = strategy or manifest["strategy"]
-        if self.strategy not in manifest["strategies"]:
-            raise ValueError(f"bundle has no strategy {self.strategy!r}")
+        self.scorer = BundleScorer(bundle, public_key, strategy=strategy, threads=threads)
+        self.manifest = self.scorer.manifest
+        self.version: str = self.scorer.version
+        self.strategy: str = self.scorer.strategy
         self.method = self.strategy
-        self.sensors: list[str] = list(manifest["sensors"])
-        self._index = {name: i for i, name in enumerate(self.sensors)}
-        self._fill = np.asarray(manifest["fill_values"], dtype=np.float32)
-        self._weights: dict[str, float] = {k: float(v) for k, v in manifest["weights"].items()}
-        self._decision = float(manifest["strategy_thresholds"][self.strategy])
-        self._window = int(manifest["sequence_length"])
-        self._smooth = int(manifest["smooth_window"])
-        self._components = components_of(self.strategy, self._weights)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._sessions: dict[str, ort.InferenceSession] = {}
-        self._thresholds: dict[str, float] = {}
-        self._inputs: dict[str, str] = {}
-        for name in self._components:
-            spec = manifest["components"][name]
-            self._sessions[name] = ort.InferenceSession(
-                str(path / spec["file"]), options, providers=["CPUExecutionProvider"]
-            )
-            self._thresholds[name] = float(spec["threshold"])
-            self._inputs[name] = self._sessions[name].get_inputs()[0].name
-        lstm = manifest["components"].get(LSTM)
-        self._forecast_threshold = (
-            float(lstm["forecast_threshold"]) if lstm and LSTM in self._components else None
-        )
-        self._machines: dict[str, _MachineState] = {}
+        self.sensors: list[str] = self.scorer.sensors
         # One C call reads all the sensors of a reading (KeyError: a sensor is absent).
         self._getter = itemgetter(*self.sensors) if len(self.sensors) > 1 else _one(self.sensors)
-        self._lstm_outputs = (
-            [o.name for o in self._sessions[LSTM].get_outputs()] if LSTM in self._sessions else []
-        )
 
     # -- Detector protocol --------------------------------------------------------------------
 
@@ -130,47 +48,16 @@ class OnnxDetector:
         return self.score_batch([reading])[0]
 
     def score_batch(self, readings: list[Reading]) -> list[dict[str, Any]]:
-        """Score readings in arrival order (readings of several machines may be mixed).
-
-        Per-reading Python work is kept to reading the values and building the result: the
-        windows, the gap filling and the smoothing are done per machine on whole arrays (a
-        Python step per reading and sensor cost more than all the models together)."""
+        """Score readings in arrival order (readings of several machines may be mixed)."""
         n = len(readings)
         if n == 0:
             return []
-        X, groups, missing = self._rows(readings)
-        lstm = LSTM in self._sessions
-        windows = np.empty((n, self._window, X.shape[1]), dtype=np.float32) if lstm else X
-        ready: list[np.ndarray] = []
-        filled = 0
-        for machine, idx in groups.items():
-            state = self._state(machine)
-            if missing:
-                self._fill_gaps(X, idx, state, missing)
-            state.last = X[idx[-1]].copy()
-            if lstm:
-                filled = self._append_windows(X, idx, state, windows, filled, ready)
-
-        normalized: dict[str, np.ndarray] = {}
-        raw_shares: dict[str, np.ndarray] = {}
-        prob: np.ndarray | None = None
-        for name, session in self._sessions.items():
-            if name == LSTM:
-                normalized[name], raw_shares[name], prob = self._run_lstm(
-                    session, n, windows[:filled], ready
-                )
-            else:
-                score, contrib = session.run(None, {self._inputs[name]: X})
-                normalized[name] = score.astype(np.float64) / self._thresholds[name]
-                raw_shares[name] = contrib
-        combined = combine(self.strategy, normalized, self._weights)
-        smoothed = self._smoothed(groups, combined)
-        finite = np.isfinite(smoothed)
-        scores = np.where(finite, smoothed / self._decision, 0.0)
-        flagged = scores > 1.0
-        ranked = self._ranked(normalized, raw_shares, flagged)
-
-        score_list = np.round(scores, 6).tolist()
+        X, groups = self._rows(readings)
+        scored = self.scorer.score_groups(X, groups)
+        ranked, missing = scored.contributions, scored.missing
+        score_list = np.round(scored.score, 6).tolist()
+        warming = scored.warming_up.tolist()
+        prob = scored.probability_ahead
         prob_list = np.round(prob, 4).tolist() if prob is not None else None
         results = []
         for i in range(n):
@@ -187,22 +74,25 @@ class OnnxDetector:
             if prob_list is not None:
                 p = prob_list[i]
                 result["probability_ahead"] = None if math.isnan(p) else p  # no window yet
-            if not finite[i]:
+            if warming[i]:
                 result["warming_up"] = True
             if i in missing:
-                # Filled (see _fill_gaps): the reading is still scored, but the operator must
+                # Filled by the scorer: the reading is still scored, but the operator must
                 # know that these sensors did not take part.
                 result["missing_sensors"] = missing[i]
             results.append(result)
         return results
 
+    def reset(self, machine_id: str | None = None) -> None:
+        """Forget the rolling state of one machine (or all), e.g. after a long data gap."""
+        self.scorer.reset(machine_id)
+
     # -- internals ----------------------------------------------------------------------------
 
-    def _rows(
-        self, readings: list[Reading]
-    ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[int, list[str]]]:
-        """Feature rows ``(n, d)`` float32 (NaN where a value is missing or not finite), the
-        row indexes of each machine in arrival order, and the missing sensors per row."""
+    def _rows(self, readings: list[Reading]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Rows ``(n, d)`` float64 in the bundle's sensor order (NaN where a value is absent
+        or None) and the row indexes of each machine in arrival order. Float64 so that the
+        scorer's finiteness check sees the values as sent."""
         getter = self._getter
         sensors = self.sensors
         rows: list[Any] = []
@@ -214,164 +104,17 @@ class OnnxDetector:
             except KeyError:
                 rows.append([values.get(name) for name in sensors])
             groups.setdefault(reading.machine_id, []).append(i)
-        # float64 first: the finiteness check sees the values as sent. fromiter over the
-        # flattened rows is several times faster than np.array on a list of tuples; it
-        # refuses None, which np.array turns into NaN.
+        # fromiter over the flattened rows is several times faster than np.array on a list of
+        # tuples; it refuses None, which np.array turns into NaN.
         n, d = len(readings), len(sensors)
         try:
-            X64 = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=n * d)
+            X = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=n * d)
         except TypeError:
-            X64 = np.array(rows, dtype=np.float64)
-        X64 = X64.reshape(n, d)
-        bad = ~np.isfinite(X64)
-        missing: dict[int, list[str]] = {}
-        if bad.any():
-            X64[bad] = np.nan
-            for i in np.flatnonzero(bad.any(axis=1)).tolist():
-                missing[i] = [sensors[j] for j in np.flatnonzero(bad[i]).tolist()]
-        X = X64.astype(np.float32)
-        return X, {m: np.array(idx) for m, idx in groups.items()}, missing
-
-    @staticmethod
-    def _fill_gaps(
-        X: np.ndarray, idx: np.ndarray, state: _MachineState, missing: dict[int, list[str]]
-    ) -> None:
-        """A gap is filled with the machine's last value of that sensor (the training mean
-        before it has one): sensors move little between readings, while the mean can sit far
-        from the current operating point and fake an anomaly."""
-        previous = state.last
-        for i in idx.tolist():
-            if i in missing:
-                np.copyto(X[i], previous, where=np.isnan(X[i]))
-            previous = X[i]
-
-    def _append_windows(
-        self,
-        X: np.ndarray,
-        idx: np.ndarray,
-        state: _MachineState,
-        windows: np.ndarray,
-        filled: int,
-        ready: list[np.ndarray],
-    ) -> int:
-        """Copy the LSTM windows ending at this machine's new rows (those with L rows of
-        history) into ``windows`` from row ``filled``; returns the new fill level."""
-        L = self._window
-        seq = np.concatenate([state.history, X[idx]])
-        state.history = seq[max(0, len(seq) - (L - 1)) :].copy()
-        count = len(seq) - L + 1  # windows that fit; the history is at most L - 1 rows
-        if count <= 0:
-            return filled
-        # Window k of seq is rows k .. k + L - 1 (a strided view, copied once below).
-        rows, d = seq.strides
-        view = np.lib.stride_tricks.as_strided(seq, (count, L, seq.shape[1]), (rows, rows, d))
-        windows[filled : filled + count] = view
-        ready.append(idx[len(idx) - count :])
-        return filled + count
-
-    def _state(self, machine_id: str) -> _MachineState:
-        state = self._machines.get(machine_id)
-        if state is None:
-            d = len(self.sensors)
-            state = _MachineState(
-                last=self._fill.copy(),
-                history=np.empty((0, d), dtype=np.float32),
-                recent=np.empty(0),
-            )
-            self._machines[machine_id] = state
-        return state
-
-    def _run_lstm(
-        self,
-        session: ort.InferenceSession,
-        n: int,
-        windows: np.ndarray,
-        ready: list[np.ndarray],
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        d = len(self.sensors)
-        normalized = np.full(n, np.nan)
-        errors_all = np.full((n, d), np.nan)
-        prob = np.full(n, np.nan)
-        if len(windows):
-            rows = np.concatenate(ready)
-            outputs = dict(
-                zip(
-                    self._lstm_outputs,
-                    session.run(None, {self._inputs[LSTM]: windows}),
-                    strict=True,
-                )
-            )
-            errors = outputs["sensor_error"]
-            normalized[rows] = errors.mean(axis=1, dtype=np.float64) / self._thresholds[LSTM]
-            errors_all[rows] = errors
-            if self._forecast_threshold:
-                prob[rows] = probability_ahead(outputs["forecast"], self._forecast_threshold)
-        return normalized, errors_all, prob
-
-    def _smoothed(self, groups: dict[str, np.ndarray], combined: np.ndarray) -> np.ndarray:
-        """Mean of the finite combined scores among each machine's last ``smooth_window``
-        (``models.features.trailing_mean`` continued across batches). All machines in one
-        pass: each machine's new scores follow its last ``smooth_window - 1`` ones, front-
-        padded with NaN (ignored, like scores that were never there), so no window reaches
-        into another machine's segment."""
-        keep = max(self._smooth - 1, 0)
-        parts: list[np.ndarray] = []
-        spans: list[tuple[np.ndarray, int, int]] = []
-        start = 0
-        for machine, idx in groups.items():
-            state = self._machines[machine]
-            values = combined[idx]
-            recent = state.recent
-            if len(recent) < keep:
-                recent = np.concatenate([np.full(keep - len(recent), np.nan), recent])
-            seq = np.concatenate([recent, values]) if keep else values
-            state.recent = seq[len(seq) - keep :]
-            parts.append(seq)
-            spans.append((idx, start + keep, start + len(seq)))
-            start += len(seq)
-        means = trailing_mean(np.concatenate(parts), self._smooth)
-        out = np.empty(len(combined))
-        for idx, lo, hi in spans:
-            out[idx] = means[lo:hi]
-        return out
-
-    def _ranked(
-        self,
-        normalized: dict[str, np.ndarray],
-        raw_shares: dict[str, np.ndarray],
-        flagged: np.ndarray,
-    ) -> dict[int, list[dict[str, float | str]]]:
-        """Top contributing sensors of the flagged readings only: explaining every reading
-        would cost more than scoring it."""
-        rows = np.flatnonzero(flagged)
-        if rows.size == 0:
-            return {}
-        contributions = combine_shares(
-            self.strategy,
-            {k: v[rows] for k, v in normalized.items()},
-            {k: _shares(v[rows]) for k, v in raw_shares.items()},
-            self._weights,
-        )
-        return dict(
-            zip(rows.tolist(), top_contributors_rows(contributions, self.sensors), strict=True)
-        )
-
-    def reset(self, machine_id: str | None = None) -> None:
-        """Forget the rolling state of one machine (or all), e.g. after a long data gap."""
-        if machine_id is None:
-            self._machines.clear()
-        else:
-            self._machines.pop(machine_id, None)
+            X = np.array(rows, dtype=np.float64)
+        return X.reshape(n, d), {m: np.array(idx) for m, idx in groups.items()}
 
 
 def _one(sensors: list[str]) -> Any:
     """``itemgetter`` of a single key returns the bare value; the rows need a sequence."""
     name = sensors[0]
     return lambda values: (values[name],)
-
-
-def _shares(values: np.ndarray) -> np.ndarray:
-    """Rows scaled to sum to 1; NaN and negative parts count as 0, all-zero rows stay 0."""
-    values = np.fmax(values.astype(np.float64), 0.0)
-    total = values.sum(axis=1, keepdims=True)
-    return np.divide(values, total, out=np.zeros_like(values), where=total > 0)

@@ -300,12 +300,15 @@ def test_writer_sets_aside_what_it_cannot_store_and_keeps_committing(
 
 class _Model:
     """A machine model behind the detector's own protocol: raising like ONNX Runtime does,
-    answering NaN, or working."""
+    answering NaN, killing its caller once, or working."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
 
     def score_batch(self, readings: list[Reading]) -> list[dict[str, Any]]:
+        if self.mode == "kill":
+            self.mode = "ok"
+            raise _ThreadKiller("writer killed by the test")
         if self.mode == "raise":
             raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : shape mismatch")
         score = float("nan") if self.mode == "nan" else 0.25
@@ -511,3 +514,24 @@ def test_mqtt_messages_refused_by_a_full_queue_come_back_from_the_broker(
         edge.wait_health(lambda code, doc: doc["status"] == "ok", "healthy again")
     ids = output.values("msg_id")
     assert sorted(ids) == list(range(sent))  # each exactly once
+
+
+def test_healthz_reports_a_dead_writer_and_recovers_when_it_is_restarted(
+    tmp_path: Path, mqtt_broker: tuple[str, int]
+) -> None:
+    detector = CombinedDetector()
+    detector.install("A", _Model("kill"), "v1")
+    output = RecordingOutput()
+    cfg = _config(tmp_path, mqtt_broker, f"t{uuid.uuid4().hex[:8]}")
+    with RunningEdge(cfg, output, detector) as edge:
+        edge.wait_health(lambda code, doc: doc["status"] == "ok", "a healthy start")
+        edge.emit(_reading(rpm=1500.0))
+        doc = edge.wait_health(lambda code, doc: code == 503, "/healthz 503", timeout=10)
+        assert any("writer is not running" in r for r in doc["reasons"]), doc["reasons"]
+        assert doc["writer"]["alive"] is False
+        assert not edge.daemon.pipeline_alive()
+        doc = edge.wait_health(lambda code, doc: code == 200, "/healthz 200 after the restart")
+        assert doc["writer"]["restarts"] == 1
+        # The reading the writer held when it died was not lost with it.
+        wait_until(lambda: edge.output.values("rpm") == [1500.0], 30, "the reading forwarded")
+        assert edge.daemon.pipeline_alive()

@@ -1,12 +1,13 @@
-"""The hybrid detector: Isolation Forest + LSTM autoencoder (+ PCA T²/Q) behind the manifest's
-strategies, with the decision calibrated on the training data.
+"""The hybrid detector: Isolation Forest + LSTM autoencoder (+ PCA T²/Q) behind the six
+strategies of ``detector.strategies``, with the decision calibrated on the training data.
 
 Pipeline for a stream of readings ``X`` (rows in time order, columns = ``sensors``):
 
-1. keep the sensors that are stationary over the training part (``features.stationary_mask``);
+1. keep the sensors that are stationary over the training part
+   (``detector.features.stationary_mask``);
 2. each component scores every reading; scores are normalised by the component's own
    training threshold (1.0 = at threshold);
-3. the strategy combines them (``strategies.combine``);
+3. the strategy combines them (``detector.strategies.combine``);
 4. the combined score is averaged over the last ``smooth_window`` readings, and divided by
    the strategy's decision threshold. The result is the reported score; above 1.0 is an
    anomaly.
@@ -19,21 +20,29 @@ score their own training data better than unseen normal data, and how much bette
 the data: on slowly drifting signals (the simulator's, a real rig's) the PCA residual
 subspace and the LSTM learn the few drift states seen in training, and unseen normal data
 scores 2-3 times the training maximum. Only held-back data measures that gap.
+
+Scores use the vocabulary of ``models.isolation_forest``: ``anomaly_score`` (larger is more
+anomalous; here already divided by the decision threshold, so above 1.0 is an anomaly) and
+``is_anomaly``. ``HybridDetector`` is a scikit-learn estimator with one hyperparameter, its
+``EnsembleConfig`` (nested and SKAB-tuned, so kept as one value); the components inside the
+config are unfitted estimators that ``fit`` clones, as scikit-learn's meta-estimators do.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator, clone
+from sklearn.utils.validation import check_is_fitted
 
-from models import strategies as st
-from models.features import stationary_mask, trailing_mean
-from models.isolation_forest import IsolationForestConfig, IsolationForestModel
-from models.lstm_autoencoder import LSTMAutoencoder, LSTMConfig
-from models.pca_model import PCAConfig, PcaT2QModel
+from detector import strategies as st
+from detector.features import stationary_mask, trailing_mean
+from models.isolation_forest import IsolationForestModel
+from models.lstm_autoencoder import LSTMAutoencoder
+from models.pca_model import PcaT2QModel
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +95,15 @@ class EnsembleConfig:
     # Head-room above the held-back level: the block is short next to a model's service life,
     # so later normal data reaches somewhat beyond its maximum.
     calibration_factor: float = 1.1
-    isolation_forest: IsolationForestConfig = field(default_factory=IsolationForestConfig)
-    lstm: LSTMConfig = field(default_factory=LSTMConfig)
-    pca: PCAConfig = field(default_factory=PCAConfig)
+    # Unfitted components with their hyperparameters (cloned by HybridDetector.fit, so one
+    # config can train many detectors), e.g. ``EnsembleConfig(lstm=LSTMAutoencoder(epochs=3))``.
+    isolation_forest: IsolationForestModel = field(default_factory=IsolationForestModel)
+    lstm: LSTMAutoencoder = field(default_factory=LSTMAutoencoder)
+    pca: PcaT2QModel = field(default_factory=PcaT2QModel)
 
 
 Component = IsolationForestModel | LSTMAutoencoder | PcaT2QModel
+COMPONENT_FIELDS = (st.ISOLATION_FOREST, st.LSTM, st.PCA)
 
 
 @dataclass
@@ -103,36 +115,48 @@ class StreamScores:
     probability_ahead: np.ndarray | None  # (n,) or None without LSTM
 
 
-class HybridDetector:
+class HybridDetector(BaseEstimator):
+    """Learned state (after ``fit``): ``config_`` (the config in effect), ``sensors_`` (the
+    training columns), ``features_`` and ``feature_mask_`` (the sensors the models use),
+    ``fill_values_``, ``models_`` (fitted components by name), ``weights_``,
+    ``strategy_thresholds_``, ``n_train_``, ``n_calibration_``, ``calibration_levels_``."""
+
+    config_: EnsembleConfig
+    sensors_: list[str]
+    features_: list[str]
+    feature_mask_: np.ndarray
+    fill_values_: np.ndarray
+    models_: dict[str, Component]
+    weights_: dict[str, float]
+    strategy_thresholds_: dict[str, float]
+    n_train_: int
+    n_calibration_: int
+    calibration_levels_: dict[str, float]
+
     def __init__(self, config: EnsembleConfig | None = None) -> None:
-        self.config = config or EnsembleConfig()
-        self.sensors: list[str] = []
-        self.features: list[str] = []
-        self.feature_mask_: np.ndarray | None = None
-        self.fill_values_: np.ndarray | None = None
-        self.models: dict[str, Component] = {}
-        self.weights_: dict[str, float] = {}
-        self.strategy_thresholds_: dict[str, float] = {}
-        self.n_train_: int = 0
-        self.n_calibration_: int = 0
-        self.calibration_levels_: dict[str, float] = {}
+        self.config = config
 
     # -- training ---------------------------------------------------------------------------
 
     def fit(self, X: np.ndarray, sensors: list[str] | None = None) -> HybridDetector:
-        cfg = self.config
+        cfg = self.config_ = self.config if self.config is not None else EnsembleConfig()
         X = np.asarray(X, dtype=np.float64)
-        self.sensors = (
+        self.sensors_ = (
             list(sensors) if sensors is not None else [f"x{i}" for i in range(X.shape[1])]
         )
-        if len(self.sensors) != X.shape[1]:
-            raise ValueError("one sensor name per column is needed")
+        if len(self.sensors_) != X.shape[1]:
+            raise ValueError("sensors: one sensor name per column is needed")
         if not np.all(np.isfinite(X)):
             raise ValueError("training data must be finite (fill or drop missing values first)")
+        unknown = [name for name in cfg.components if name not in COMPONENT_FIELDS]
+        if unknown:
+            raise ValueError(
+                f"components: unknown {', '.join(unknown)}; expected {', '.join(COMPONENT_FIELDS)}"
+            )
         mask = stationary_mask(X, cfg.drift_lag, cfg.drift_min_cycles)
         self.feature_mask_ = mask
-        self.features = [s for s, keep in zip(self.sensors, mask, strict=True) if keep]
-        excluded = [s for s, keep in zip(self.sensors, mask, strict=True) if not keep]
+        self.features_ = [s for s, keep in zip(self.sensors_, mask, strict=True) if keep]
+        excluded = [s for s, keep in zip(self.sensors_, mask, strict=True) if not keep]
         if excluded:
             log.info("sensors left out as non-stationary or constant: %s", ", ".join(excluded))
         Xf = X[:, mask]
@@ -143,21 +167,17 @@ class HybridDetector:
         fit_rows = len(X) - n_cal
         calibration = Xf[fit_rows:] if n_cal else None
 
-        builders: dict[str, Any] = {
-            st.ISOLATION_FOREST: lambda: IsolationForestModel(cfg.isolation_forest),
-            st.LSTM: lambda: LSTMAutoencoder(cfg.lstm),
-            st.PCA: lambda: PcaT2QModel(cfg.pca),
-        }
-        self.models = {}
+        self.models_ = {}
         for name in cfg.components:
-            model = builders[name]()
+            # The config's field of the same name holds the unfitted component.
+            model = clone(getattr(cfg, name))
             if isinstance(model, LSTMAutoencoder):
                 # The held-back rows also stop the LSTM's training once it no longer improves
                 # on unseen data (it would otherwise learn the training part's drift states).
                 model.fit(Xf[:fit_rows], validation=calibration)
             else:
                 model.fit(Xf[:fit_rows])
-            self.models[name] = model
+            self.models_[name] = model
 
         # The whole training stream in time order: the held-back rows get their LSTM window
         # and smoothing history from the rows before them, as they would in service.
@@ -170,6 +190,7 @@ class HybridDetector:
             {k: v[spread_rows] for k, v in scores.normalized.items()}
         )
         self.calibration_levels_ = {}
+        self.strategy_thresholds_ = {}
         for strategy in self.available_strategies():
             smoothed = trailing_mean(
                 st.combine(strategy, scores.normalized, self.weights_), cfg.smooth_window
@@ -188,7 +209,7 @@ class HybridDetector:
         return self
 
     def _calibration_rows(self, n: int) -> int:
-        cfg = self.config
+        cfg = self.config_
         rows = int(n * cfg.calibration_fraction)
         # The fit part must keep at least as many rows as the calibration needs on its own.
         if rows < cfg.min_calibration_rows or n - rows < cfg.min_calibration_rows:
@@ -198,12 +219,13 @@ class HybridDetector:
     def _warmup(self) -> int:
         """Training rows whose smoothed score is not yet representative (LSTM window and the
         smoothing window still filling)."""
-        lstm = self.config.lstm.sequence_length - 1 if st.LSTM in self.models else 0
-        return lstm + self.config.smooth_window - 1
+        lstm = self.models_.get(st.LSTM)
+        run_up = lstm.sequence_length - 1 if isinstance(lstm, LSTMAutoencoder) else 0
+        return run_up + self.config_.smooth_window - 1
 
     def _calibrated_weights(self, normalized: dict[str, np.ndarray]) -> dict[str, float]:
-        prior = {n: self.config.weights.get(n, 0.0) for n in self.models}
-        if not self.config.calibrate_weights:
+        prior = {n: self.config_.weights.get(n, 0.0) for n in self.models_}
+        if not self.config_.calibrate_weights:
             weights = prior
         else:
             # Divide each prior by the component's spread on normal data so that a component
@@ -216,7 +238,8 @@ class HybridDetector:
         return {n: w / total for n, w in weights.items()} if total > 0 else prior
 
     def available_strategies(self) -> list[str]:
-        have = set(self.models)
+        check_is_fitted(self)
+        have = set(self.models_)
         out = [s for s in st.COMPONENTS if s in have]
         if set(st.PAIR) <= have:
             out += ["hybrid_or", "hybrid_and"]
@@ -229,6 +252,7 @@ class HybridDetector:
     def select(self, X: np.ndarray) -> np.ndarray:
         """Model features from full sensor rows, missing values (NaN) filled with the training
         mean."""
+        check_is_fitted(self)
         Xf = np.asarray(X, dtype=np.float64)[:, self.feature_mask_]
         return np.where(np.isnan(Xf), self.fill_values_, Xf)
 
@@ -236,16 +260,15 @@ class HybridDetector:
         normalized: dict[str, np.ndarray] = {}
         shares: dict[str, np.ndarray] = {}
         prob = None
-        for name, model in self.models.items():
+        for name, model in self.models_.items():
             if isinstance(model, LSTMAutoencoder):
-                errors, forecast = model._per_row(Xf)
+                # One pass for the scores, the shares and the forecast.
+                errors, forecast = model.row_outputs(Xf)
                 normalized[name] = errors.mean(axis=1) / model.threshold_
-                total = errors.sum(axis=1, keepdims=True)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    shares[name] = errors / total
+                shares[name] = st.shares(errors)
                 prob = st.probability_ahead(forecast, model.forecast_threshold_)
             else:
-                normalized[name] = model.decision(Xf)
+                normalized[name] = model.normalized_score(Xf)
                 shares[name] = model.contributions(Xf)
         return StreamScores(normalized, shares, prob)
 
@@ -255,38 +278,42 @@ class HybridDetector:
 
     def strategy_scores(self, scores: StreamScores, strategy: str | None = None) -> np.ndarray:
         """Reported score per reading for ``strategy`` (> 1 = anomaly)."""
-        strategy = strategy or self.config.strategy
+        strategy = strategy or self.config_.strategy
         combined = st.combine(strategy, scores.normalized, self.weights_)
         return (
-            trailing_mean(combined, self.config.smooth_window) / self.strategy_thresholds_[strategy]
+            trailing_mean(combined, self.config_.smooth_window)
+            / self.strategy_thresholds_[strategy]
         )
 
-    def score_samples(self, X: np.ndarray, strategy: str | None = None) -> np.ndarray:
+    def anomaly_score(self, X: np.ndarray, strategy: str | None = None) -> np.ndarray:
+        """The score the edge reports for each row of ``X`` (rows in time order): above 1.0
+        is an anomaly, NaN while no component has an opinion yet."""
         return self.strategy_scores(self.stream_scores(X), strategy)
 
-    def predict(self, X: np.ndarray, strategy: str | None = None) -> np.ndarray:
-        return np.nan_to_num(self.score_samples(X, strategy)) > 1.0
+    def is_anomaly(self, X: np.ndarray, strategy: str | None = None) -> np.ndarray:
+        return np.nan_to_num(self.anomaly_score(X, strategy)) > 1.0
 
     def explain(self, X: np.ndarray, strategy: str | None = None) -> np.ndarray:
-        """Per-feature share of each reading's anomaly ``(n, len(features))``."""
-        strategy = strategy or self.config.strategy
+        """Per-feature share of each reading's anomaly ``(n, len(features_))``."""
+        strategy = strategy or self.config_.strategy
         scores = self.stream_scores(X)
         return st.combine_shares(strategy, scores.normalized, scores.shares, self.weights_)
 
     def summary(self) -> dict[str, Any]:
+        check_is_fitted(self)
         return {
-            "sensors": self.sensors,
-            "features": self.features,
-            "excluded_sensors": [s for s in self.sensors if s not in self.features],
+            "sensors": self.sensors_,
+            "features": self.features_,
+            "excluded_sensors": [s for s in self.sensors_ if s not in self.features_],
             "weights": self.weights_,
             "strategy_thresholds": self.strategy_thresholds_,
             "calibration_rows": self.n_calibration_,
             "calibration_levels": self.calibration_levels_,
-            "components": {name: m.params() for name, m in self.models.items()},
+            "components": {name: m.summary() for name, m in self.models_.items()},
             "config": {
-                k: v
-                for k, v in asdict(self.config).items()
-                if k not in ("isolation_forest", "lstm", "pca")
+                f.name: getattr(self.config_, f.name)
+                for f in fields(self.config_)
+                if f.name not in COMPONENT_FIELDS
             },
         }
 

@@ -3,10 +3,10 @@
 ``python -m models.evaluate sim`` scores the detectors on the simulator: per machine, a
 normal stream from ``simulator.signals.MachineSignals``; the detector trains on its first
 ``--train-rows`` readings; the next ``--test-rows`` are scored as they are (false alarms) and
-with each of the simulator's fault kinds injected into their second half
-(``simulator.faults.FaultInjector``, as the model lifecycle validates a candidate). Precision,
-recall and F1 are counted per point against the injected ground truth, summed over machines
-and faults; the detection delay is the time from a fault's start to its first flagged
+with each of the simulator's standard faults injected into their second half
+(``simulator.standard_faults``, the scenarios the model lifecycle validates candidates on).
+Precision, recall and F1 are counted per point against the injected ground truth, summed over
+machines and faults; the detection delay is the time from a fault's start to its first flagged
 reading. One line per strategy, and the default strategy's numbers as one JSON object on the
 last line.
 
@@ -36,10 +36,11 @@ from pathlib import Path
 import numpy as np
 
 from models.ensemble import DEFAULT_STRATEGY, EnsembleConfig, HybridDetector
+from models.lstm_autoencoder import LSTMAutoencoder
 from shared.catalog import CORE_SENSOR_NAMES
 from simulator.config import FaultSpec
-from simulator.faults import FaultInjector
 from simulator.signals import MachineSignals
+from simulator.standard_faults import inject, standard_scenarios
 
 SKAB_TRAIN_ROWS = 400
 
@@ -140,7 +141,7 @@ def evaluate_skab(
         if progress:
             print(
                 f"  {item.path.parent.name}/{item.path.name}: {' '.join(line)}"
-                f" excluded={[s for s in item.sensors if s not in detector.features]}"
+                f" excluded={[s for s in item.sensors if s not in detector.features_]}"
                 f" ({time.perf_counter() - started:.1f}s)",
                 file=sys.stderr,
             )
@@ -148,8 +149,6 @@ def evaluate_skab(
 
 
 # -- simulator fault scenarios ------------------------------------------------------------------
-
-SIM_FAULT_KINDS = ("bearing_wear", "cavitation", "spike", "drift", "stuck")
 
 
 @dataclass
@@ -198,53 +197,6 @@ class SimScore:
         }
 
 
-def sim_fault_specs(n: int, machine: str) -> list[FaultSpec]:
-    """One scenario per fault kind in the second half of an ``n``-row block (the first half is
-    the detector's run-up), with the lifecycle validation's sensors and strengths."""
-    start, length = n // 2, max(20, n // 4)
-    return [
-        FaultSpec(kind="bearing_wear", machine=machine, start_s=start, duration_s=length),
-        FaultSpec(kind="cavitation", machine=machine, start_s=start, duration_s=length),
-        FaultSpec(
-            kind="spike",
-            machine=machine,
-            start_s=start,
-            duration_s=min(30, length),
-            sensors=["temperature", "pressure"],
-            magnitude=0.5,
-        ),
-        FaultSpec(
-            kind="drift",
-            machine=machine,
-            start_s=start,
-            duration_s=length,
-            sensors=["voltage", "current"],
-            magnitude=1.0,
-        ),
-        FaultSpec(
-            kind="stuck",
-            machine=machine,
-            start_s=start,
-            duration_s=length,
-            sensors=["rpm", "torque"],
-        ),
-    ]
-
-
-def inject_fault(
-    block: np.ndarray, spec: FaultSpec, seed: int = 7
-) -> tuple[np.ndarray, np.ndarray]:
-    """A copy of ``block`` (one row per second from t = 0) with the fault applied, and the
-    ground truth per row."""
-    injector = FaultInjector(spec.machine, [spec], np.random.default_rng(seed))
-    out = block.copy()
-    labels = np.zeros(len(block), dtype=bool)
-    for i in range(len(block)):
-        labels[i] = bool(injector.active_kinds(float(i)))
-        out[i] = injector.apply(float(i), out[i])
-    return out, labels
-
-
 def simulate_normal(machine: str, seed: int, n: int) -> np.ndarray:
     """``n`` readings of normal operation at 1 Hz, catalog order."""
     signals = MachineSignals(machine, seed)
@@ -270,9 +222,11 @@ def evaluate_sim(
         block = stream[train_rows:]
         # Each block is scored as a fresh stream, as the lifecycle validation replays it: the
         # run-up half gives the windows and the smoothing their history.
-        scenarios = [(None, block, np.zeros(len(block), dtype=bool))]
-        for spec in sim_fault_specs(len(block), machine):
-            faulty, labels = inject_fault(block, spec, seed)
+        scenarios: list[tuple[FaultSpec | None, np.ndarray, np.ndarray]] = [
+            (None, block, np.zeros(len(block), dtype=bool))
+        ]
+        for spec in standard_scenarios(len(block), machine):
+            faulty, labels = inject(block, spec, seed)
             scenarios.append((spec, faulty, labels))
         for spec, data, labels in scenarios:
             scores = detector.stream_scores(data)
@@ -365,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     config = EnsembleConfig(strategy=args.strategy)
     if args.epochs is not None:
-        config = replace(config, lstm=replace(config.lstm, epochs=args.epochs))
+        config = replace(config, lstm=LSTMAutoencoder(epochs=args.epochs))
     if args.smooth is not None:
         config = replace(config, smooth_window=args.smooth)
     if args.factor is not None:

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sklearn.utils.validation import check_is_fitted
+
 from models.ensemble import HybridDetector
 from models.lstm_autoencoder import LSTMAutoencoder
 from shared.model_bundle import PrivateKeyLike, sign_bundle, write_manifest
@@ -27,14 +29,13 @@ def export_bundle(
     private_key: PrivateKeyLike | None = None,
 ) -> dict[str, Any]:
     """Write the bundle into ``directory`` (created); sign it when a key is given. Returns
-    the manifest."""
-    if not detector.models:
-        raise ValueError("detector is not fitted")
+    the manifest. The bundle is run by ``detector.bundle.BundleScorer``."""
+    check_is_fitted(detector)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = detector.config
+    cfg = detector.config_
     components: dict[str, Any] = {}
-    for name, model in detector.models.items():
+    for name, model in detector.models_.items():
         filename = f"{name}.onnx"
         (out / filename).write_bytes(model.to_onnx())
         entry: dict[str, Any] = {"file": filename, "threshold": model.threshold_}
@@ -52,8 +53,8 @@ def export_bundle(
         "created_at": now.isoformat().replace("+00:00", "Z"),
         "strategy": cfg.strategy,
         "strategies": detector.available_strategies(),
-        "sensors": detector.features,
-        "excluded_sensors": [s for s in detector.sensors if s not in detector.features],
+        "sensors": detector.features_,
+        "excluded_sensors": [s for s in detector.sensors_ if s not in detector.features_],
         "fill_values": [float(v) for v in detector.fill_values_],
         "smooth_window": cfg.smooth_window,
         "sequence_length": cfg.lstm.sequence_length,

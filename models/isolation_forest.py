@@ -1,37 +1,46 @@
-"""Isolation Forest (manifest 6.2) with a scikit-learn-like interface and ONNX export.
+"""Isolation Forest with scikit-learn's estimator shape and ONNX export.
 
-Scores follow one convention across ``models``: ``score_samples`` is >= 0 and larger means
-more anomalous, ``threshold_`` is the training-part cut-off, ``decision`` is the score divided
-by the threshold (> 1 means anomalous), ``predict`` is ``decision > 1``.
+One outlier vocabulary across ``models``, deliberately *not* scikit-learn's (whose
+``score_samples`` is "lower is more abnormal" and whose ``predict`` returns +1/-1), so the names
+differ too: ``anomaly_score`` is >= 0 and larger means more anomalous, ``threshold_`` is the
+training-part cut-off, ``normalized_score`` is the score divided by the threshold (above 1.0 is
+anomalous, the unit every strategy combines), ``is_anomaly`` is ``normalized_score > 1`` as
+booleans. What does follow scikit-learn: hyperparameters are ``__init__`` keywords stored as
+given (so ``get_params``, ``set_params`` and ``clone`` work), ``fit`` returns ``self``, and the
+learned state ends in ``_`` and exists only after ``fit``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
+from detector.strategies import shares
 from models.onnx_utils import append_outputs
 
 
-@dataclass(frozen=True, slots=True)
-class IsolationForestConfig:
-    contamination: float = 0.05
-    n_estimators: int = 100
-    min_samples: int = 100
-    random_state: int = 42
-
-
-class IsolationForestModel:
+class IsolationForestModel(BaseEstimator):
     name = "isolation_forest"
 
-    def __init__(self, config: IsolationForestConfig | None = None) -> None:
-        self.config = config or IsolationForestConfig()
-        self.pipeline_: Any = None
-        self.threshold_: float = float("nan")
-        self.mean_: np.ndarray | None = None
-        self.scale_: np.ndarray | None = None
+    pipeline_: Any
+    threshold_: float
+    mean_: np.ndarray
+    scale_: np.ndarray
+
+    def __init__(
+        self,
+        contamination: float = 0.05,
+        n_estimators: int = 100,
+        min_samples: int = 100,
+        random_state: int = 42,
+    ) -> None:
+        self.contamination = contamination
+        self.n_estimators = n_estimators
+        self.min_samples = min_samples
+        self.random_state = random_state
 
     def fit(self, X: np.ndarray) -> IsolationForestModel:
         from sklearn.ensemble import IsolationForest
@@ -39,9 +48,9 @@ class IsolationForestModel:
         from sklearn.preprocessing import StandardScaler
 
         X = _as_float32(X)
-        if len(X) < self.config.min_samples:
+        if len(X) < self.min_samples:
             raise ValueError(
-                f"isolation forest needs at least {self.config.min_samples} samples, got {len(X)}"
+                f"isolation forest needs at least {self.min_samples} samples, got {len(X)}"
             )
         self.pipeline_ = Pipeline(
             [
@@ -49,9 +58,9 @@ class IsolationForestModel:
                 (
                     "forest",
                     IsolationForest(
-                        n_estimators=self.config.n_estimators,
-                        contamination=self.config.contamination,
-                        random_state=self.config.random_state,
+                        n_estimators=self.n_estimators,
+                        contamination=self.contamination,
+                        random_state=self.random_state,
                     ),
                 ),
             ]
@@ -60,28 +69,30 @@ class IsolationForestModel:
         self.mean_ = scaler.mean_.astype(np.float64)
         self.scale_ = scaler.scale_.astype(np.float64)
         # sklearn's offset_ is the (1 - contamination) quantile cut of -score_samples on the
-        # training data, i.e. the manifest's "5 % expected anomaly rate".
+        # training data, i.e. an expected anomaly rate of ``contamination`` in training.
         self.threshold_ = float(-self.pipeline_.named_steps["forest"].offset_)
         return self
 
-    def score_samples(self, X: np.ndarray) -> np.ndarray:
-        self._check_fitted()
+    def anomaly_score(self, X: np.ndarray) -> np.ndarray:
+        """scikit-learn's ``score_samples`` negated: in (0, 1], larger is more anomalous."""
+        check_is_fitted(self)
         return -self.pipeline_.score_samples(_as_float32(X)).astype(np.float64)
 
-    def decision(self, X: np.ndarray) -> np.ndarray:
-        return self.score_samples(X) / self.threshold_
+    def normalized_score(self, X: np.ndarray) -> np.ndarray:
+        return self.anomaly_score(X) / self.threshold_
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.decision(X) > 1.0
+    def is_anomaly(self, X: np.ndarray) -> np.ndarray:
+        return self.normalized_score(X) > 1.0
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
-        """Share of each feature in the squared z-score of each sample (rows sum to 1). Trees
+        """Share of each feature in the squared z-score of each sample (``shares``: rows sum
+        to 1, or are all 0 for a sample exactly at the training mean). Trees
         do not attribute their path lengths to features cheaply; the z-score share names the
         sensors that sit furthest from their training distribution, which is what isolates a
         point in the first place."""
-        self._check_fitted()
+        check_is_fitted(self)
         z = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
-        return _shares(z * z)
+        return shares(z * z)
 
     def to_onnx(self) -> bytes:
         """The whole pipeline (scaling included) as ONNX: input ``x`` (N, d) float32, outputs
@@ -97,7 +108,7 @@ class IsolationForestModel:
         """
         from onnx import TensorProto, helper, numpy_helper
 
-        self._check_fitted()
+        check_is_fitted(self)
         forest = self.pipeline_.named_steps["forest"]
         if forest._max_features != len(self.mean_):
             raise NotImplementedError("export assumes every tree sees every feature")
@@ -190,12 +201,9 @@ class IsolationForestModel:
         )
         return model.SerializeToString()
 
-    def params(self) -> dict[str, Any]:
-        return {"config": asdict(self.config), "threshold": self.threshold_}
-
-    def _check_fitted(self) -> None:
-        if self.pipeline_ is None:
-            raise RuntimeError("model is not fitted")
+    def summary(self) -> dict[str, Any]:
+        """Hyperparameters and the learned threshold, for the bundle's records."""
+        return {"params": self.get_params(), "threshold": self.threshold_}
 
 
 def _as_float32(X: np.ndarray) -> np.ndarray:
@@ -221,11 +229,3 @@ def _float32_at_most(threshold: float) -> float:
     if float(t32) > threshold:
         t32 = np.nextafter(t32, np.float32(-np.inf))
     return float(t32)
-
-
-def _shares(values: np.ndarray) -> np.ndarray:
-    values = np.maximum(values, 0.0)
-    total = values.sum(axis=-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = values / total
-    return np.where(total > 0, out, 1.0 / values.shape[-1])

@@ -1,48 +1,30 @@
-"""LSTM autoencoder (manifest 6.3) in Keras 3 / TensorFlow, with a forecasting head.
+"""LSTM autoencoder in Keras 3 / TensorFlow, with a forecasting head.
 
 One encoder reads a window of ``sequence_length`` scaled readings into ``encoding_dim`` numbers;
 a decoder reconstructs the window from them, and a dense head predicts the next
 ``prediction_horizon`` readings. The anomaly score of the reading that ends a window is the
 mean squared reconstruction error of that window (per sensor, so the error shares name the
 contributing sensors); the threshold is the ``threshold_percentile`` of the training scores.
+Scores use the vocabulary of ``models.isolation_forest`` (``anomaly_score``,
+``normalized_score``, ``is_anomaly``; larger is more anomalous).
 
-TensorFlow is imported lazily: ``import models`` must stay light for tools that only need the
-numpy side.
+TensorFlow is imported lazily: ``import models.lstm_autoencoder`` must stay light for tools
+that only build configurations.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
-from models.features import sliding_windows
-from models.strategies import probability_ahead
-
-
-@dataclass(frozen=True, slots=True)
-class LSTMConfig:
-    sequence_length: int = 20
-    encoding_dim: int = 32
-    threshold_percentile: float = 95.0
-    min_readings: int = 100
-    prediction_horizon: int = 10
-    # 15 epochs over ~370 windows: enough to reconstruct normal data; more overfits the
-    # training part and widens the gap to unseen normal data (more false alarms on SKAB).
-    epochs: int = 15
-    batch_size: int = 32
-    learning_rate: float = 3e-3
-    random_state: int = 42
-    # Weight of the forecasting loss next to the reconstruction loss: the forecast is a
-    # secondary output and must not pull the encoding away from what reconstruction needs.
-    forecast_weight: float = 0.5
-    # Epochs without a better validation loss before training stops (only with validation
-    # data, see LSTMAutoencoder.fit).
-    patience: int = 3
+from detector.features import sliding_windows
+from detector.strategies import probability_ahead, shares
 
 
 def _keras() -> Any:
@@ -52,19 +34,49 @@ def _keras() -> Any:
     return keras
 
 
-class LSTMAutoencoder:
+class LSTMAutoencoder(BaseEstimator):
     name = "lstm"
 
-    def __init__(self, config: LSTMConfig | None = None) -> None:
-        self.config = config or LSTMConfig()
-        self.mean_: np.ndarray | None = None
-        self.scale_: np.ndarray | None = None
-        self.scoring_model_: Any = None
-        self.threshold_: float = float("nan")
-        self.forecast_threshold_: float = float("nan")
-        self.train_loss_: float = float("nan")
-        self.val_loss_: float = float("nan")
-        self.epochs_run_: int = 0
+    mean_: np.ndarray
+    scale_: np.ndarray
+    scoring_model_: Any
+    threshold_: float
+    forecast_threshold_: float
+    train_loss_: float
+    val_loss_: float
+    epochs_run_: int
+
+    def __init__(
+        self,
+        sequence_length: int = 20,
+        encoding_dim: int = 32,
+        threshold_percentile: float = 95.0,
+        min_readings: int = 100,
+        prediction_horizon: int = 10,
+        # 15 epochs over ~370 windows: enough to reconstruct normal data; more overfits the
+        # training part and widens the gap to unseen normal data (more false alarms on SKAB).
+        epochs: int = 15,
+        batch_size: int = 32,
+        learning_rate: float = 3e-3,
+        random_state: int = 42,
+        # Weight of the forecasting loss next to the reconstruction loss: the forecast is a
+        # secondary output and must not pull the encoding away from what reconstruction needs.
+        forecast_weight: float = 0.5,
+        # Epochs without a better validation loss before training stops (only with
+        # validation data, see fit).
+        patience: int = 3,
+    ) -> None:
+        self.sequence_length = sequence_length
+        self.encoding_dim = encoding_dim
+        self.threshold_percentile = threshold_percentile
+        self.min_readings = min_readings
+        self.prediction_horizon = prediction_horizon
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.random_state = random_state
+        self.forecast_weight = forecast_weight
+        self.patience = patience
 
     # -- training ---------------------------------------------------------------------------
 
@@ -74,14 +86,13 @@ class LSTMAutoencoder:
         best epoch's weights: on drifting data further epochs only memorise the training
         part's drift states and widen the gap to unseen normal data."""
         keras = _keras()
-        cfg = self.config
         X = np.asarray(X, dtype=np.float64)
-        if len(X) < max(cfg.min_readings, cfg.sequence_length + cfg.prediction_horizon + 1):
-            raise ValueError(f"LSTM autoencoder needs at least {cfg.min_readings} readings")
+        if len(X) < max(self.min_readings, self.sequence_length + self.prediction_horizon + 1):
+            raise ValueError(f"LSTM autoencoder needs at least {self.min_readings} readings")
         self.mean_ = X.mean(axis=0)
         self.scale_ = np.where(X.std(axis=0) > 1e-12, X.std(axis=0), 1.0)
         Z = ((X - self.mean_) / self.scale_).astype(np.float32)
-        L, H, d = cfg.sequence_length, cfg.prediction_horizon, X.shape[1]
+        L, H, d = self.sequence_length, self.prediction_horizon, X.shape[1]
         windows = sliding_windows(Z, L + H)
         inputs = np.ascontiguousarray(windows[:, :L])
         future = np.ascontiguousarray(windows[:, L:])
@@ -98,15 +109,15 @@ class LSTMAutoencoder:
             )
             fit_extra["callbacks"] = [
                 keras.callbacks.EarlyStopping(
-                    monitor="val_loss", patience=cfg.patience, restore_best_weights=True
+                    monitor="val_loss", patience=self.patience, restore_best_weights=True
                 )
             ]
 
-        keras.utils.set_random_seed(cfg.random_state)
+        keras.utils.set_random_seed(self.random_state)
         z_in = keras.Input((L, d), name="z")
-        encoding = keras.layers.LSTM(cfg.encoding_dim, name="encoder")(z_in)
+        encoding = keras.layers.LSTM(self.encoding_dim, name="encoder")(z_in)
         repeated = keras.layers.RepeatVector(L)(encoding)
-        decoded = keras.layers.LSTM(cfg.encoding_dim, return_sequences=True, name="decoder")(
+        decoded = keras.layers.LSTM(self.encoding_dim, return_sequences=True, name="decoder")(
             repeated
         )
         # Dense on the (N, L, units) sequence maps every step with the same weights, as
@@ -118,27 +129,30 @@ class LSTMAutoencoder:
         )
         core = keras.Model(z_in, {"recon": recon, "forecast": forecast}, name="lstm_ae")
         core.compile(
-            optimizer=keras.optimizers.Adam(cfg.learning_rate),
+            optimizer=keras.optimizers.Adam(self.learning_rate),
             loss={"recon": "mse", "forecast": "mse"},
-            loss_weights={"recon": 1.0, "forecast": cfg.forecast_weight},
+            loss_weights={"recon": 1.0, "forecast": self.forecast_weight},
         )
         history = core.fit(
             inputs,
             {"recon": inputs, "forecast": future},
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
             shuffle=True,
             verbose=0,
             **fit_extra,
         )
         self.train_loss_ = float(history.history["loss"][-1])
         self.epochs_run_ = len(history.history["loss"])
-        if "val_loss" in history.history:
-            self.val_loss_ = float(np.min(history.history["val_loss"]))
+        self.val_loss_ = (
+            float(np.min(history.history["val_loss"]))
+            if "val_loss" in history.history
+            else float("nan")
+        )
         self.scoring_model_ = self._scoring_model(core, L, d)
 
-        train_scores = self.score_samples(X)
-        self.threshold_ = float(np.nanpercentile(train_scores, cfg.threshold_percentile))
+        train_scores = self.anomaly_score(X)
+        self.threshold_ = float(np.nanpercentile(train_scores, self.threshold_percentile))
         energy = np.mean(Z.astype(np.float64) ** 2, axis=1)
         # The forecast is judged against how far real training readings stray from the mean:
         # a predicted excursion beyond the 99th percentile of that is "an anomaly ahead".
@@ -190,11 +204,11 @@ class LSTMAutoencoder:
 
     def run_windows(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(n, L, d)`` raw windows -> per-sensor errors ``(n, d)``, forecasts ``(n, H, d)``."""
-        self._check_fitted()
+        check_is_fitted(self, "scoring_model_")
         w = np.ascontiguousarray(windows, dtype=np.float32)
         if len(w) == 0:
             d = len(self.mean_)
-            return np.zeros((0, d)), np.zeros((0, self.config.prediction_horizon, d))
+            return np.zeros((0, d)), np.zeros((0, self.prediction_horizon, d))
         keras = _keras()
         errors, forecasts = [], []
         # A direct call rather than predict(): predict retraces its tf.function for every new
@@ -208,9 +222,11 @@ class LSTMAutoencoder:
             np.concatenate(forecasts).astype(np.float64),
         )
 
-    def _per_row(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def row_outputs(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-sensor errors ``(n, d)`` and forecasts ``(n, H, d)`` (z units) of the window
+        ending at each row of ``X`` (rows in time order); NaN for the first L-1 rows."""
         X = np.asarray(X, dtype=np.float64)
-        L, H, d = self.config.sequence_length, self.config.prediction_horizon, X.shape[1]
+        L, H, d = self.sequence_length, self.prediction_horizon, X.shape[1]
         errors = np.full((len(X), d), np.nan)
         forecasts = np.full((len(X), H, d), np.nan)
         if len(X) >= L:
@@ -221,30 +237,31 @@ class LSTMAutoencoder:
 
     def sensor_errors(self, X: np.ndarray) -> np.ndarray:
         """Per-sensor error of the window ending at each row; NaN for the first L-1 rows."""
-        return self._per_row(X)[0]
+        return self.row_outputs(X)[0]
 
-    def score_samples(self, X: np.ndarray) -> np.ndarray:
+    def anomaly_score(self, X: np.ndarray) -> np.ndarray:
+        """Mean squared reconstruction error (z units) of the window ending at each row; NaN
+        for the first L-1 rows."""
         return self.sensor_errors(X).mean(axis=1)
 
-    def decision(self, X: np.ndarray) -> np.ndarray:
-        return self.score_samples(X) / self.threshold_
+    def normalized_score(self, X: np.ndarray) -> np.ndarray:
+        return self.anomaly_score(X) / self.threshold_
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.decision(X) > 1.0
+    def is_anomaly(self, X: np.ndarray) -> np.ndarray:
+        """``normalized_score > 1``; False for the first L-1 rows (no window yet)."""
+        return np.nan_to_num(self.normalized_score(X)) > 1.0
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
-        errors = self.sensor_errors(X)
-        total = errors.sum(axis=1, keepdims=True)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return errors / total
+        """Per-sensor share of each window's error (all 0 before the first window)."""
+        return shares(self.sensor_errors(X))
 
     def forecast(self, X: np.ndarray) -> np.ndarray:
         """Next ``prediction_horizon`` readings after each row, in raw units."""
-        f = self._per_row(X)[1]
+        f = self.row_outputs(X)[1]
         return f * self.scale_ + self.mean_
 
     def probability_ahead(self, X: np.ndarray) -> np.ndarray:
-        f = self._per_row(X)[1]
+        f = self.row_outputs(X)[1]
         return probability_ahead(f, self.forecast_threshold_)
 
     # -- export -----------------------------------------------------------------------------
@@ -252,22 +269,20 @@ class LSTMAutoencoder:
     def to_onnx(self) -> bytes:
         """Input ``window`` (N, L, d) float32 raw values; outputs ``sensor_error`` (N, d) and
         ``forecast`` (N, H, d) in z units."""
-        self._check_fitted()
+        check_is_fitted(self, "scoring_model_")
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "lstm.onnx"
             self.scoring_model_.export(str(path), format="onnx", verbose=False)
             return path.read_bytes()
 
-    def params(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
+        """Hyperparameters and what was learned, for the bundle's records."""
+        check_is_fitted(self, "scoring_model_")
         return {
-            "config": asdict(self.config),
+            "params": self.get_params(),
             "threshold": self.threshold_,
             "forecast_threshold": self.forecast_threshold_,
             "train_loss": self.train_loss_,
             "val_loss": self.val_loss_,
             "epochs_run": self.epochs_run_,
         }
-
-    def _check_fitted(self) -> None:
-        if self.scoring_model_ is None:
-            raise RuntimeError("model is not fitted")

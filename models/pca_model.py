@@ -9,38 +9,44 @@ MatMuls), scaling included.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
+from detector.strategies import shares
 from models.onnx_utils import append_outputs
 
 
-@dataclass(frozen=True, slots=True)
-class PCAConfig:
-    variance_kept: float = 0.9
-    threshold_percentile: float = 95.0
-    min_samples: int = 50
+class PcaT2QModel(BaseEstimator):
+    """Scores in the vocabulary of ``models.isolation_forest``: ``anomaly_score`` (>= 0,
+    larger is more anomalous), ``normalized_score`` (÷ ``threshold_``), ``is_anomaly``."""
 
-
-class PcaT2QModel:
     name = "pca"
 
-    def __init__(self, config: PCAConfig | None = None) -> None:
-        self.config = config or PCAConfig()
-        self.mean_: np.ndarray | None = None
-        self.scale_: np.ndarray | None = None
-        self.components_: np.ndarray | None = None  # (d, k)
-        self.eigenvalues_: np.ndarray | None = None  # (k,)
-        self.t2_limit_ = float("nan")
-        self.q_limit_ = float("nan")
-        self.threshold_ = float("nan")
+    mean_: np.ndarray
+    scale_: np.ndarray
+    components_: np.ndarray  # (d, k)
+    eigenvalues_: np.ndarray  # (k,)
+    t2_limit_: float
+    q_limit_: float
+    threshold_: float
+
+    def __init__(
+        self,
+        variance_kept: float = 0.9,
+        threshold_percentile: float = 95.0,
+        min_samples: int = 50,
+    ) -> None:
+        self.variance_kept = variance_kept
+        self.threshold_percentile = threshold_percentile
+        self.min_samples = min_samples
 
     def fit(self, X: np.ndarray) -> PcaT2QModel:
         X = np.asarray(X, dtype=np.float64)
-        if len(X) < self.config.min_samples:
-            raise ValueError(f"PCA needs at least {self.config.min_samples} samples")
+        if len(X) < self.min_samples:
+            raise ValueError(f"PCA needs at least {self.min_samples} samples, got {len(X)}")
         self.mean_ = X.mean(axis=0)
         std = X.std(axis=0)
         self.scale_ = np.where(std > 1e-12, std, 1.0)
@@ -48,22 +54,21 @@ class PcaT2QModel:
         _, s, vt = np.linalg.svd(Z, full_matrices=False)
         eig = s**2 / max(len(X) - 1, 1)
         ratio = np.cumsum(eig) / max(eig.sum(), 1e-12)
-        k = int(np.searchsorted(ratio, self.config.variance_kept) + 1)
+        k = int(np.searchsorted(ratio, self.variance_kept) + 1)
         # Keep at least one dimension out of the model, otherwise Q is identically zero.
         k = max(1, min(k, len(eig) - 1)) if len(eig) > 1 else 1
         self.components_ = vt[:k].T
         self.eigenvalues_ = np.maximum(eig[:k], 1e-12)
+        # The limits scale the statistics inside _stats: 1.0 until they are known.
+        self.t2_limit_ = self.q_limit_ = 1.0
         t2, q, _ = self._stats(X)
         self.t2_limit_ = max(float(np.percentile(t2, 99.0)), 1e-12)
         self.q_limit_ = max(float(np.percentile(q, 99.0)), 1e-12)
-        self.threshold_ = float(
-            np.percentile(self.score_samples(X), self.config.threshold_percentile)
-        )
+        self.threshold_ = float(np.percentile(self.anomaly_score(X), self.threshold_percentile))
         return self
 
     def _stats(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if self.components_ is None:
-            raise RuntimeError("model is not fitted")
+        check_is_fitted(self, "components_")
         Z = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
         t = Z @ self.components_
         t2 = np.sum(t * t / self.eigenvalues_, axis=1)
@@ -75,29 +80,26 @@ class PcaT2QModel:
         contrib = np.maximum(Z * (Z @ m), 0.0) / self.t2_limit_ + (r * r) / self.q_limit_
         return t2, q, contrib
 
-    def score_samples(self, X: np.ndarray) -> np.ndarray:
+    def anomaly_score(self, X: np.ndarray) -> np.ndarray:
         t2, q, _ = self._stats(X)
         return 0.5 * (t2 / self.t2_limit_ + q / self.q_limit_)
 
-    def decision(self, X: np.ndarray) -> np.ndarray:
-        return self.score_samples(X) / self.threshold_
+    def normalized_score(self, X: np.ndarray) -> np.ndarray:
+        return self.anomaly_score(X) / self.threshold_
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.decision(X) > 1.0
+    def is_anomaly(self, X: np.ndarray) -> np.ndarray:
+        return self.normalized_score(X) > 1.0
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
-        contrib = self._stats(X)[2]
-        total = contrib.sum(axis=1, keepdims=True)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(total > 0, contrib / total, 1.0 / contrib.shape[1])
+        """Per-variable share of the T² and Q parts (``detector.strategies.shares``)."""
+        return shares(self._stats(X)[2])
 
     def to_onnx(self) -> bytes:
         """Input ``x`` (N, d) float32 raw values; outputs ``score`` (N,) and ``contrib`` (N, d)
         (unnormalised per-variable contributions)."""
         from onnx import TensorProto, helper, numpy_helper
 
-        if self.components_ is None:
-            raise RuntimeError("model is not fitted")
+        check_is_fitted(self, "components_")
         d = len(self.mean_)
         f32 = np.float32
         p = self.components_
@@ -151,9 +153,11 @@ class PcaT2QModel:
         )
         return model.SerializeToString()
 
-    def params(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
+        """Hyperparameters and what was learned, for the bundle's records."""
+        check_is_fitted(self, "components_")
         return {
-            "config": asdict(self.config),
-            "components": int(self.components_.shape[1]) if self.components_ is not None else 0,
+            "params": self.get_params(),
+            "components": int(self.components_.shape[1]),
             "threshold": self.threshold_,
         }

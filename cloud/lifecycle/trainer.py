@@ -1,9 +1,10 @@
 """Retraining one machine's detector: stored history -> fitted hybrid -> signed ONNX bundle ->
 validated against the model in service -> registered (in service, or refused with why).
 
-Both the candidate and the model in service are scored through ``edge.onnx_detector`` from
-their signed bundles, i.e. exactly as the rig will run them. Needs the ``ml`` extra
-(TensorFlow, scikit-learn); the API and the aggregator never import this module.
+Both the candidate and the model in service are scored by the detector runtime
+(``detector.bundle.BundleScorer``) from their signed bundles, the very code the rig runs them
+with. Needs the ``ml`` extra (TensorFlow, scikit-learn); the API and the aggregator never
+import this module.
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ import psycopg
 from cloud.lifecycle import registry
 from cloud.lifecycle.training_data import History, load_history
 from cloud.lifecycle.validation import Validation, decide, validate
-from edge.onnx_detector import OnnxDetector
-from shared.catalog import CORE_SENSOR_NAMES
+from detector.bundle import BundleScorer
+from shared.catalog import CORE_SENSOR_NAMES, SENSOR_INDEX
 from shared.logs import log_event
-from shared.message import Reading
 from shared.model_bundle import PrivateKeyLike, load_private_key, pack_bundle
 
 log = logging.getLogger(__name__)
@@ -50,34 +50,23 @@ class TrainingSettings:
     decision_factor: float = 1.0
 
 
-def _scorer(detector: OnnxDetector) -> Any:
+def _scorer(scorer: BundleScorer) -> Any:
     """Flags per row of a (n, 50) block, scored as one fresh stream."""
+    columns = [SENSOR_INDEX[name] for name in scorer.sensors]
     runs = 0
 
     def score(block: np.ndarray) -> np.ndarray:
         nonlocal runs
         runs += 1
         machine = f"validation-{runs}"  # fresh rolling state for every replay
-        start = datetime(2000, 1, 1, tzinfo=UTC)
-        readings = [
-            Reading(
-                machine,
-                "validation",
-                i,
-                start,
-                {
-                    n: float(v)
-                    for n, v in zip(CORE_SENSOR_NAMES, row, strict=True)
-                    if np.isfinite(v)
-                },
-            )
-            for i, row in enumerate(block)
-        ]
-        flags = np.zeros(len(block), dtype=bool)
-        for offset in range(0, len(readings), 512):
-            results = detector.score_batch(readings[offset : offset + 512])
-            flags[offset : offset + len(results)] = [r["is_anomaly"] for r in results]
-        detector.reset(machine)
+        rows = np.asarray(block, dtype=np.float64)[:, columns]
+        flags = np.zeros(len(rows), dtype=bool)
+        # In batches of the size the edge's writer scores, which also bounds the memory
+        # the LSTM windows take.
+        for offset in range(0, len(rows), 512):
+            part = scorer.score_rows(rows[offset : offset + 512], machine)
+            flags[offset : offset + len(part.is_anomaly)] = part.is_anomaly
+        scorer.reset(machine)
         return flags
 
     return score
@@ -85,7 +74,7 @@ def _scorer(detector: OnnxDetector) -> Any:
 
 def _baseline(
     conn: psycopg.Connection, machine_id: str, public_key: Any, work: Path
-) -> tuple[dict[str, Any] | None, OnnxDetector | None]:
+) -> tuple[dict[str, Any] | None, BundleScorer | None]:
     current = registry.active(conn, machine_id)
     if current is None:
         return None, None
@@ -93,7 +82,7 @@ def _baseline(
     assert found is not None
     archive = work / "in-service.tar.gz"
     archive.write_bytes(found[1])
-    return current, OnnxDetector(archive, public_key)
+    return current, BundleScorer(archive, public_key)
 
 
 def train_machine(
@@ -108,7 +97,7 @@ def train_machine(
     """Train, validate and register one candidate; returns its registry row."""
     from models.ensemble import EnsembleConfig, HybridDetector
     from models.export import export_bundle
-    from models.lstm_autoencoder import LSTMConfig
+    from models.lstm_autoencoder import LSTMAutoencoder
 
     settings = settings or TrainingSettings()
     now = now or datetime.now(UTC)
@@ -132,7 +121,11 @@ def train_machine(
     # the ones it has, and the others are filled at scoring time.
     train = np.where(np.isnan(history.train), np.nanmean(history.train, axis=0), history.train)
     train = np.nan_to_num(train, nan=0.0)
-    lstm = LSTMConfig() if settings.lstm_epochs is None else LSTMConfig(epochs=settings.lstm_epochs)
+    lstm = (
+        LSTMAutoencoder()
+        if settings.lstm_epochs is None
+        else LSTMAutoencoder(epochs=settings.lstm_epochs)
+    )
     config = EnsembleConfig(lstm=lstm, decision_factor=settings.decision_factor)
     if settings.strategy is not None:
         config = replace(config, strategy=settings.strategy)
@@ -148,7 +141,7 @@ def train_machine(
             "samples": len(train),
         }
         manifest = export_bundle(detector, work / "bundle", training_window=window, private_key=key)
-        candidate = OnnxDetector(work / "bundle", public_key)
+        candidate = BundleScorer(work / "bundle", public_key)
         result: Validation = validate(_scorer(candidate), held_out)
         with psycopg.connect(database_url) as conn:
             current, in_service = _baseline(conn, machine_id, public_key, work)

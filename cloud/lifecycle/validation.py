@@ -3,9 +3,11 @@
 A model is judged on two things a rig cares about, on data it was not trained on:
 - false alarms: the share of recent held-out readings (normal operation as far as anyone
   knows) it flags;
-- detection: the simulator's fault models (``simulator.faults``: bearing wear, cavitation,
-  spikes, drift, a stuck sensor) injected into copies of those same held-out readings, scored
-  point by point against the injected ground truth (precision, recall, F1, detection delay).
+- detection: the simulator's standard fault benchmark (``simulator.standard_faults``: bearing
+  wear, cavitation, spikes, drift, a stuck sensor, the same scenarios ``python -m
+  models.evaluate sim`` publishes figures for) injected into copies of those same held-out
+  readings, scored point by point against the injected ground truth (precision, recall, F1,
+  detection delay).
 
 The candidate and the model in service are scored by the same code on the same data, so the
 comparison is like for like.
@@ -20,8 +22,7 @@ from typing import Any
 import numpy as np
 
 from shared.catalog import CORE_SENSOR_NAMES
-from simulator.config import FaultSpec
-from simulator.faults import FaultInjector
+from simulator.standard_faults import inject, standard_scenarios
 
 # Flags per row for a (n, 50) block of readings in time order, one reading per second.
 Scorer = Callable[[np.ndarray], np.ndarray]
@@ -35,48 +36,6 @@ FAR_TOLERANCE_PCT = 2.0
 # value: it must find something and stay under the false-alarm ceiling.
 MIN_F1 = 0.05
 MAX_FAR_PCT = 10.0
-
-
-def fault_scenarios(n: int) -> list[FaultSpec]:
-    """Faults placed in the second half of a block of ``n`` readings (the detector needs the
-    first half as run-up for its windows)."""
-    start = n // 2
-    length = max(20, n // 4)
-    m = "validation"
-    return [
-        FaultSpec(kind="bearing_wear", machine=m, start_s=start, duration_s=length),
-        FaultSpec(kind="cavitation", machine=m, start_s=start, duration_s=length),
-        FaultSpec(
-            kind="spike",
-            machine=m,
-            start_s=start,
-            duration_s=min(30, length),
-            sensors=["temperature", "pressure"],
-            magnitude=0.5,
-        ),
-        FaultSpec(
-            kind="drift",
-            machine=m,
-            start_s=start,
-            duration_s=length,
-            sensors=["voltage", "current"],
-            magnitude=1.0,
-        ),
-        FaultSpec(
-            kind="stuck", machine=m, start_s=start, duration_s=length, sensors=["rpm", "torque"]
-        ),
-    ]
-
-
-def inject(block: np.ndarray, spec: FaultSpec, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
-    """A copy of ``block`` with the fault applied, and the ground-truth label per row."""
-    injector = FaultInjector(spec.machine, [spec], np.random.default_rng(seed))
-    out = block.copy()
-    labels = np.zeros(len(block), dtype=bool)
-    for i in range(len(block)):
-        labels[i] = bool(injector.active_kinds(float(i)))
-        out[i] = injector.apply(float(i), out[i])
-    return out, labels
 
 
 @dataclass(frozen=True)
@@ -111,7 +70,7 @@ def validate(scorer: Scorer, held_out: np.ndarray) -> Validation:
     tp = fp = fn = 0
     delays: dict[str, float | None] = {}
     recall_by_kind: dict[str, float] = {}
-    for spec in fault_scenarios(len(held_out)):
+    for spec in standard_scenarios(len(held_out), "validation"):
         faulty, labels = inject(held_out, spec)
         flags = np.asarray(scorer(faulty), dtype=bool)
         tp += int(np.sum(flags & labels))

@@ -4,7 +4,7 @@ slow part), exported once as a signed bundle."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,13 +40,13 @@ class Trained:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     from models.ensemble import EnsembleConfig, HybridDetector
     from models.export import export_bundle
+    from models.lstm_autoencoder import LSTMAutoencoder
     from shared.model_bundle import generate_keypair
 
     stream = synthetic_stream()
     faulty = stream.copy()
     faulty[ANOMALY, ANOMALY_SENSOR] += 2.5
-    config = EnsembleConfig()
-    config = replace(config, lstm=replace(config.lstm, epochs=8))
+    config = EnsembleConfig(lstm=LSTMAutoencoder(epochs=8))
     detector = HybridDetector(config).fit(stream[:TRAIN_ROWS], SENSORS)
     private_pem, public_pem = generate_keypair()
     bundle = tmp_path_factory.mktemp("bundle") / "hybrid"

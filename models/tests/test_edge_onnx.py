@@ -27,10 +27,36 @@ def readings(X: np.ndarray, machine: str = "M1") -> list[Reading]:
 def test_edge_detector_imports_neither_tensorflow_nor_sklearn() -> None:
     code = (
         "import sys, edge.onnx_detector\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'sklearn', 'keras')]\n"
+        "bad = [m for m in sys.modules\n"
+        "       if m.split('.')[0] in ('tensorflow', 'sklearn', 'keras', 'onnx', 'models')]\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+def test_bundle_scorer_rows_equal_the_edge_readings(trained: Trained) -> None:
+    """The trainer's validation scores rows, the edge scores readings: one runtime, one
+    answer, including the gap filling of a missing value."""
+    from detector.bundle import BundleScorer
+    from edge.onnx_detector import OnnxDetector
+
+    rows = trained.faulty.copy()
+    rows[300, 1] = np.nan
+    stream = readings(rows)
+    stream[300].values.pop(SENSORS[1])
+    edge = OnnxDetector(trained.bundle, trained.public_pem).score_batch(stream)
+    scorer = BundleScorer(trained.bundle, trained.public_pem)
+    first, rest = scorer.score_rows(rows[:300], "M1"), scorer.score_rows(rows[300:], "M1")
+    score = np.concatenate([first.score, rest.score])
+    assert np.allclose(score, [r["score"] for r in edge], atol=1e-6)
+    assert np.concatenate([first.is_anomaly, rest.is_anomaly]).tolist() == [
+        r["is_anomaly"] for r in edge
+    ]
+    assert rest.missing == {0: [SENSORS[1]]} and edge[300]["missing_sensors"] == [SENSORS[1]]
+    hit = ANOMALY.start + 10 - 300
+    assert rest.contributions[hit] == edge[ANOMALY.start + 10]["contributions"]
+    with pytest.raises(ValueError, match="rows: expected shape"):
+        scorer.score_rows(rows[:, :3], "M1")
 
 
 def test_edge_scores_equal_native_scores(trained: Trained) -> None:
@@ -43,7 +69,7 @@ def test_edge_scores_equal_native_scores(trained: Trained) -> None:
     results += [detector.score(r) for r in stream[250:260]]
     results += detector.score_batch(stream[260:])
     edge = np.array([r["score"] for r in results])
-    native = np.nan_to_num(trained.detector.score_samples(trained.faulty))
+    native = np.nan_to_num(trained.detector.anomaly_score(trained.faulty))
     assert np.abs(edge - native).max() < 1e-4
     hit = results[ANOMALY.start + 10]
     assert hit["is_anomaly"] and hit["method"] == "hybrid_smart"
@@ -60,7 +86,7 @@ def test_edge_strategies_match_native(trained: Trained, strategy: str) -> None:
     detector = OnnxDetector(trained.bundle, strategy=strategy)
     results = detector.score_batch(readings(trained.faulty))
     edge = np.array([r["score"] for r in results])
-    native = np.nan_to_num(trained.detector.score_samples(trained.faulty, strategy))
+    native = np.nan_to_num(trained.detector.anomaly_score(trained.faulty, strategy))
     assert np.abs(edge - native).max() < 1e-4
     if strategy == "lstm":
         assert results[0].get("warming_up") and not results[0]["is_anomaly"]

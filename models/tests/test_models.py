@@ -6,8 +6,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from models import strategies as st
-from models.features import sliding_windows, stationary_mask, trailing_mean
+from detector import strategies as st
+from detector.features import sliding_windows
 from models.isolation_forest import IsolationForestModel
 from models.pca_model import PcaT2QModel
 from models.tests.conftest import ANOMALY, ANOMALY_SENSOR, SENSORS, TRAIN_ROWS, Trained
@@ -20,8 +20,8 @@ def test_each_strategy_flags_the_injected_anomaly_and_not_normal_data(
     trained: Trained, strategy: str
 ) -> None:
     detector = trained.detector
-    flagged = detector.predict(trained.faulty, strategy)
-    clean = detector.predict(trained.normal, strategy)
+    flagged = detector.is_anomaly(trained.faulty, strategy)
+    clean = detector.is_anomaly(trained.normal, strategy)
     # Smoothing delays the alarm by a few readings; the bulk of the fault must be flagged.
     assert flagged[ANOMALY].mean() > 0.7, strategy
     assert flagged[NORMAL].mean() < 0.05, strategy
@@ -31,13 +31,13 @@ def test_each_strategy_flags_the_injected_anomaly_and_not_normal_data(
 def test_contributions_rank_the_faulty_sensor_first(trained: Trained) -> None:
     shares = trained.detector.explain(trained.faulty)
     assert np.allclose(shares[ANOMALY].sum(axis=1), 1.0)
-    top = st.top_contributors(shares[ANOMALY.start + 10], trained.detector.features)
+    top = st.top_contributors(shares[ANOMALY.start + 10], trained.detector.features_)
     assert top[0]["sensor"] == SENSORS[ANOMALY_SENSOR]
     assert top[0]["share"] > 0.3
 
 
 def test_lstm_forecasts_the_horizon_and_gives_a_probability(trained: Trained) -> None:
-    lstm = trained.detector.models[st.LSTM]
+    lstm = trained.detector.models_[st.LSTM]
     forecast = lstm.forecast(trained.normal[:100])
     assert forecast.shape == (100, 10, len(SENSORS))
     assert np.isnan(forecast[:19]).all() and np.isfinite(forecast[19:]).all()
@@ -46,18 +46,18 @@ def test_lstm_forecasts_the_horizon_and_gives_a_probability(trained: Trained) ->
 
 
 def test_isolation_forest_onnx_matches_native(trained: Trained) -> None:
-    model = trained.detector.models[st.ISOLATION_FOREST]
+    model = trained.detector.models_[st.ISOLATION_FOREST]
     X = trained.faulty.astype(np.float32)
     # The exported file (the fixture exported it once): converting again costs seconds.
     session = ort.InferenceSession(str(trained.bundle / "isolation_forest.onnx"))
     score, contrib = session.run(None, {"x": X})
-    assert np.abs(score - model.score_samples(X)).max() < 1e-4
+    assert np.abs(score - model.anomaly_score(X)).max() < 1e-4
     shares = contrib / contrib.sum(axis=1, keepdims=True)
     assert np.abs(shares - model.contributions(X)).max() < 1e-4
 
 
 def test_lstm_onnx_matches_native(trained: Trained) -> None:
-    model = trained.detector.models[st.LSTM]
+    model = trained.detector.models_[st.LSTM]
     windows = sliding_windows(trained.faulty.astype(np.float32), 20)
     session = ort.InferenceSession(str(trained.bundle / "lstm.onnx"))
     names = [o.name for o in session.get_outputs()]
@@ -68,10 +68,10 @@ def test_lstm_onnx_matches_native(trained: Trained) -> None:
 
 
 def test_pca_onnx_matches_native(trained: Trained) -> None:
-    model = trained.detector.models[st.PCA]
+    model = trained.detector.models_[st.PCA]
     X = trained.faulty.astype(np.float32)
     score, _ = ort.InferenceSession(str(trained.bundle / "pca.onnx")).run(None, {"x": X})
-    native = model.score_samples(X)
+    native = model.anomaly_score(X)
     assert np.abs(score - native).max() < 1e-4 * max(1.0, np.abs(native).max())
 
 
@@ -88,6 +88,40 @@ def test_bundle_manifest_lists_files_thresholds_and_hashes(trained: Trained) -> 
     assert set(manifest["files"]) == {f"{c}.onnx" for c in st.COMPONENTS}
 
 
+def test_components_name_no_sensor_for_an_unremarkable_row(trained: Trained) -> None:
+    """A row exactly at the training mean (or before the LSTM's first window) has no part to
+    share out: every component answers all zeros, as the bundle scorer does (one function,
+    ``detector.strategies.shares``), instead of spreading 1/d over every sensor."""
+    zeros = [[0.0] * len(SENSORS)]
+    for name in (st.ISOLATION_FOREST, st.PCA):
+        model = trained.detector.models_[name]
+        assert model.contributions(model.mean_[None, :]).tolist() == zeros, name
+    lstm = trained.detector.models_[st.LSTM]
+    early = lstm.contributions(trained.normal[:30])
+    assert early[:19].tolist() == zeros * 19
+    assert np.allclose(early[19:].sum(axis=1), 1.0)
+
+
+def test_components_are_scikit_learn_estimators(trained: Trained) -> None:
+    from sklearn.base import clone
+    from sklearn.exceptions import NotFittedError
+
+    from models.lstm_autoencoder import LSTMAutoencoder
+
+    forest = IsolationForestModel(n_estimators=10)
+    assert forest.get_params()["n_estimators"] == 10
+    assert clone(forest.set_params(contamination=0.1)).contamination == 0.1
+    assert not hasattr(forest, "threshold_")
+    with pytest.raises(NotFittedError):
+        forest.anomaly_score(np.zeros((1, 3)))
+    assert LSTMAutoencoder(epochs=2).get_params()["epochs"] == 2
+    # The ensemble clones the config's components: those stay unfitted and reusable.
+    config = trained.detector.config_
+    assert not hasattr(config.lstm, "threshold_")
+    assert trained.detector.models_[st.LSTM] is not config.lstm
+    assert trained.detector.models_[st.LSTM].epochs == config.lstm.epochs == 8
+
+
 def test_isolation_forest_needs_enough_samples() -> None:
     with pytest.raises(ValueError, match="at least 100"):
         IsolationForestModel().fit(np.zeros((50, 3)))
@@ -99,38 +133,8 @@ def test_pca_scores_structure_breaks() -> None:
     X = np.column_stack([a, a + 0.05 * rng.normal(size=500), rng.normal(size=500)])
     model = PcaT2QModel().fit(X)
     broken = np.array([[1.0, -1.0, 0.0]])  # both in range, correlation broken
-    assert model.predict(broken)[0]
+    assert model.is_anomaly(broken)[0]
     assert model.contributions(broken)[0][:2].sum() > 0.9
-
-
-def test_drifting_and_constant_sensors_are_left_out() -> None:
-    rng = np.random.default_rng(0)
-    n = 400
-    X = np.column_stack(
-        [rng.normal(size=n), rng.normal(size=n), np.linspace(20, 30, n), np.full(n, 5.0)]
-    )
-    assert stationary_mask(X).tolist() == [True, True, False, False]
-
-
-def test_trailing_mean_skips_missing_values() -> None:
-    s = np.array([np.nan, 1.0, 3.0, np.nan, 5.0])
-    out = trailing_mean(s, 2)
-    assert np.isnan(out[0])
-    assert out[1:].tolist() == [1.0, 2.0, 3.0, 5.0]
-
-
-def test_hybrid_rules() -> None:
-    normalized = {
-        st.ISOLATION_FOREST: np.array([0.5, 2.0, np.nan]),
-        st.LSTM: np.array([1.5, 0.5, 3.0]),
-        st.PCA: np.array([1.0, 1.0, 1.0]),
-    }
-    weights = {st.ISOLATION_FOREST: 0.5, st.LSTM: 0.5, st.PCA: 0.0}
-    assert st.combine("hybrid_or", normalized, weights).tolist() == [1.5, 2.0, 3.0]
-    assert st.combine("hybrid_and", normalized, weights).tolist() == [0.5, 0.5, 3.0]
-    assert st.combine("hybrid_smart", normalized, weights).tolist() == [1.0, 1.25, 3.0]
-    with pytest.raises(ValueError, match="unknown strategy"):
-        st.combine("nope", normalized, weights)
 
 
 def test_isolation_forest_exports_as_one_tree_ensemble(trained: Trained) -> None:
@@ -140,24 +144,6 @@ def test_isolation_forest_exports_as_one_tree_ensemble(trained: Trained) -> None
     ops = [node.op_type for node in graph.node]
     # One operator for all the trees; the rest is a handful of elementwise steps.
     assert ops.count("TreeEnsembleRegressor") == 1 and len(ops) <= 8
-
-
-def _ou(n: int, tau: float, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    a = np.exp(-1.0 / tau)
-    x = np.zeros(n)
-    for i in range(1, n):
-        x[i] = a * x[i - 1] + np.sqrt(1 - a * a) * rng.normal()
-    return x
-
-
-def test_mean_reverting_drift_counts_as_stationary_over_a_long_history() -> None:
-    # A one-minute drift (the simulator's) has not shown its range in 400 readings but has
-    # in 6000; a trend never has.
-    long = np.column_stack([_ou(6000, 60.0, 1), _ou(6000, 60.0, 2), np.linspace(0, 1, 6000)])
-    assert stationary_mask(long).tolist() == [True, True, False]
-    short = np.column_stack([_ou(400, 60.0, 1), np.random.default_rng(3).normal(size=400)] * 2)
-    assert stationary_mask(short).tolist() == [False, True, False, True]
 
 
 def test_thresholds_are_set_on_held_back_normal_data() -> None:
@@ -178,6 +164,6 @@ def test_thresholds_are_set_on_held_back_normal_data() -> None:
     assert held_back.strategy_thresholds_[st.PCA] >= level - 1e-9
     # The PCA residual learns the training part's drift states: unseen normal data is
     # flagged unless the threshold comes from data the model did not see.
-    far_held_back = held_back.predict(np.vstack([train, test]))[2000:].mean()
-    far_in_sample = in_sample.predict(np.vstack([train, test]))[2000:].mean()
+    far_held_back = held_back.is_anomaly(np.vstack([train, test]))[2000:].mean()
+    far_in_sample = in_sample.is_anomaly(np.vstack([train, test]))[2000:].mean()
     assert far_held_back < 0.05 < far_in_sample

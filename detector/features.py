@@ -1,5 +1,6 @@
 """Feature preparation shared by every model: which sensors a model may use, windows, and the
-trailing smoothing applied to scores. Pure numpy so that the edge can import it too."""
+trailing smoothing applied to scores. Pure numpy: training (``models``) selects and windows
+with it, the bundle scorer (``detector.bundle``) smooths with the same ``trailing_mean``."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""How component scores become one decision (manifest 6.1). Pure numpy: the training side
-(``models.ensemble``) and the edge (``edge.onnx_detector``) both use these functions, so the
-decision at the edge is by construction the one measured during evaluation.
+"""How component scores become one decision, and which sensors it names. Pure numpy: the
+training side (``models.ensemble``) and the bundle scorer (``detector.bundle``, run by the edge
+and by the trainer's validation) both use these functions, so the decision at the edge is by
+construction the one measured during evaluation.
 
 Every component reports a *normalised* score per reading: its raw score divided by its own
 training threshold, so 1.0 means "at this model's threshold" whatever the model's units. NaN
@@ -16,7 +17,8 @@ LSTM = "lstm"
 PCA = "pca"
 COMPONENTS = (ISOLATION_FOREST, LSTM, PCA)
 STRATEGIES = (ISOLATION_FOREST, LSTM, PCA, "hybrid_or", "hybrid_and", "hybrid_smart")
-# The seed's OR/AND hybrids are defined over its two models.
+# hybrid_or and hybrid_and are defined over the first two models the project had (the forest
+# and the LSTM); PCA takes part only in hybrid_smart.
 PAIR = (ISOLATION_FOREST, LSTM)
 
 
@@ -56,6 +58,19 @@ def combine(
         with np.errstate(invalid="ignore", divide="ignore"):
             out = np.where(np.isnan(stack), 0.0, stack * w).sum(axis=0) / total
     return np.where(all_nan, np.nan, out)
+
+
+def shares(values: np.ndarray) -> np.ndarray:
+    """Rows of non-negative per-sensor parts ``(n, d)`` scaled to sum to 1.
+
+    NaN and negative parts count as 0 (a sensor pulling towards normal, or a component with
+    no opinion yet, explains nothing), and a row without any positive part stays all 0 rather
+    than being spread evenly: naming every sensor equally would name none of them, and the
+    ranked list would show the first sensors in catalog order as if they mattered. Every
+    component's ``contributions`` and the bundle scorer go through this one function."""
+    values = np.fmax(np.asarray(values, dtype=np.float64), 0.0)
+    total = values.sum(axis=-1, keepdims=True)
+    return np.divide(values, total, out=np.zeros_like(values), where=total > 0)
 
 
 def combine_shares(

@@ -1,0 +1,350 @@
+"""A model bundle (written by ``models.export``) run with ONNX Runtime: rows in, decisions out.
+
+Only onnxruntime and numpy (plus the bundle checks in ``shared.model_bundle``): the rig PC has
+neither TensorFlow nor scikit-learn, and the cloud trainer validates candidates with this very
+class, so the model it accepts is scored exactly as the rig will score it.
+
+Per machine the scorer keeps the last ``sequence_length`` rows (the LSTM window) and the last
+``smooth_window`` combined scores, so the decision equals the one the training side evaluates
+(``HybridDetector.anomaly_score`` on the same stream). ``score_groups`` scores the rows of many
+machines with one ``session.run`` per model, which is what makes the per-row cost small.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from detector.features import trailing_mean
+from detector.strategies import (
+    LSTM,
+    combine,
+    combine_shares,
+    components_of,
+    probability_ahead,
+    shares,
+    top_contributors_rows,
+)
+from shared.model_bundle import (
+    MANIFEST,
+    BundleError,
+    PublicKeyLike,
+    TamperedBundleError,
+    extract_bundle,
+    sha256_file,
+    verify_bundle,
+)
+
+
+@dataclass
+class _MachineState:
+    """Rolling state of one machine between batches: the last row (to fill gaps), the last
+    ``sequence_length - 1`` rows (the start of the next LSTM windows) and the last
+    ``smooth_window - 1`` combined scores (the start of the next trailing means)."""
+
+    last: np.ndarray
+    history: np.ndarray
+    recent: np.ndarray
+
+
+@dataclass
+class BatchScores:
+    """The bundle's verdict on ``n`` rows, in the order they were given.
+
+    ``score`` is the smoothed strategy score divided by the strategy's decision threshold
+    (above 1.0 is an anomaly; 0.0 while ``warming_up``, i.e. before any component has an
+    opinion on the machine). ``probability_ahead`` is NaN before the machine's first full
+    LSTM window and ``None`` for a bundle without LSTM. ``contributions`` ranks the sensors
+    of the flagged rows only, and ``missing`` names the sensors each row lacked (filled with
+    the machine's last value of that sensor before scoring)."""
+
+    score: np.ndarray
+    is_anomaly: np.ndarray
+    warming_up: np.ndarray
+    probability_ahead: np.ndarray | None
+    contributions: dict[int, list[dict[str, float | str]]]
+    missing: dict[int, list[str]]
+
+
+class BundleScorer:
+    """A verified bundle, ready to score rows of its ``sensors`` (manifest order)."""
+
+    def __init__(
+        self,
+        bundle: Path | str,
+        public_key: PublicKeyLike | None = None,
+        strategy: str | None = None,
+        threads: int = 1,
+    ) -> None:
+        path = Path(bundle)
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if path.is_file():
+            if public_key is None:
+                raise BundleError("a tar bundle can only be loaded with its public key")
+            self._tmp = tempfile.TemporaryDirectory(prefix="rig-bundle-")
+            path = extract_bundle(path, self._tmp.name, public_key)
+        if public_key is not None:
+            manifest = verify_bundle(path, public_key)
+        else:
+            # Unsigned use (development, tests): still refuse files that do not match.
+            manifest = json.loads((path / MANIFEST).read_text())
+            for name, digest in manifest.get("files", {}).items():
+                if sha256_file(path / name) != digest:
+                    raise TamperedBundleError(f"{name} does not match its SHA-256")
+        self.manifest: dict[str, Any] = manifest
+        self.version: str = manifest["version"]
+        self.strategy: str = strategy or manifest["strategy"]
+        if self.strategy not in manifest["strategies"]:
+            raise ValueError(f"strategy: the bundle has no strategy {self.strategy!r}")
+        self.sensors: list[str] = list(manifest["sensors"])
+        self._fill = np.asarray(manifest["fill_values"], dtype=np.float32)
+        self._weights: dict[str, float] = {k: float(v) for k, v in manifest["weights"].items()}
+        self._decision = float(manifest["strategy_thresholds"][self.strategy])
+        self._window = int(manifest["sequence_length"])
+        self._smooth = int(manifest["smooth_window"])
+        self._components = components_of(self.strategy, self._weights)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._sessions: dict[str, ort.InferenceSession] = {}
+        self._thresholds: dict[str, float] = {}
+        self._inputs: dict[str, str] = {}
+        for name in self._components:
+            spec = manifest["components"][name]
+            self._sessions[name] = ort.InferenceSession(
+                str(path / spec["file"]), options, providers=["CPUExecutionProvider"]
+            )
+            self._thresholds[name] = float(spec["threshold"])
+            self._inputs[name] = self._sessions[name].get_inputs()[0].name
+        lstm = manifest["components"].get(LSTM)
+        self._forecast_threshold = (
+            float(lstm["forecast_threshold"]) if lstm and LSTM in self._components else None
+        )
+        self._machines: dict[str, _MachineState] = {}
+        self._lstm_outputs = (
+            [o.name for o in self._sessions[LSTM].get_outputs()] if LSTM in self._sessions else []
+        )
+
+    # -- scoring ------------------------------------------------------------------------------
+
+    def score_rows(self, X: np.ndarray, machine: str) -> BatchScores:
+        """Score the rows ``(n, len(sensors))`` of one machine, in time order, continuing the
+        machine's rolling state. NaN or infinite values are missing values."""
+        return self.score_groups(X, {machine: np.arange(len(X))})
+
+    def score_groups(self, X: np.ndarray, groups: Mapping[str, np.ndarray]) -> BatchScores:
+        """Score rows of several machines at once: ``groups`` maps each machine to the indexes
+        of its rows in ``X``, in time order (the rows of one machine need not be adjacent).
+
+        Per-row Python work is kept out of here: the windows, the gap filling and the
+        smoothing are done per machine on whole arrays (a Python step per row and sensor cost
+        more than all the models together)."""
+        X, missing = self._checked(X)
+        n = len(X)
+        if n == 0:
+            empty = np.empty(0)
+            prob = empty.copy() if LSTM in self._sessions else None
+            return BatchScores(empty, empty > 0, empty > 0, prob, {}, {})
+        lstm = LSTM in self._sessions
+        windows = np.empty((n, self._window, X.shape[1]), dtype=np.float32) if lstm else X
+        ready: list[np.ndarray] = []
+        filled = 0
+        for machine, idx in groups.items():
+            if len(idx) == 0:
+                continue
+            state = self._state(machine)
+            if missing:
+                self._fill_gaps(X, idx, state, missing)
+            state.last = X[idx[-1]].copy()
+            if lstm:
+                filled = self._append_windows(X, idx, state, windows, filled, ready)
+
+        normalized: dict[str, np.ndarray] = {}
+        raw_shares: dict[str, np.ndarray] = {}
+        prob: np.ndarray | None = None
+        for name, session in self._sessions.items():
+            if name == LSTM:
+                normalized[name], raw_shares[name], prob = self._run_lstm(
+                    session, n, windows[:filled], ready
+                )
+            else:
+                score, contrib = session.run(None, {self._inputs[name]: X})
+                normalized[name] = score.astype(np.float64) / self._thresholds[name]
+                raw_shares[name] = contrib
+        combined = combine(self.strategy, normalized, self._weights)
+        smoothed = self._smoothed(groups, combined)
+        finite = np.isfinite(smoothed)
+        scores = np.where(finite, smoothed / self._decision, 0.0)
+        flagged = scores > 1.0
+        return BatchScores(
+            score=scores,
+            is_anomaly=flagged,
+            warming_up=~finite,
+            probability_ahead=prob,
+            contributions=self._ranked(normalized, raw_shares, flagged),
+            missing=missing,
+        )
+
+    def reset(self, machine_id: str | None = None) -> None:
+        """Forget the rolling state of one machine (or all), e.g. after a long data gap."""
+        if machine_id is None:
+            self._machines.clear()
+        else:
+            self._machines.pop(machine_id, None)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _checked(self, X: np.ndarray) -> tuple[np.ndarray, dict[int, list[str]]]:
+        """Float32 rows with NaN where a value is missing or not finite, and the missing
+        sensors per row. The check runs on the values as given (float64 for the edge's
+        readings), before the cast."""
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != len(self.sensors):
+            raise ValueError(
+                f"rows: expected shape (n, {len(self.sensors)}) in the bundle's sensor order, "
+                f"got {X.shape}"
+            )
+        bad = ~np.isfinite(X)
+        missing: dict[int, list[str]] = {}
+        if bad.any():
+            X = np.where(bad, np.nan, X)
+            sensors = self.sensors
+            for i in np.flatnonzero(bad.any(axis=1)).tolist():
+                missing[i] = [sensors[j] for j in np.flatnonzero(bad[i]).tolist()]
+        return np.ascontiguousarray(X, dtype=np.float32), missing
+
+    @staticmethod
+    def _fill_gaps(
+        X: np.ndarray, idx: np.ndarray, state: _MachineState, missing: dict[int, list[str]]
+    ) -> None:
+        """A gap is filled with the machine's last value of that sensor (the training mean
+        before it has one): sensors move little between readings, while the mean can sit far
+        from the current operating point and fake an anomaly."""
+        previous = state.last
+        for i in idx.tolist():
+            if i in missing:
+                np.copyto(X[i], previous, where=np.isnan(X[i]))
+            previous = X[i]
+
+    def _append_windows(
+        self,
+        X: np.ndarray,
+        idx: np.ndarray,
+        state: _MachineState,
+        windows: np.ndarray,
+        filled: int,
+        ready: list[np.ndarray],
+    ) -> int:
+        """Copy the LSTM windows ending at this machine's new rows (those with L rows of
+        history) into ``windows`` from row ``filled``; returns the new fill level."""
+        L = self._window
+        seq = np.concatenate([state.history, X[idx]])
+        state.history = seq[max(0, len(seq) - (L - 1)) :].copy()
+        count = len(seq) - L + 1  # windows that fit; the history is at most L - 1 rows
+        if count <= 0:
+            return filled
+        # Window k of seq is rows k .. k + L - 1 (a strided view, copied once below).
+        rows, d = seq.strides
+        view = np.lib.stride_tricks.as_strided(seq, (count, L, seq.shape[1]), (rows, rows, d))
+        windows[filled : filled + count] = view
+        ready.append(idx[len(idx) - count :])
+        return filled + count
+
+    def _state(self, machine_id: str) -> _MachineState:
+        state = self._machines.get(machine_id)
+        if state is None:
+            d = len(self.sensors)
+            state = _MachineState(
+                last=self._fill.copy(),
+                history=np.empty((0, d), dtype=np.float32),
+                recent=np.empty(0),
+            )
+            self._machines[machine_id] = state
+        return state
+
+    def _run_lstm(
+        self,
+        session: ort.InferenceSession,
+        n: int,
+        windows: np.ndarray,
+        ready: list[np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        d = len(self.sensors)
+        normalized = np.full(n, np.nan)
+        errors_all = np.full((n, d), np.nan)
+        prob = np.full(n, np.nan)
+        if len(windows):
+            rows = np.concatenate(ready)
+            outputs = dict(
+                zip(
+                    self._lstm_outputs,
+                    session.run(None, {self._inputs[LSTM]: windows}),
+                    strict=True,
+                )
+            )
+            errors = outputs["sensor_error"]
+            normalized[rows] = errors.mean(axis=1, dtype=np.float64) / self._thresholds[LSTM]
+            errors_all[rows] = errors
+            if self._forecast_threshold:
+                prob[rows] = probability_ahead(outputs["forecast"], self._forecast_threshold)
+        return normalized, errors_all, prob
+
+    def _smoothed(self, groups: Mapping[str, np.ndarray], combined: np.ndarray) -> np.ndarray:
+        """Mean of the finite combined scores among each machine's last ``smooth_window``
+        (``detector.features.trailing_mean`` continued across batches). All machines in one
+        pass: each machine's new scores follow its last ``smooth_window - 1`` ones, front-
+        padded with NaN (ignored, like scores that were never there), so no window reaches
+        into another machine's segment."""
+        keep = max(self._smooth - 1, 0)
+        parts: list[np.ndarray] = []
+        spans: list[tuple[np.ndarray, int, int]] = []
+        start = 0
+        for machine, idx in groups.items():
+            if len(idx) == 0:
+                continue
+            state = self._machines[machine]
+            values = combined[idx]
+            recent = state.recent
+            if len(recent) < keep:
+                recent = np.concatenate([np.full(keep - len(recent), np.nan), recent])
+            seq = np.concatenate([recent, values]) if keep else values
+            state.recent = seq[len(seq) - keep :]
+            parts.append(seq)
+            spans.append((idx, start + keep, start + len(seq)))
+            start += len(seq)
+        out = np.empty(len(combined))
+        if not parts:
+            return out
+        means = trailing_mean(np.concatenate(parts), self._smooth)
+        for idx, lo, hi in spans:
+            out[idx] = means[lo:hi]
+        return out
+
+    def _ranked(
+        self,
+        normalized: dict[str, np.ndarray],
+        raw_shares: dict[str, np.ndarray],
+        flagged: np.ndarray,
+    ) -> dict[int, list[dict[str, float | str]]]:
+        """Top contributing sensors of the flagged rows only: explaining every row would
+        cost more than scoring it."""
+        rows = np.flatnonzero(flagged)
+        if rows.size == 0:
+            return {}
+        contributions = combine_shares(
+            self.strategy,
+            {k: v[rows] for k, v in normalized.items()},
+            {k: shares(v[rows]) for k, v in raw_shares.items()},
+            self._weights,
+        )
+        return dict(
+            zip(rows.tolist(), top_contributors_rows(contributions, self.sensors), strict=True)
+        )
