@@ -150,6 +150,13 @@ def _file_size(path: Path | str) -> int:
         return 0
 
 
+def _unlink_quietly(path: Path) -> None:
+    # Housekeeping only (a read-only disk refuses even a missing file): the real open or
+    # write reports what is wrong.
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
 def disk_bytes(path: Path) -> int:
     """What a buffer file occupies: the database, its WAL and the WAL index."""
     return sum(_file_size(Path(f"{path}{suffix}")) for suffix in ("", "-wal", "-shm"))
@@ -274,7 +281,7 @@ class StoreAndForwardBuffer:
         # connection closes after finding the file corrupt it deletes the WAL — the newest
         # commits a technician may want. A hard link keeps them until the start succeeded.
         kept_wal = Path(f"{self._wal_path}.opening")
-        kept_wal.unlink(missing_ok=True)
+        _unlink_quietly(kept_wal)
         # No WAL (the usual case after a clean stop) or no hard links here: nothing to keep.
         with contextlib.suppress(OSError):
             os.link(self._wal_path, kept_wal)
@@ -282,7 +289,7 @@ class StoreAndForwardBuffer:
             self._open(seq_floor=None)
         except Exception as exc:
             if not is_corruption(exc):
-                kept_wal.unlink(missing_ok=True)
+                _unlink_quietly(kept_wal)
                 if isinstance(exc, sqlite3.Error):
                     raise _with_path(exc, self.path, "cannot open") from exc
                 raise
@@ -303,7 +310,7 @@ class StoreAndForwardBuffer:
             except sqlite3.Error as again:
                 raise _with_path(again, self.path, "cannot start a fresh buffer") from again
         else:
-            kept_wal.unlink(missing_ok=True)
+            _unlink_quietly(kept_wal)
 
     # -- set-up -------------------------------------------------------------------------
     def _open(self, seq_floor: int | None) -> None:

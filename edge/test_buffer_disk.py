@@ -140,3 +140,25 @@ def test_watermark_keeps_the_disk_from_filling_and_gives_space_back(small_disk: 
     assert buf.recovered_from is None
     assert buf.stats().depth == after.depth
     buf.close()
+
+
+def test_a_disk_that_refuses_writes_is_an_error_naming_the_path_not_corruption(
+    small_disk: Path,
+) -> None:
+    """What root sees instead of "permission denied": a read-only filesystem. The buffer must
+    say which file it cannot open, and must not take the file for corrupt."""
+    path = small_disk / "buffer.db"
+    buf = StoreAndForwardBuffer(path, min_free_bytes=0)
+    seqs = buf.append_many(_batch(3))
+    buf.close()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    with pytest.raises(sqlite3.OperationalError, match=str(path)):
+        StoreAndForwardBuffer(path, min_free_bytes=0)
+    with pytest.raises(sqlite3.OperationalError, match=str(small_disk / "new.db")):
+        StoreAndForwardBuffer(small_disk / "new.db", min_free_bytes=0)
+    subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    assert sorted(p.name for p in small_disk.iterdir()) == ["buffer.db"]
+    buf = StoreAndForwardBuffer(path, min_free_bytes=0)
+    assert buf.recovered_from is None
+    assert [b.seq for b in buf.peek(10)] == seqs
+    buf.close()
