@@ -27,8 +27,9 @@ redelivers its in-flight window, which is far smaller).
 Disk: ``max_bytes`` bounds what the buffer occupies on disk, not just its payload: the pages
 in use in the database file (readings, set-aside rows, message digests, indexes, the schema)
 must fit ``max_bytes`` minus a reserve for the WAL, whose size a checkpoint policy bounds
-(``wal_autocheckpoint`` + ``journal_size_limit``, and a truncating checkpoint if a reader ever
-held it back). The ``-shm`` index beside the WAL (32 KiB) is not counted. When the cap is
+(``wal_autocheckpoint`` + ``journal_size_limit``, a truncating checkpoint if a reader ever
+held it back, and after every commit when the disk is tight). The ``-shm`` index beside the
+WAL (32 KiB) is not counted, and the schema alone takes about 28 KiB. When the cap is
 reached the oldest readings are deleted in the same transaction and counted in
 ``dropped_total`` — never silently. A free-space watermark does the same before the
 filesystem fills up: below ``min_free_bytes`` free, the buffer stops growing and gives space
@@ -38,10 +39,12 @@ Readings the destination refuses for good, and readings that could not even be e
 (``set_aside``), go to ``rejected`` for a technician; that table is capped too, oldest first,
 counted in ``rejected_dropped_total``.
 
-A buffer file SQLite calls corrupt is moved aside to ``<name>.corrupt-<UTC time>`` (with its
-``-wal`` and ``-shm``) and a fresh buffer starts, logged at CRITICAL and exposed as
-``recovered_from`` so health and metrics raise an alarm: an edge that cannot start collects
-nothing at all.
+A buffer file SQLite calls corrupt — at open, or by ``PRAGMA quick_check`` at every start
+(which reads the whole file, as counting its rows already did) — is moved aside to
+``<name>.corrupt-<UTC time>`` (with its ``-wal`` and ``-shm``) and a fresh buffer starts,
+logged at CRITICAL and exposed as ``recovered_from`` so health and metrics raise an alarm: an
+edge that cannot start collects nothing at all. Other errors (permissions, a read-only disk)
+still stop the start, naming the file.
 
 SQLite errors while writing (disk full, I/O error) roll the transaction back, leave the
 in-memory counters exact and propagate as ``sqlite3.Error``: the caller backs off and retries,
