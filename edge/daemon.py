@@ -927,7 +927,13 @@ class EdgeDaemon:
             self._output_batch = batch
             self.forwarder.start()
         self.config = new
+        previous = {c.source.name: c for c in self.connectors}
         self.connectors = build_connectors(new, self._accept, self.metrics)
+        for connector in self.connectors:
+            old = previous.get(connector.source.name)
+            adopt = getattr(connector, "adopt", None)
+            if old is not None and adopt is not None:
+                adopt(old)
         return True
 
     async def run(

@@ -166,6 +166,16 @@ class ModbusConnector:
     def health(self) -> dict[str, bool]:
         return {m: s.healthy for m, s in self._states.items()}
 
+    def adopt(self, previous: object) -> None:
+        """Take over the sample counters a connector of the same source had seen (a reload
+        replaces connectors): the sample it recorded last is not recorded again."""
+        if not isinstance(previous, ModbusConnector):
+            return
+        for machine, state in self._states.items():
+            old = previous._states.get(machine)
+            if old is not None:
+                state.last_counter = old.last_counter
+
     async def run(self, stop: asyncio.Event) -> None:
         self._client = self._make_client()
         tasks = [asyncio.create_task(self._poll_device(d, stop)) for d in self.source.devices]

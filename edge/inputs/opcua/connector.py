@@ -116,6 +116,17 @@ class OpcUaConnector:
     def health(self) -> dict[str, bool]:
         return {m.config.machine_id: m.healthy for m in self._machines}
 
+    def adopt(self, previous: object) -> None:
+        """Take over the sample counters a connector of the same source had emitted (a
+        reload replaces connectors): the sample emitted last is not emitted again."""
+        if not isinstance(previous, OpcUaConnector):
+            return
+        old = {m.config.machine_id: m for m in previous._machines}
+        for machine in self._machines:
+            before = old.get(machine.config.machine_id)
+            if before is not None:
+                machine.emitted_counter = before.emitted_counter
+
     def _on_change(self, node_id: str, value: Any, data_value: ua.DataValue | None) -> None:
         machine = self._by_node.get(node_id)
         if machine is None:
