@@ -12,13 +12,14 @@ Kafka broker and one embedded PostgreSQL shared by the whole run:
  4. kafka_sigkill         the broker killed with SIGKILL
  5. postgres_restart      PostgreSQL stopped (fast) for 10 s, then shut down as by a crash
  6. network_cut_60s       the veth between the edge's network namespace and Kafka down 60 s
- 7. edge_disk_full        the edge's buffer on a small tmpfs that fills up
+ 7. edge_disk_full        the edge's buffer on a small tmpfs that fills up (watermark)
+    edge_disk_full_hard   the same without a watermark: SQLite itself meets a full disk
  8. corrupt_buffer        the edge started on a buffer file overwritten with garbage
  9. poison_messages       hostile payloads into the topic and to the ingest API
 10. device_clock_ahead    device clocks 100 years ahead
 11. corrupt_model_bundle  forged and corrupt model bundles offered to a running edge
 
-Scenarios 6 and 7 need root (network namespaces, tmpfs); without it they are skipped, and the
+Scenarios 6 and 7 (both) need root (network namespaces, tmpfs); without it they are skipped, and the
 JSON says so. What ``lost``, ``duplicated``, ``dropped_counted``, ``not_polled`` and
 ``recovered_s`` mean exactly: ``benchmarks/faults/accounting.py``.
 
@@ -43,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.faults.clock import device_clock_ahead
-from benchmarks.faults.disk import corrupt_buffer, edge_disk_full
+from benchmarks.faults.disk import corrupt_buffer, edge_disk_full, edge_disk_full_hard
 from benchmarks.faults.harness import Infra, Scenario, say
 from benchmarks.faults.model_bundle import corrupt_model_bundle
 from benchmarks.faults.network import network_cut_60s
@@ -73,6 +74,7 @@ SCENARIOS = [
     Spec("postgres_restart", postgres_restart),
     Spec("network_cut_60s", network_cut_60s, needs_root=True),
     Spec("edge_disk_full", edge_disk_full, needs_root=True),
+    Spec("edge_disk_full_hard", edge_disk_full_hard, needs_root=True),
     Spec("corrupt_buffer", corrupt_buffer),
     Spec("poison_messages", poison_messages),
     Spec("device_clock_ahead", device_clock_ahead),

@@ -24,8 +24,8 @@ from benchmarks.faults.processes import TAIL_S, WARM_S
 
 TMPFS_BYTES = 8 << 20
 # What is left for the buffer once the filler is written.
-FREE_BYTES = 2 << 20
-WATERMARK_BYTES = 768 << 10
+FREE_BYTES = 1280 << 10
+WATERMARK_BYTES = 512 << 10
 
 
 def _buffer_settings() -> dict[str, int]:
@@ -157,3 +157,52 @@ def corrupt_buffer(sc: Scenario) -> None:
         sc.notes["problem"] = "corrupt buffer file not moved aside"
     sc.fault_ended()
     time.sleep(TAIL_S)
+
+
+HARD_FREE_BYTES = 160 << 10
+HARD_FULL_FOR_S = 10.0
+
+
+def edge_disk_full_hard(sc: Scenario) -> None:
+    """No watermark (``min_free_bytes: 0``): while Kafka is down the buffer grows until the
+    file system runs out under SQLite. Commits fail; the edge must hold what it acquired in
+    its bounded queue, drop (and count) polled readings beyond it, keep polling, and commit
+    again once space is freed and deliver everything once Kafka is back."""
+    from edge.config import BufferConfig
+
+    if "max_pending_readings" not in BufferConfig.model_fields:
+        raise ScenarioFailed("this edge has no bounded writer queue (buffer.max_pending_readings)")
+    mount = _mount_tmpfs(sc, TMPFS_BYTES)
+    filler = mount / "other-data"
+    with filler.open("wb") as out:
+        out.write(b"\0" * (TMPFS_BYTES - HARD_FREE_BYTES))
+    sc.buffer_path = mount / "buffer.db"
+    sc.start_aggregator()
+    sc.start_sim()
+    sc.write_edge_config(buffer={"min_free_bytes": 0, "max_pending_readings": 100})
+    sc.start_edge()
+    sc.wait_flowing()
+    say(f"  Kafka killed; buffer on a tmpfs with {HARD_FREE_BYTES >> 10} KiB free, no watermark")
+    sc.infra.broker.kill()
+
+    def failing() -> bool:
+        return (sc.edge_metrics() or {}).get("rig_edge_commit_failures_total", 0) > 0
+
+    waited = wait_for(failing, 90, "buffer commits to fail on the full disk", [sc.edge])
+    sc.notes["full_after_s"] = round(waited, 1)
+    time.sleep(HARD_FULL_FOR_S)
+    metrics = sc.edge_metrics() or {}
+    health = sc.edge_health() or {}
+    sc.notes["at_full"] = {
+        "free_bytes": _free_bytes(mount),
+        "commit_failures": metrics.get("rig_edge_commit_failures_total"),
+        "writer_queue": metrics.get("rig_edge_writer_queue"),
+        "writer_dropped": metrics.get("rig_edge_writer_dropped_total"),
+        "health": health.get("status"),
+    }
+    say("  freeing space, Kafka back")
+    filler.unlink()
+    sc.infra.broker.start()
+    sc.fault_ended()
+    time.sleep(TAIL_S)
+    sc.notes["health_after"] = (sc.edge_health() or {}).get("status")

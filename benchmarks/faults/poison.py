@@ -34,12 +34,14 @@ def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _doc(edge: str, seq: int, **overrides: Any) -> dict[str, Any]:
+def _doc(edge: str, number: int, **overrides: Any) -> dict[str, Any]:
+    """A good reading of ``edge`` with sequence number ``number``; ``overrides`` replace
+    fields (``seq`` included) to make it hostile."""
     doc: dict[str, Any] = {
         "v": 1,
         "machine_id": MACHINE,
         "edge_id": edge,
-        "seq": seq,
+        "seq": number,
         "ts": _now(),
         "values": {"temperature": 70.5, "rpm": 1500.0},
     }
