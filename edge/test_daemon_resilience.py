@@ -535,3 +535,20 @@ def test_healthz_reports_a_dead_writer_and_recovers_when_it_is_restarted(
         # The reading the writer held when it died was not lost with it.
         wait_until(lambda: edge.output.values("rpm") == [1500.0], 30, "the reading forwarded")
         assert edge.daemon.pipeline_alive()
+
+
+def test_a_corrupt_buffer_file_raises_an_alarm_and_the_edge_collects_on(
+    tmp_path: Path, mqtt_broker: tuple[str, int]
+) -> None:
+    cfg = _config(tmp_path, mqtt_broker, f"t{uuid.uuid4().hex[:8]}")
+    (tmp_path / "buffer.db").write_bytes(b"not a database, " * 512)
+    output = RecordingOutput()
+    with RunningEdge(cfg, output) as edge:
+        edge.emit(_reading(rpm=1234.0))
+        wait_until(lambda: output.values("rpm") == [1234.0], 30, "a reading forwarded")
+        doc = edge.wait_health(lambda code, doc: code == 200, "health")
+        assert doc["status"] == "degraded"
+        assert len(doc["alarms"]) == 1 and "corrupt" in doc["alarms"][0], doc["alarms"]
+        assert doc["buffer"]["recovered_from"]
+        assert Path(doc["buffer"]["recovered_from"]).exists()
+        assert edge.metric("rig_edge_buffer_recovered") == 1
