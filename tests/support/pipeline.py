@@ -757,3 +757,18 @@ def last_log_event(path: Path, event: str) -> dict[str, Any]:
                 found = doc
     assert found is not None, f"no {event!r} line in {path}"
     return found
+
+
+def topic_size(bootstrap: str, topic: str) -> int:
+    """Messages in ``topic`` (sum of its partitions' high watermarks)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "rig-tests-inspect"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        )
+    finally:
+        consumer.close()
