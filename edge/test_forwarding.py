@@ -79,3 +79,24 @@ def test_live_readings_go_out_beside_the_backlog(tmp_path: Path) -> None:
     # Each lane stays in order, and the live readings went out long before the backlog's end.
     assert [s for s in sent if s in set(live)] == live
     assert sent.index(live[-1]) < sent.index(backlog[-1])
+
+
+def test_forwarder_survives_a_failing_buffer_and_says_so(tmp_path: Path) -> None:
+    from tests.support.processes import wait_until
+
+    buffer = StoreAndForwardBuffer(tmp_path / "b.db")
+    _fill(buffer, 5)
+    output = RecordingOutput()
+    settings = ForwardingConfig(retry_initial_s=0.01, retry_max_s=0.05)
+    forwarder = Forwarder(buffer, output, 10, settings, EdgeMetrics())
+    buffer.close()  # every buffer call fails from now on, as on a dying disk
+    forwarder.start()
+    try:
+        wait_until(lambda: forwarder.buffer_error is not None, 10, "the buffer error reported")
+        wait_until(lambda: forwarder.last_round_at is not None, 10, "rounds completed")
+        assert forwarder.alive and forwarder.died is None
+        assert forwarder.buffer_failing_since is not None
+        assert forwarder.stuck_for() == 0.0
+    finally:
+        forwarder.stop(0)
+    assert output.batches == []
