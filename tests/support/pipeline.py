@@ -174,7 +174,7 @@ class Incarnation:
 
 
 def _ts_ms(text: str) -> int:
-    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+    return round(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
 
 
 def parse_edge_log(path: Path) -> list[Incarnation]:
@@ -772,3 +772,19 @@ def topic_size(bootstrap: str, topic: str) -> int:
         )
     finally:
         consumer.close()
+
+
+def read_buffered(path: Path) -> list[Stored]:
+    """The readings waiting in an edge's buffer file, as the checker's rows (for tests whose
+    edge forwards nothing: the buffer is then the destination)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT seq, payload FROM readings ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+    out = []
+    for seq, payload in rows:
+        doc = json.loads(payload)
+        values = tuple(doc["values"].get(name) for name in CORE_SENSOR_NAMES)
+        out.append(Stored(int(seq), str(doc["machine_id"]), _ts_ms(doc["ts"]), values, "buffer"))
+    return out
