@@ -4,7 +4,11 @@ server (plus a dead device beside it)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 import struct
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,7 @@ import pytest
 from edge.inputs.modbus.config import ModbusDevice, ModbusSource
 from edge.inputs.modbus.connector import ModbusConnector, decode_registers, plan_reads
 from edge.metrics import EdgeMetrics
+from shared.catalog import CORE_SENSOR_NAMES
 from shared.message import Reading
 from simulator.config import SimConfig
 from simulator.edge_config import simulator_edge_config
@@ -68,17 +73,55 @@ def test_reads_never_exceed_125_registers() -> None:
     assert len(plan_reads(device)) == 2
 
 
+async def _until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Wait for a condition inside the event loop (never for a fixed time)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def _served(record: Path) -> dict[str, list[tuple[int, int, list[float | None]]]]:
+    """machine -> [(sample, ts_ms, values)] in sample order, from the simulator's record."""
+    conn = sqlite3.connect(f"file:{record}?mode=ro", uri=True)
+    out: dict[str, list[tuple[int, int, list[float | None]]]] = {}
+    for machine, sample, ts_ms, values in conn.execute(
+        'SELECT machine_id, sample, ts_ms, "values" FROM samples ORDER BY machine_id, sample'
+    ):
+        out.setdefault(machine, []).append((sample, ts_ms, json.loads(values)))
+    conn.close()
+    return out
+
+
+def _as_samples(
+    readings: list[Reading], served: dict[str, list[tuple[int, int, list[float | None]]]]
+) -> dict[str, list[int]]:
+    """Each reading mapped to the sample it must be (same machine and timestamp, identical
+    values): machine -> sample numbers in the order they were read."""
+    by_ts = {(m, ts): (n, v) for m, rows in served.items() for n, ts, v in rows}
+    out: dict[str, list[int]] = {}
+    for reading in readings:
+        key = (reading.machine_id, round(reading.ts.timestamp() * 1000))
+        assert key in by_ts, f"{key} was never served"
+        sample, values = by_ts[key]
+        assert [reading.values[n] for n in CORE_SENSOR_NAMES] == values, key
+        out.setdefault(reading.machine_id, []).append(sample)
+    return out
+
+
 @pytest.mark.integration
 def test_polls_the_simulator_and_survives_a_dead_device(tmp_path: Path) -> None:
     port = free_port()
     dead_port = free_port()  # nothing listens here
+    record = tmp_path / "rec.db"
     config = simulator_edge_config(
         sim_host="127.0.0.1",
         sim_port=port,
         machines=["A", "B"],
         output={},
         buffer_path=tmp_path / "b.db",
-        poll_interval_s=0.05,
+        poll_interval_s=0.02,
     )
     live = ModbusSource.model_validate(config["sources"]["modbus"][0])
     dead = ModbusSource.model_validate(
@@ -98,31 +141,41 @@ def test_polls_the_simulator_and_survives_a_dead_device(tmp_path: Path) -> None:
     )
     readings: list[Reading] = []
     metrics = EdgeMetrics()
+    sim_config = SimConfig(machines=["A", "B"], rate_hz=5, modbus_port=port, record_path=record)
 
     async def scenario() -> None:
-        stop_sim, stop_edge = asyncio.Event(), asyncio.Event()
-        sim = asyncio.create_task(
-            run_simulator(SimConfig(machines=["A", "B"], rate_hz=10, modbus_port=port), stop_sim)
-        )
-        await asyncio.sleep(0.2)
+        stop_sim, stop_edge, started = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        sim = asyncio.create_task(run_simulator(sim_config, stop_sim, started=started))
+        await asyncio.wait_for(started.wait(), 30)
         connectors = [ModbusConnector(s, "e1", readings.append, metrics) for s in (live, dead)]
         tasks = [asyncio.create_task(c.run(stop_edge)) for c in connectors]
-        await asyncio.sleep(1.5)
+
+        def count(machine: str) -> int:
+            return sum(r.machine_id == machine for r in readings)
+
+        await _until(lambda: count("A") >= 10 and count("B") >= 10, 60, "10 samples each")
+        await _until(
+            lambda: metrics.source_errors.labels("dead", "Z")._value.get() >= 3,
+            60,
+            "errors counted for the dead device",
+        )
         assert connectors[0].health() == {"A": True, "B": True}
         assert connectors[1].health() == {"Z": False}
         stop_edge.set()
+        await asyncio.gather(*tasks)
         stop_sim.set()
-        await asyncio.gather(*tasks, sim)
+        await sim
 
     asyncio.run(scenario())
-    per_machine = {m: [r for r in readings if r.machine_id == m] for m in ("A", "B", "Z")}
-    # 10 Hz for ~1.5 s: about 15 samples each, none recorded twice although polled at 20 Hz.
-    assert 10 <= len(per_machine["A"]) <= 17
-    assert len({r.ts for r in per_machine["A"]}) == len(per_machine["A"])
-    assert per_machine["Z"] == []
-    assert len(per_machine["A"][0].values) == 50
-    errors = metrics.source_errors.labels("dead", "Z")._value.get()
-    assert errors >= 3
+    assert not [r for r in readings if r.machine_id == "Z"]
+    # Polled four times per sample period: every sample from the first one read is there,
+    # once, with the values served (none recorded twice although polled repeatedly).
+    samples = _as_samples(readings, _served(record))
+    for machine in ("A", "B"):
+        got = samples[machine]
+        assert got == list(range(got[0], got[0] + len(got))), (machine, got)
+        assert got[0] <= 2  # polling began as the simulator served its first sample
+    assert all(len(r.values) == 50 and not r.quality for r in readings)
 
 
 @pytest.mark.integration
@@ -143,31 +196,40 @@ def test_recovers_after_the_modbus_server_restarts(tmp_path: Path) -> None:
     async def scenario() -> None:
         stop_edge = asyncio.Event()
         edge = asyncio.create_task(connector.run(stop_edge))
-        for _ in range(2):
+        for run in range(2):
             stop_sim = asyncio.Event()
-            sim = asyncio.create_task(
-                run_simulator(SimConfig(machines=["A"], rate_hz=10, modbus_port=port), stop_sim)
+            sim_config = SimConfig(
+                machines=["A"], rate_hz=10, modbus_port=port, record_path=tmp_path / f"r{run}.db"
             )
+            sim = asyncio.create_task(run_simulator(sim_config, stop_sim))
             before = len(readings)
-            for _ in range(80):
-                await asyncio.sleep(0.1)
-                if len(readings) >= before + 5:
-                    break
-            assert len(readings) >= before + 5, "no readings after the server (re)started"
+            await _until(
+                lambda before=before: len(readings) >= before + 5,  # type: ignore[misc]
+                60,
+                f"readings after the server (re)start {run}",
+            )
             assert connector.health() == {"A": True}
             stop_sim.set()
             await sim
-            await asyncio.sleep(1.0)
-            assert connector.health() == {"A": False}
+            await _until(lambda: connector.health() == {"A": False}, 30, "the device marked down")
         stop_edge.set()
         await edge
 
     asyncio.run(scenario())
+    # Both server runs count their samples from 1: each reading is one of its run's samples,
+    # with the values served.
+    for run in range(2):
+        served = _served(tmp_path / f"r{run}.db")
+        stamps = {ts for _, ts, _ in served["A"]}
+        mine = [r for r in readings if round(r.ts.timestamp() * 1000) in stamps]
+        assert len(mine) >= 5
+        _as_samples(mine, served)
 
 
 @pytest.mark.integration
 def test_modbus_rtu_source_reads_the_simulator_over_a_serial_line(tmp_path: Path) -> None:
     link = tmp_path / "ttyRIG"
+    record = tmp_path / "rec.db"
     config = simulator_edge_config(
         sim_host="127.0.0.1",
         sim_port=1,
@@ -183,26 +245,30 @@ def test_modbus_rtu_source_reads_the_simulator_over_a_serial_line(tmp_path: Path
     readings: list[Reading] = []
 
     async def scenario() -> None:
-        stop_sim, stop_edge = asyncio.Event(), asyncio.Event()
+        stop_sim, stop_edge, started = asyncio.Event(), asyncio.Event(), asyncio.Event()
         sim_config = SimConfig.model_validate(
             {
                 "machines": ["A", "B"],
                 "rate_hz": 5,
+                "record_path": record,
                 "modbus": {"enabled": False},
                 "modbus_rtu": {"enabled": True, "link": str(link), "baudrate": 115200},
             }
         )
-        sim = asyncio.create_task(run_simulator(sim_config, stop_sim))
-        await asyncio.sleep(0.3)
+        sim = asyncio.create_task(run_simulator(sim_config, stop_sim, started=started))
+        await asyncio.wait_for(started.wait(), 30)
         connector = ModbusConnector(source, "e1", readings.append, EdgeMetrics())
         task = asyncio.create_task(connector.run(stop_edge))
-        await asyncio.sleep(2.0)
+        await _until(
+            lambda: {r.machine_id for r in readings} == {"A", "B"} and len(readings) >= 6,
+            60,
+            "readings of both machines over the serial line",
+        )
         stop_edge.set()
         await task
         stop_sim.set()
         await sim
 
     asyncio.run(scenario())
-    machines = {r.machine_id for r in readings}
-    assert machines == {"A", "B"}
     assert all(len(r.values) == 50 and not r.quality for r in readings)
+    _as_samples(readings, _served(record))  # every reading is a served sample, values exact
