@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -59,6 +61,13 @@ def test_subscription_readings_match_the_simulator_and_survive_a_restart(tmp_pat
     readings: list[Reading] = []
     connector = OpcUaConnector(source, "edge-1", lambda r, *a: readings.append(r), EdgeMetrics())
 
+    async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            await asyncio.sleep(0.05)
+
     async def scenario() -> None:
         edge_stop = asyncio.Event()
         edge = asyncio.create_task(connector.run(edge_stop))
@@ -67,40 +76,46 @@ def test_subscription_readings_match_the_simulator_and_survive_a_restart(tmp_pat
             config = sim_config.model_copy(update={"record_path": tmp_path / f"rec{run}.db"})
             sim = asyncio.create_task(run_simulator(config, stop, started=started))
             await asyncio.wait_for(started.wait(), 30)
-            before = len(readings)
-            for _ in range(100):
-                if len(readings) >= before + 10 and all(connector.health().values()):
-                    break
-                await asyncio.sleep(0.1)
-            assert len(readings) >= before + 10, "no readings after (re)start"
+            before = {m: sum(r.machine_id == m for r in readings) for m in ("A", "B")}
+            await until(
+                lambda before=before: (
+                    all(  # type: ignore[misc]
+                        sum(r.machine_id == m for r in readings) >= before[m] + 10 for m in before
+                    )
+                    and all(connector.health().values())
+                ),
+                60,
+                f"ten readings of each machine from server run {run}",
+            )
             stop.set()
             await sim
-            await asyncio.sleep(0.5)
+            await until(lambda: not any(connector.health().values()), 30, "the loss noticed")
         edge_stop.set()
         await edge
 
     asyncio.run(scenario())
-    served = {}
+    served: dict[tuple[str, int], tuple[int, int, list[float | None]]] = {}
     for run in range(2):
         conn = sqlite3.connect(tmp_path / f"rec{run}.db")
         served.update(
             {
-                (m, t): json.loads(v)
-                for m, t, v in conn.execute('SELECT machine_id, ts_ms, "values" FROM samples')
+                (m, t): (run, n, json.loads(v))
+                for m, n, t, v in conn.execute(
+                    'SELECT machine_id, sample, ts_ms, "values" FROM samples'
+                )
             }
         )
         conn.close()
-    a = [r for r in readings if r.machine_id == "A"]
-    b = [r for r in readings if r.machine_id == "B"]
-    assert len(a) >= 10 and len(b) >= 10
-    matched = 0
-    for reading in a:
-        key = ("A", round(reading.ts.timestamp() * 1000))
-        assert key in served, "a reading whose timestamp the simulator never served"
-        expected = dict(zip(CORE_SENSOR_NAMES, served[key], strict=True))
-        # A snapshot: every value was served in this or an earlier sample of A.
-        assert set(reading.values) == set(CORE_SENSOR_NAMES)
-        matched += reading.values == expected
-    assert matched >= len(a) // 2
-    assert all(set(r.values) == {"rpm", "vibration"} for r in b)
-    assert len({r.ts for r in b}) == len(b)  # one reading per sample counter change
+    seen: set[tuple[int, str, int]] = set()
+    for reading in readings:
+        key = (reading.machine_id, round(reading.ts.timestamp() * 1000))
+        assert key in served, f"{key}: a reading whose timestamp the simulator never served"
+        run, sample, values = served[key]
+        expected = dict(zip(CORE_SENSOR_NAMES, values, strict=True))
+        # One consistent sample: every value is the one served with that sample's counter
+        # (A maps every sensor by browsing, B two nodes by id).
+        wanted = set(CORE_SENSOR_NAMES) if reading.machine_id == "A" else {"rpm", "vibration"}
+        assert set(reading.values) == wanted
+        assert reading.values == {n: expected[n] for n in wanted}, key
+        assert (run, reading.machine_id, sample) not in seen, f"sample {key} read twice"
+        seen.add((run, reading.machine_id, sample))
