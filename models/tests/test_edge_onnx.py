@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -129,15 +128,18 @@ def test_signed_bundle_required_when_key_given(trained: Trained, tmp_path: Path)
         OnnxDetector(copy)
 
 
-def test_batch_scoring_is_cheap(trained: Trained) -> None:
+def test_batch_size_never_changes_a_verdict(trained: Trained) -> None:
+    """The edge scores whatever one commit holds (1 reading or hundreds): a stream scored in
+    batches of 64 and the same stream scored one reading at a time give the same scores and
+    verdicts. (What batching buys in time is bench-ml's figure, not an assert here: a
+    timed bound fails on a slow machine and proves nothing on a fast one.)"""
     from edge.onnx_detector import OnnxDetector
 
-    detector = OnnxDetector(trained.bundle)
-    stream = readings(np.tile(trained.normal, (2, 1)))
-    detector.score_batch(stream[:64])
-    started = time.perf_counter()
-    for i in range(0, len(stream), 64):
-        detector.score_batch(stream[i : i + 64])
-    per_reading = (time.perf_counter() - started) / len(stream)
-    # Generous bound for loaded CI machines; the benchmark reports the real figure.
-    assert per_reading < 500e-6
+    stream = readings(trained.faulty[: ANOMALY.start + 40])
+    batched = OnnxDetector(trained.bundle)
+    whole = [r for i in range(0, len(stream), 64) for r in batched.score_batch(stream[i : i + 64])]
+    single = OnnxDetector(trained.bundle)
+    alone = [single.score_batch([reading])[0] for reading in stream]
+    assert np.allclose([r["score"] for r in whole], [r["score"] for r in alone], atol=1e-6)
+    assert [r["is_anomaly"] for r in whole] == [r["is_anomaly"] for r in alone]
+    assert any(r["is_anomaly"] for r in whole[ANOMALY.start :])  # the fault is seen either way
