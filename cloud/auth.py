@@ -20,10 +20,10 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from cloud.fielderror import FieldError, NotFoundError
+from shared.message import EDGE_ID_RE
 
 SESSION_LIFETIME = timedelta(hours=12)
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
-EDGE_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 MIN_PASSWORD_LENGTH = 10
 _KEY_PREFIX = "rig_"
 
@@ -72,7 +72,7 @@ def _digest(token: str) -> bytes:
 
 
 def validate_username(username: str) -> str:
-    if not USERNAME_RE.match(username):
+    if not USERNAME_RE.fullmatch(username):
         raise FieldError("username", "1-64 characters of letters, digits, _ . @ -")
     return username
 
@@ -235,8 +235,12 @@ def purge_expired_sessions(conn: psycopg.Connection) -> int:
 
 def create_edge_key(conn: psycopg.Connection, edge_id: str, created_by: str | None) -> str:
     """A new ingest key for ``edge_id``; the plain key is returned once and never stored."""
-    if not EDGE_ID_RE.match(edge_id):
-        raise FieldError("edge_id", "1-128 characters of letters, digits, _ . : -")
+    if not EDGE_ID_RE.fullmatch(edge_id):
+        # The wire format's rule: a key for an id no reading may carry would be useless.
+        raise FieldError(
+            "edge_id",
+            "1-64 characters of letters, digits, _ . : -, starting with a letter or digit",
+        )
     key_id = secrets.token_hex(6)
     key = f"{_KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
     conn.execute(

@@ -13,9 +13,10 @@ from typing import Any
 
 import psycopg
 
-from cloud.fielderror import FieldError
+from cloud.fielderror import FieldError, NotFoundError
 from cloud.live import notify_event
 from shared.catalog import SENSORS_BY_NAME, Thresholds
+from shared.message import CUSTOM_NAME_RE
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,11 @@ class ThresholdEntry:
 def _entry(t: Thresholds, source: str) -> ThresholdEntry:
     # Warning bands are resolved by the manifest rule here, once, so every client colours alike.
     return ThresholdEntry(t.low, t.high, t.effective_warn_low, t.effective_warn_high, source)
+
+
+def check_sensor(sensor: str) -> None:
+    if sensor not in SENSORS_BY_NAME and not CUSTOM_NAME_RE.fullmatch(sensor):
+        raise FieldError("sensor", f"{sensor!r} is neither a core nor a custom sensor name")
 
 
 def validate(
@@ -93,6 +99,7 @@ def set_threshold(
     values: dict[str, float | None],
     username: str,
 ) -> ThresholdEntry:
+    check_sensor(sensor)
     validate(
         values["critical_low"], values["critical_high"], values["warn_low"], values["warn_high"]
     )
@@ -121,12 +128,14 @@ def clear_threshold(
     conn: psycopg.Connection, sensor: str, machine_id: str | None
 ) -> ThresholdEntry | None:
     """Drop an override; returns what applies now (None: the sensor has no threshold)."""
+    check_sensor(sensor)
     deleted = conn.execute(
         "DELETE FROM thresholds WHERE sensor = %s AND machine_id IS NOT DISTINCT FROM %s",
         (sensor, machine_id),
     ).rowcount
     if not deleted:
-        raise LookupError(sensor)
+        where = f"machine {machine_id!r}" if machine_id else "the fleet"
+        raise NotFoundError("sensor", f"no override for {sensor!r} on {where} to remove")
     entry = effective(conn, machine_id).get(sensor)
     _announce(conn, sensor, machine_id, entry)
     return entry

@@ -22,6 +22,7 @@ from cloud.api.routers import (
     stream,
     thresholds,
 )
+from cloud.api.schemas import ErrorOut
 from cloud.dashboard import router as dashboard_router
 from cloud.ingest_producer import IngestProducer
 from cloud.live import LiveHub
@@ -41,6 +42,16 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     models.router,
     models.legacy_router,
 )
+
+# Every API operation can answer with the one error shape (cloud/api/errors.py); a route
+# documents its particular statuses itself.
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    "default": {
+        "model": ErrorOut,
+        "description": "An error: 401 log in, 403 not allowed, 404 not found, 422 invalid "
+        "input (`field` names it), 503 database unavailable (with Retry-After)",
+    }
+}
 
 
 def create_app(settings: CloudSettings) -> FastAPI:
@@ -83,7 +94,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
     )
     install_error_handlers(app)
     for router in API_ROUTERS:
-        app.include_router(router)
+        app.include_router(router, responses=ERROR_RESPONSES)
     # The operator dashboard's pages (login redirects, role checks of their own) and assets.
     app.include_router(dashboard_router)
     return app

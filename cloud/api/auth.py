@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import hmac
 import time
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request, WebSocket
-from psycopg import Error as PsycopgError
-from starlette.concurrency import run_in_threadpool
 
-from cloud.api.deps import CACHE_SECONDS, AppServices, Services, get_services
+from cloud.api.deps import CACHE_SECONDS, AppServices, Database, Services, get_services
 from cloud.api.errors import ApiError
 from cloud.auth import EdgeKey, Role, User, session_user, verify_edge_key
 
 SESSION_COOKIE = "rig_session"
 _CACHE_LIMIT = 10_000
+
+V = TypeVar("V")
 
 
 def token_from(headers: object, cookies: dict[str, str]) -> str | None:
@@ -30,27 +31,28 @@ def token_from(headers: object, cookies: dict[str, str]) -> str | None:
     return cookies.get(SESSION_COOKIE) or None
 
 
-async def _lookup_session(services: AppServices, token: str) -> User | None:
-    cache = services.credentials
+async def _remembered(
+    cache: dict[str, tuple[float, V]], token: str, lookup: Callable[[], Awaitable[V]]
+) -> V:
+    """``lookup()``'s answer for ``token``, trusted for CACHE_SECONDS (misses too: a client
+    retrying a wrong key must not cost a query each time). Cleared when full: an attacker
+    sending random tokens cannot grow it without bound. A database error propagates (503)."""
     now = time.monotonic()
-    hit = cache.sessions.get(token)
+    hit = cache.get(token)
     if hit is not None and now - hit[0] < CACHE_SECONDS:
         return hit[1]
+    value = await lookup()
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[token] = (now, value)
+    return value
 
-    def query() -> User | None:
-        with services.pool.connection() as conn:
-            return session_user(conn, token)
 
-    try:
-        user = await run_in_threadpool(query)
-    except PsycopgError as exc:
-        raise ApiError(
-            503, "$", f"database unavailable: {type(exc).__name__}", retry_after=5
-        ) from None
-    if len(cache.sessions) >= _CACHE_LIMIT:
-        cache.sessions.clear()
-    cache.sessions[token] = (now, user)
-    return user
+async def _lookup_session(services: AppServices, token: str) -> User | None:
+    db = Database(services.pool)
+    return await _remembered(
+        services.credentials.sessions, token, lambda: db.run(session_user, token)
+    )
 
 
 async def optional_user(request: Request, services: Services) -> User | None:
@@ -113,26 +115,10 @@ class IngestKeyGuard:
         bootstrap = services.settings.ingest_api_key
         if bootstrap and hmac.compare_digest(x_api_key.encode(), bootstrap.encode()):
             return "default"
-        cache = services.credentials
-        now = time.monotonic()
-        hit = cache.keys.get(x_api_key)
-        if hit is not None and now - hit[0] < CACHE_SECONDS:
-            key = hit[1]
-        else:
-
-            def query() -> EdgeKey | None:
-                with services.pool.connection() as conn:
-                    return verify_edge_key(conn, x_api_key)
-
-            try:
-                key = await run_in_threadpool(query)
-            except PsycopgError as exc:
-                raise ApiError(
-                    503, "$", f"database unavailable: {type(exc).__name__}", retry_after=5
-                ) from None
-            if len(cache.keys) >= _CACHE_LIMIT:
-                cache.keys.clear()
-            cache.keys[x_api_key] = (now, key)
+        db = Database(services.pool)
+        key: EdgeKey | None = await _remembered(
+            services.credentials.keys, x_api_key, lambda: db.run(verify_edge_key, x_api_key)
+        )
         if key is None:
             raise ApiError(401, "X-API-KEY", "unknown or revoked API key")
         return key.edge_id

@@ -1,15 +1,19 @@
 """FastAPI dependencies: the database pool, the Kafka producer, the live-stream hub and the
 credential cache are injected, never global, so tests and several app instances can coexist
-in one process. Authentication guards are in ``cloud.api.auth``."""
+in one process. Routers reach the store (``cloud/store``, ``cloud/auth.py``, ...) through
+``Db``. Authentication guards are in ``cloud.api.auth``."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 
+import psycopg
 from fastapi import Depends, Request
 from psycopg_pool import ConnectionPool
+from starlette.concurrency import run_in_threadpool
 
 from cloud.auth import EdgeKey, User
 from cloud.ingest_producer import IngestProducer
@@ -55,3 +59,39 @@ def get_services(request: Request) -> AppServices:
 
 
 Services = Annotated[AppServices, Depends(get_services)]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    """The store as the routers see it: ``await db.run(store_function, *args)`` calls
+    ``store_function(conn, *args)`` in one transaction on a pooled connection, off the event
+    loop (psycopg here is synchronous).
+
+    Errors are not mapped here but by the app's exception handlers (``cloud/api/errors.py``),
+    so a guard, a router and anything else answer alike: the database unavailable -> 503 with
+    Retry-After, ``NotFoundError`` -> 404, ``FieldError`` -> 422, a unique-key clash -> 409.
+    """
+
+    pool: ConnectionPool
+
+    async def run(
+        self,
+        work: Callable[Concatenate[psycopg.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        def transaction() -> T:
+            with self.pool.connection() as conn, conn.transaction():
+                return work(conn, *args, **kwargs)
+
+        return await run_in_threadpool(transaction)
+
+
+def get_database(services: Services) -> Database:
+    return Database(services.pool)
+
+
+Db = Annotated[Database, Depends(get_database)]

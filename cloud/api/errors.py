@@ -1,13 +1,39 @@
-"""One error shape for the whole API: ``{"error": ..., "field": ..., "status": ...}``."""
+"""One error shape for the whole API: ``{"error": ..., "field": ..., "status": ...}``.
+
+Errors are mapped here, once, from what the code below the routers raises:
+
+- ``FieldError`` (cloud/fielderror.py): 422, naming the field; ``NotFoundError``: 404;
+- the database unreachable, restarting, out of connections or resources (psycopg's
+  ``OperationalError`` and ``InterfaceError``, the pool's timeout among them): 503 with
+  ``Retry-After``, so clients and load balancers back off and come back by themselves;
+- a unique-key clash: 409;
+- any other database error is a bug or a value PostgreSQL refuses: 500, logged, no retry
+  advice (retrying would not help);
+- request validation (FastAPI): 422 with the first problem as ``field``/``error`` and all of
+  them in ``problems``;
+- ``ApiError``: whatever status a router or guard chose (401, 403, 413, ...).
+"""
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cloud.fielderror import FieldError, NotFoundError
 from shared.configfile import field_path
+from shared.logs import log_event
+
+log = logging.getLogger(__name__)
+
+# How long a client should wait before retrying after a 503 (seconds): a PostgreSQL restart
+# or fail-over takes about this long.
+RETRY_AFTER_S = 5
 
 
 class ApiError(Exception):
@@ -31,35 +57,77 @@ def _client_field(loc: object) -> str:
     return field_path(parts) if parts else "$"
 
 
+def error_response(
+    status: int,
+    field: str,
+    message: str,
+    *,
+    retry_after: int | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    all_headers = dict(headers or {})
+    if retry_after:
+        all_headers["Retry-After"] = str(retry_after)
+    return JSONResponse(
+        {"error": message, "field": field, "status": status, **extra},
+        status_code=status,
+        headers=all_headers or None,
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-        return JSONResponse(
-            {"error": exc.message, "field": exc.field, "status": exc.status},
-            status_code=exc.status,
-            headers=headers,
+        return error_response(exc.status, exc.field, exc.message, retry_after=exc.retry_after)
+
+    @app.exception_handler(NotFoundError)
+    async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
+        return error_response(404, exc.field, exc.message)
+
+    @app.exception_handler(FieldError)
+    async def _field_error(_: Request, exc: FieldError) -> JSONResponse:
+        return error_response(422, exc.field, exc.message)
+
+    async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(
+            503,
+            "$",
+            f"database unavailable: {type(exc).__name__}",
+            retry_after=RETRY_AFTER_S,
         )
+
+    app.add_exception_handler(psycopg.OperationalError, _unavailable)
+    app.add_exception_handler(psycopg.InterfaceError, _unavailable)
+
+    @app.exception_handler(psycopg.errors.UniqueViolation)
+    async def _conflict(_: Request, exc: psycopg.errors.UniqueViolation) -> JSONResponse:
+        return error_response(409, "$", f"already exists: {exc.diag.message_detail}")
+
+    @app.exception_handler(psycopg.Error)
+    async def _database_error(request: Request, exc: psycopg.Error) -> JSONResponse:
+        log_event(
+            log,
+            logging.ERROR,
+            "database error",
+            path=request.url.path,
+            error=type(exc).__name__,
+            detail=str(exc)[:500],
+        )
+        return error_response(500, "$", f"database error: {type(exc).__name__}")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(
-            {"error": str(exc.detail), "status": exc.status_code},
-            status_code=exc.status_code,
-            headers=exc.headers,
-        )
+        # Unknown paths (404) and methods (405): the request as a whole is the problem.
+        return error_response(exc.status_code, "$", str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        return JSONResponse(
-            {
-                "error": first["msg"],
-                "field": _client_field(first["loc"]),
-                "status": 422,
-                "problems": [
-                    {"field": _client_field(e["loc"]), "error": e["msg"]} for e in exc.errors()
-                ],
-            },
-            status_code=422,
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        return error_response(
+            422,
+            _client_field(first["loc"]),
+            first["msg"],
+            problems=[{"field": _client_field(e["loc"]), "error": e["msg"]} for e in errors],
         )

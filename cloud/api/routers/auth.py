@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import psycopg
-from fastapi import APIRouter, Path, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud import auth
 from cloud.api.auth import SESSION_COOKIE, Admin, AnyUser, token_from
-from cloud.api.dbcall import in_transaction
-from cloud.api.deps import Services
+from cloud.api.deps import Db, Services
 from cloud.api.errors import ApiError
-from shared.message import MACHINE_ID_RE
+from cloud.api.params import EdgeId, KeyId, MachineId, Username
+from cloud.api.schemas import (
+    EdgeKeysOut,
+    LoginOut,
+    NewEdgeKeyOut,
+    UserOut,
+    UsersOut,
+)
+from cloud.fielderror import FieldError, NotFoundError
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])
-
-Username = Annotated[str, Path(pattern=auth.USERNAME_RE.pattern, description="user name")]
-EdgeId = Annotated[str, Path(pattern=auth.EDGE_ID_RE.pattern, description="edge id")]
 
 
 class LoginBody(BaseModel):
@@ -30,10 +33,10 @@ class LoginBody(BaseModel):
 
 class NewUser(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    username: str = Field(pattern=auth.USERNAME_RE.pattern)
+    username: Username
     password: str = Field(min_length=auth.MIN_PASSWORD_LENGTH, max_length=1024)
     role: Literal["admin", "operator", "viewer"]
-    machines: list[Annotated[str, Field(pattern=MACHINE_ID_RE.pattern)]] | None = Field(
+    machines: list[MachineId] | None = Field(
         default=None, max_length=10_000, description="null: every machine"
     )
 
@@ -41,9 +44,7 @@ class NewUser(BaseModel):
 class UserChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["admin", "operator", "viewer"] | None = None
-    machines: list[Annotated[str, Field(pattern=MACHINE_ID_RE.pattern)]] | None = Field(
-        default=None, max_length=10_000
-    )
+    machines: list[MachineId] | None = Field(default=None, max_length=10_000)
     all_machines: bool = Field(default=False, description="true: give access to every machine")
     disabled: bool | None = None
     password: str | None = Field(default=None, min_length=auth.MIN_PASSWORD_LENGTH, max_length=1024)
@@ -51,19 +52,19 @@ class UserChange(BaseModel):
 
 @router.post(
     "/auth/login",
+    response_model=LoginOut,
     summary="Log in; sets the session cookie and returns a token",
     responses={401: {"description": "Wrong user name or password"}},
 )
-async def login(body: LoginBody, request: Request, services: Services) -> JSONResponse:
+async def login(body: LoginBody, request: Request, response: Response, db: Db) -> dict[str, Any]:
     def work(conn: psycopg.Connection) -> tuple[auth.User, str] | None:
         user = auth.authenticate(conn, body.username, body.password)
         return None if user is None else (user, auth.create_session(conn, user.username))
 
-    result = await in_transaction(services, work)
+    result = await db.run(work)
     if result is None:
         raise ApiError(401, "password", "wrong user name or password")
     user, token = result
-    response = JSONResponse({**user.as_json(), "token": token})
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -73,49 +74,48 @@ async def login(body: LoginBody, request: Request, services: Services) -> JSONRe
         path="/",
         secure=request.url.scheme == "https",
     )
-    return response
+    return {**user.as_json(), "token": token}
 
 
 @router.post("/auth/logout", status_code=204, summary="End this session")
-async def logout(request: Request, services: Services, user: AnyUser) -> Response:
+async def logout(request: Request, services: Services, db: Db, user: AnyUser) -> Response:
     token = token_from(request.headers, request.cookies)
     if token:
-        await in_transaction(services, lambda conn: auth.end_session(conn, token))
+        await db.run(auth.end_session, token)
         services.credentials.forget(token)
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
 
 
-@router.get("/auth/me", summary="The logged-in user")
+@router.get("/auth/me", response_model=UserOut, summary="The logged-in user")
 async def me(user: AnyUser) -> dict[str, Any]:
     return user.as_json()
 
 
-@router.get("/users", summary="All users (admin)")
-async def users(services: Services, admin: Admin) -> dict[str, Any]:
-    return {"users": await in_transaction(services, auth.list_users)}
+@router.get("/users", response_model=UsersOut, summary="All users (admin)")
+async def users(db: Db, admin: Admin) -> dict[str, Any]:
+    return {"users": await db.run(auth.list_users)}
 
 
-@router.post("/users", status_code=201, summary="Create a user (admin)")
-async def create_user(body: NewUser, services: Services, admin: Admin) -> dict[str, Any]:
-    user = await in_transaction(
-        services,
-        lambda conn: auth.create_user(conn, body.username, body.password, body.role, body.machines),
-    )
-    return user.as_json()  # type: ignore[no-any-return]
+@router.post("/users", status_code=201, response_model=UserOut, summary="Create a user (admin)")
+async def create_user(body: NewUser, db: Db, admin: Admin) -> dict[str, Any]:
+    user = await db.run(auth.create_user, body.username, body.password, body.role, body.machines)
+    return user.as_json()
 
 
 @router.patch(
-    "/users/{username}", summary="Change a user's role, machines, state or password (admin)"
+    "/users/{username}",
+    response_model=UserOut,
+    summary="Change a user's role, machines, state or password (admin)",
 )
 async def change_user(
-    username: Username, body: UserChange, services: Services, admin: Admin
+    username: Username, body: UserChange, services: Services, db: Db, admin: Admin
 ) -> dict[str, Any]:
     if body.machines is not None and body.all_machines:
-        raise ApiError(422, "all_machines", "give either machines or all_machines, not both")
+        raise FieldError("all_machines", "give either machines or all_machines, not both")
     if username == admin.username and (body.disabled or (body.role and body.role != "admin")):
-        raise ApiError(422, "role", "an admin cannot demote or disable their own account")
+        raise FieldError("role", "an admin cannot demote or disable their own account")
 
     def work(conn: psycopg.Connection) -> auth.User:
         machines: object = ...
@@ -130,43 +130,44 @@ async def change_user(
             auth.set_password(conn, username, body.password)
         return user
 
-    user = await in_transaction(services, work)
+    user = await db.run(work)
     services.credentials.sessions.clear()
-    return user.as_json()  # type: ignore[no-any-return]
+    return user.as_json()
 
 
 @router.delete("/users/{username}", status_code=204, summary="Delete a user (admin)")
-async def delete_user(username: Username, services: Services, admin: Admin) -> Response:
+async def delete_user(username: Username, services: Services, db: Db, admin: Admin) -> Response:
     if username == admin.username:
-        raise ApiError(422, "username", "an admin cannot delete their own account")
-    if not await in_transaction(services, lambda conn: auth.delete_user(conn, username)):
-        raise ApiError(404, "username", f"no user {username!r}")
+        raise FieldError("username", "an admin cannot delete their own account")
+    if not await db.run(auth.delete_user, username):
+        raise NotFoundError("username", f"no user {username!r}")
     services.credentials.sessions.clear()
     return Response(status_code=204)
 
 
-@router.get("/edge-keys", summary="Ingest API keys of all edges, without the secrets (admin)")
-async def edge_keys(services: Services, admin: Admin) -> dict[str, Any]:
-    return {"keys": await in_transaction(services, auth.list_edge_keys)}
+@router.get(
+    "/edge-keys",
+    response_model=EdgeKeysOut,
+    summary="Ingest API keys of all edges, without the secrets (admin)",
+)
+async def edge_keys(db: Db, admin: Admin) -> dict[str, Any]:
+    return {"keys": await db.run(auth.list_edge_keys)}
 
 
 @router.post(
     "/edges/{edge_id}/keys",
     status_code=201,
+    response_model=NewEdgeKeyOut,
     summary="Issue an ingest API key for an edge (admin); shown once",
 )
-async def create_edge_key(edge_id: EdgeId, services: Services, admin: Admin) -> dict[str, Any]:
-    key = await in_transaction(
-        services, lambda conn: auth.create_edge_key(conn, edge_id, admin.username)
-    )
+async def create_edge_key(edge_id: EdgeId, db: Db, admin: Admin) -> dict[str, Any]:
+    key = await db.run(auth.create_edge_key, edge_id, admin.username)
     return {"edge_id": edge_id, "key_id": key.split("_")[1], "api_key": key}
 
 
 @router.delete("/edge-keys/{key_id}", status_code=204, summary="Revoke an ingest key (admin)")
-async def revoke_edge_key(
-    key_id: Annotated[str, Path(pattern=r"^[0-9a-f]{12}$")], services: Services, admin: Admin
-) -> Response:
-    if not await in_transaction(services, lambda conn: auth.revoke_edge_key(conn, key_id)):
-        raise ApiError(404, "key_id", f"no active key {key_id!r}")
+async def revoke_edge_key(key_id: KeyId, services: Services, db: Db, admin: Admin) -> Response:
+    if not await db.run(auth.revoke_edge_key, key_id):
+        raise NotFoundError("key_id", f"no active key {key_id!r}")
     services.credentials.keys.clear()
     return Response(status_code=204)

@@ -3,88 +3,97 @@ signed bundles edges poll for."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Response
 
 from cloud.api.auth import Admin, AnyUser, IngestEdge, Operator, check_machine
-from cloud.api.dbcall import in_transaction
-from cloud.api.deps import Services
-from cloud.api.errors import ApiError
+from cloud.api.deps import Db
+from cloud.api.params import MachineId, RowId
+from cloud.api.schemas import (
+    EdgeModelOut,
+    ModelOut,
+    ModelsOut,
+    PredictionsOut,
+    RetrainOut,
+    TrainingJobOut,
+)
+from cloud.fielderror import NotFoundError
 from cloud.lifecycle import registry
-from shared.message import MACHINE_ID_RE, format_ts
+from cloud.store.predictions import latest_predictions
+from shared.message import format_ts
 
 router = APIRouter(prefix="/api/v1", tags=["models"])
 # The manifest's prototype path, outside /api/v1.
 legacy_router = APIRouter(tags=["models"])
 
-MachineId = Annotated[str, Path(pattern=MACHINE_ID_RE.pattern, description="machine id")]
 
-
-@router.get("/models", summary="Trained models with their validation metrics, newest first")
-async def models(
-    services: Services,
-    user: AnyUser,
-    machine_id: Annotated[str | None, Query(pattern=MACHINE_ID_RE.pattern)] = None,
-) -> dict[str, Any]:
+@router.get(
+    "/models",
+    response_model=ModelsOut,
+    summary="Trained models with their validation metrics, newest first",
+)
+async def models(db: Db, user: AnyUser, machine_id: MachineId | None = None) -> dict[str, Any]:
     if machine_id is not None:
         check_machine(user, machine_id)
-    rows = await in_transaction(
-        services, lambda c: registry.list_models(c, machine_id, user.machines)
-    )
-    return {"models": rows}
+    return {"models": await db.run(registry.list_models, machine_id, user.machines)}
 
 
-@router.get("/machines/{machine_id}/model", summary="The model in service on a machine")
-async def active_model(machine_id: MachineId, services: Services, user: AnyUser) -> dict[str, Any]:
+@router.get(
+    "/machines/{machine_id}/model",
+    response_model=ModelOut,
+    summary="The model in service on a machine",
+)
+async def active_model(machine_id: MachineId, db: Db, user: AnyUser) -> dict[str, Any]:
     check_machine(user, machine_id)
-    row = await in_transaction(services, lambda c: registry.active(c, machine_id))
+    row = await db.run(registry.active, machine_id)
     if row is None:
-        raise ApiError(404, "machine_id", f"machine {machine_id!r} has no model in service")
-    return row  # type: ignore[no-any-return]
+        raise NotFoundError("machine_id", f"machine {machine_id!r} has no model in service")
+    return row
 
 
 @router.post(
     "/machines/{machine_id}/retrain",
     status_code=202,
+    response_model=RetrainOut,
     summary="Queue a retraining of the machine's detector (operator, admin)",
 )
-async def retrain(machine_id: MachineId, services: Services, user: Operator) -> dict[str, Any]:
+async def retrain(machine_id: MachineId, db: Db, user: Operator) -> dict[str, Any]:
     check_machine(user, machine_id)
-    job_id = await in_transaction(
-        services, lambda c: registry.request_training(c, machine_id, user.username)
-    )
+    job_id = await db.run(registry.request_training, machine_id, user.username)
     return {"job_id": job_id, "status_url": f"/api/v1/training-jobs/{job_id}"}
 
 
-@router.get("/training-jobs/{job_id}", summary="A retraining job's state and outcome")
-async def training_job(
-    job_id: Annotated[int, Path(ge=1, le=2**63 - 1)], services: Services, user: AnyUser
-) -> dict[str, Any]:
-    row = await in_transaction(services, lambda c: registry.job(c, job_id))
+@router.get(
+    "/training-jobs/{job_id}",
+    response_model=TrainingJobOut,
+    summary="A retraining job's state and outcome",
+)
+async def training_job(job_id: RowId, db: Db, user: AnyUser) -> dict[str, Any]:
+    row = await db.run(registry.job, job_id)
     if row is None or not user.may_see(row["machine_id"]):
-        raise ApiError(404, "job_id", f"no training job {job_id}")
-    return row  # type: ignore[no-any-return]
+        raise NotFoundError("job_id", f"no training job {job_id}")
+    return row
 
 
 @router.post(
     "/machines/{machine_id}/model/rollback",
+    response_model=ModelOut,
     summary="Put the previous model back in service (admin)",
 )
-async def rollback(machine_id: MachineId, services: Services, admin: Admin) -> dict[str, Any]:
-    return await in_transaction(  # type: ignore[no-any-return]
-        services, lambda c: registry.rollback(c, machine_id, admin.username)
-    )
+async def rollback(machine_id: MachineId, db: Db, admin: Admin) -> dict[str, Any]:
+    return await db.run(registry.rollback, machine_id, admin.username)
 
 
 @router.get(
     "/edge/models/{machine_id}",
+    response_model=EdgeModelOut,
     summary="For edges: the model in service on a machine (version and checksum)",
 )
-async def edge_model(machine_id: MachineId, services: Services, edge: IngestEdge) -> dict[str, Any]:
-    row = await in_transaction(services, lambda c: registry.active(c, machine_id))
+async def edge_model(machine_id: MachineId, db: Db, edge: IngestEdge) -> dict[str, Any]:
+    row = await db.run(registry.active, machine_id)
     if row is None:
-        raise ApiError(404, "machine_id", f"machine {machine_id!r} has no model in service")
+        raise NotFoundError("machine_id", f"machine {machine_id!r} has no model in service")
     return {
         "model_id": row["id"],
         "machine_id": machine_id,
@@ -97,17 +106,20 @@ async def edge_model(machine_id: MachineId, services: Services, edge: IngestEdge
 
 @router.get(
     "/edge/models/{machine_id}/bundle/{model_id}",
+    response_class=Response,
     summary="For edges: a signed model bundle (tar.gz); verify before use",
+    responses={
+        200: {
+            "description": "The bundle; its SHA-256 also in the X-Bundle-SHA256 header",
+            "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+            "headers": {"X-Bundle-SHA256": {"schema": {"type": "string"}}},
+        }
+    },
 )
-async def edge_bundle(
-    machine_id: MachineId,
-    model_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
-    services: Services,
-    edge: IngestEdge,
-) -> Response:
-    found = await in_transaction(services, lambda c: registry.bundle(c, model_id))
+async def edge_bundle(machine_id: MachineId, model_id: RowId, db: Db, edge: IngestEdge) -> Response:
+    found = await db.run(registry.bundle, model_id)
     if found is None or found[0] != machine_id:
-        raise ApiError(404, "model_id", f"no model {model_id} for machine {machine_id!r}")
+        raise NotFoundError("model_id", f"no model {model_id} for machine {machine_id!r}")
     _, data, sha256 = found
     return Response(
         data,
@@ -116,44 +128,25 @@ async def edge_bundle(
     )
 
 
-_PREDICTIONS = """
-SELECT t.machine_id, r."timestamp", r.detection
-FROM reading_totals t
-JOIN LATERAL (
-    SELECT s."timestamp", s.detection FROM sensor_readings s
-    WHERE s.machine_id = t.machine_id AND s."timestamp" > now() - interval '15 minutes'
-      AND s.detection ? 'probability_ahead'
-    ORDER BY s."timestamp" DESC LIMIT 1
-) r ON true
-WHERE %(all)s OR t.machine_id = ANY(%(machines)s)
-ORDER BY t.machine_id
-"""
-
-
 @legacy_router.get(
     "/api/lstm-predictions",
+    response_model=PredictionsOut,
     summary="Latest predicted anomaly probability per machine (manifest path)",
 )
-async def lstm_predictions(services: Services, user: AnyUser) -> dict[str, Any]:
+async def lstm_predictions(db: Db, user: AnyUser) -> dict[str, Any]:
     """From the edge models' most recent scores of the last 15 minutes: the probability of an
     anomaly within the LSTM's forecast horizon, with the model version that computed it."""
-
-    def work(conn: Any) -> list[tuple[Any, ...]]:
-        return conn.execute(  # type: ignore[no-any-return]
-            _PREDICTIONS, {"all": user.machines is None, "machines": list(user.machines or ())}
-        ).fetchall()
-
-    rows = await in_transaction(services, work)
+    rows = await db.run(latest_predictions, user.machines)
     return {
         "predictions": {
-            machine: {
-                "timestamp": format_ts(ts),
-                "probability_ahead": detection.get("probability_ahead"),
-                "is_anomaly": detection.get("is_anomaly"),
-                "score": detection.get("score"),
-                "method": detection.get("method"),
-                "model_version": detection.get("model_version"),
+            p.machine_id: {
+                "timestamp": format_ts(p.timestamp),
+                "probability_ahead": p.detection.get("probability_ahead"),
+                "is_anomaly": p.detection.get("is_anomaly"),
+                "score": p.detection.get("score"),
+                "method": p.detection.get("method"),
+                "model_version": p.detection.get("model_version"),
             }
-            for machine, ts, detection in rows
+            for p in rows
         }
     }

@@ -5,23 +5,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud import thresholds
 from cloud.api.auth import Admin, AnyUser, check_machine
-from cloud.api.dbcall import in_transaction
-from cloud.api.deps import Services
-from cloud.api.errors import ApiError
-from shared.catalog import SENSOR_INDEX
-from shared.message import CUSTOM_NAME_RE, MACHINE_ID_RE
+from cloud.api.deps import Db
+from cloud.api.params import MachineId, SensorName
+from cloud.api.schemas import ThresholdClearedOut, ThresholdSetOut, ThresholdTableOut
 
 router = APIRouter(tags=["thresholds"])
-
-MachineId = Annotated[str, Path(pattern=MACHINE_ID_RE.pattern, description="machine id")]
-SensorName = Annotated[str, Path(description="core or custom sensor name")]
 
 
 class ThresholdBody(BaseModel):
@@ -41,17 +36,12 @@ class ThresholdBody(BaseModel):
 
 
 class LegacyThresholdBody(ThresholdBody):
-    sensor: str
-    machine_id: str | None = Field(default=None, pattern=MACHINE_ID_RE.pattern)
+    sensor: SensorName
+    machine_id: MachineId | None = None
 
 
-def _check_sensor(sensor: str) -> None:
-    if sensor not in SENSOR_INDEX and not CUSTOM_NAME_RE.match(sensor):
-        raise ApiError(422, "sensor", f"{sensor!r} is neither a core nor a custom sensor name")
-
-
-async def _table(services: Services, machine_id: str | None) -> dict[str, Any]:
-    entries = await in_transaction(services, lambda c: thresholds.effective(c, machine_id))
+async def _table(db: Db, machine_id: str | None) -> dict[str, Any]:
+    entries = await db.run(thresholds.effective, machine_id)
     return {
         "machine_id": machine_id,
         "thresholds": {name: e.as_json() for name, e in sorted(entries.items())},
@@ -59,89 +49,94 @@ async def _table(services: Services, machine_id: str | None) -> dict[str, Any]:
 
 
 async def _set(
-    services: Services, sensor: str, machine_id: str | None, body: ThresholdBody, username: str
+    db: Db, sensor: str, machine_id: str | None, body: ThresholdBody, username: str
 ) -> dict[str, Any]:
-    _check_sensor(sensor)
     values = body.model_dump(include={"critical_low", "critical_high", "warn_low", "warn_high"})
-    entry = await in_transaction(
-        services, lambda c: thresholds.set_threshold(c, sensor, machine_id, values, username)
-    )
+    entry = await db.run(thresholds.set_threshold, sensor, machine_id, values, username)
     return {"machine_id": machine_id, "sensor": sensor, **entry.as_json()}
 
 
-async def _clear(services: Services, sensor: str, machine_id: str | None) -> dict[str, Any]:
-    _check_sensor(sensor)
-    try:
-        entry = await in_transaction(
-            services, lambda c: thresholds.clear_threshold(c, sensor, machine_id)
-        )
-    except LookupError:
-        raise ApiError(404, "sensor", f"no override for {sensor!r} to remove") from None
+async def _clear(db: Db, sensor: str, machine_id: str | None) -> dict[str, Any]:
+    entry = await db.run(thresholds.clear_threshold, sensor, machine_id)
     return {"machine_id": machine_id, "sensor": sensor, "entry": entry.as_json() if entry else None}
 
 
 @router.get(
-    "/api/v1/thresholds", summary="Fleet-wide thresholds (catalog defaults with fleet overrides)"
+    "/api/v1/thresholds",
+    response_model=ThresholdTableOut,
+    summary="Fleet-wide thresholds (catalog defaults with fleet overrides)",
 )
-async def fleet_thresholds(services: Services, user: AnyUser) -> dict[str, Any]:
-    return await _table(services, None)
+async def fleet_thresholds(db: Db, user: AnyUser) -> dict[str, Any]:
+    return await _table(db, None)
 
 
-@router.put("/api/v1/thresholds/{sensor}", summary="Set a fleet-wide threshold (admin)")
+@router.put(
+    "/api/v1/thresholds/{sensor}",
+    response_model=ThresholdSetOut,
+    summary="Set a fleet-wide threshold (admin)",
+)
 async def set_fleet_threshold(
-    sensor: SensorName, body: ThresholdBody, services: Services, admin: Admin
+    sensor: SensorName, body: ThresholdBody, db: Db, admin: Admin
 ) -> dict[str, Any]:
-    return await _set(services, sensor, None, body, admin.username)
+    return await _set(db, sensor, None, body, admin.username)
 
 
-@router.delete("/api/v1/thresholds/{sensor}", summary="Remove a fleet-wide override (admin)")
-async def clear_fleet_threshold(
-    sensor: SensorName, services: Services, admin: Admin
-) -> dict[str, Any]:
-    return await _clear(services, sensor, None)
+@router.delete(
+    "/api/v1/thresholds/{sensor}",
+    response_model=ThresholdClearedOut,
+    summary="Remove a fleet-wide override (admin)",
+)
+async def clear_fleet_threshold(sensor: SensorName, db: Db, admin: Admin) -> dict[str, Any]:
+    return await _clear(db, sensor, None)
 
 
 @router.get(
-    "/api/v1/machines/{machine_id}/thresholds", summary="Thresholds in force on one machine"
+    "/api/v1/machines/{machine_id}/thresholds",
+    response_model=ThresholdTableOut,
+    summary="Thresholds in force on one machine",
 )
-async def machine_thresholds(
-    machine_id: MachineId, services: Services, user: AnyUser
-) -> dict[str, Any]:
+async def machine_thresholds(machine_id: MachineId, db: Db, user: AnyUser) -> dict[str, Any]:
     check_machine(user, machine_id)
-    return await _table(services, machine_id)
+    return await _table(db, machine_id)
 
 
 @router.put(
     "/api/v1/machines/{machine_id}/thresholds/{sensor}",
+    response_model=ThresholdSetOut,
     summary="Override a threshold on one machine (admin)",
 )
 async def set_machine_threshold(
-    machine_id: MachineId, sensor: SensorName, body: ThresholdBody, services: Services, admin: Admin
+    machine_id: MachineId, sensor: SensorName, body: ThresholdBody, db: Db, admin: Admin
 ) -> dict[str, Any]:
-    return await _set(services, sensor, machine_id, body, admin.username)
+    return await _set(db, sensor, machine_id, body, admin.username)
 
 
 @router.delete(
     "/api/v1/machines/{machine_id}/thresholds/{sensor}",
+    response_model=ThresholdClearedOut,
     summary="Remove a machine's override (admin)",
 )
 async def clear_machine_threshold(
-    machine_id: MachineId, sensor: SensorName, services: Services, admin: Admin
+    machine_id: MachineId, sensor: SensorName, db: Db, admin: Admin
 ) -> dict[str, Any]:
-    return await _clear(services, sensor, machine_id)
+    return await _clear(db, sensor, machine_id)
 
 
-@router.get("/api/thresholds", summary="Thresholds (manifest path; admin)")
+@router.get(
+    "/api/thresholds",
+    response_model=ThresholdTableOut,
+    summary="Thresholds (manifest path; admin)",
+)
 async def legacy_thresholds(
-    services: Services,
-    admin: Admin,
-    machine_id: Annotated[str | None, Query(pattern=MACHINE_ID_RE.pattern)] = None,
+    db: Db, admin: Admin, machine_id: MachineId | None = None
 ) -> dict[str, Any]:
-    return await _table(services, machine_id)
+    return await _table(db, machine_id)
 
 
-@router.post("/api/thresholds", summary="Set a threshold (manifest path; admin)")
-async def legacy_set_threshold(
-    body: LegacyThresholdBody, services: Services, admin: Admin
-) -> dict[str, Any]:
-    return await _set(services, body.sensor, body.machine_id, body, admin.username)
+@router.post(
+    "/api/thresholds",
+    response_model=ThresholdSetOut,
+    summary="Set a threshold (manifest path; admin)",
+)
+async def legacy_set_threshold(body: LegacyThresholdBody, db: Db, admin: Admin) -> dict[str, Any]:
+    return await _set(db, body.sensor, body.machine_id, body, admin.username)

@@ -1,0 +1,417 @@
+"""Response bodies of the API, as ``/openapi.json`` describes them.
+
+The models describe what the endpoints have always returned (the dashboard's JavaScript and
+integrators read these exact field names); they do not reshape it. Two rules keep a model
+honest about its endpoint:
+
+- ``extra="forbid"``: a key the model does not know fails validation instead of being
+  dropped silently from the answer;
+- no defaults: every key is required (``None`` where the value may be null), so a key an
+  endpoint stops sending fails validation too.
+
+FastAPI validates what an endpoint returns against its ``response_model``. The endpoints that
+serialise with orjson for speed (stats, machines, latest readings, history) return a ready
+``Response``, which FastAPI passes through; ``cloud/api/test_response_models.py`` checks those
+bodies against their models.
+
+Timestamps are strings: RFC 3339 in UTC with microseconds and ``Z`` (``format_ts``) for
+readings and what derives from them, ``isoformat()`` (``+00:00``) for the administrative
+records (users, keys, models, jobs), as they always were.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cloud.auth import Role
+from shared.catalog import Category
+
+Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+class Out(BaseModel):
+    """Base of every response model: unknown keys are an error (see the module text)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+class Problem(Out):
+    field: str
+    error: str
+
+
+class ErrorOut(BaseModel):
+    """Every error answer. ``field`` names what the client sent (``password``, ``limit``,
+    ``$.readings[3].temperature``; ``$`` for the request as a whole). Some answers carry more:
+    ``problems`` (every invalid field of a request), ingest's ``conflicts`` and ``results``."""
+
+    error: str
+    field: str
+    status: int
+    problems: list[Problem] | None = Field(
+        default=None, description="422 from request validation: every invalid field"
+    )
+
+
+# --- health ---------------------------------------------------------------------------------
+
+
+class HealthOut(Out):
+    status: Literal["ok"]
+
+
+class ReadyOut(Out):
+    status: Literal["ready", "not ready"]
+    database: bool
+    kafka: bool = Field(description="a Kafka producer is configured (ingest goes to Kafka)")
+
+
+# --- users and keys -------------------------------------------------------------------------
+
+
+class UserOut(Out):
+    username: str
+    role: Role
+    machines: list[str] | None = Field(description="null: every machine")
+
+
+class LoginOut(UserOut):
+    token: str = Field(description="for `Authorization: Bearer`; the same as the cookie")
+
+
+class UserRecordOut(UserOut):
+    disabled: bool
+    created_at: Timestamp
+
+
+class UsersOut(Out):
+    users: list[UserRecordOut]
+
+
+class EdgeKeyOut(Out):
+    key_id: str
+    edge_id: str
+    created_at: Timestamp
+    created_by: str | None
+    last_used: Timestamp | None
+    revoked_at: Timestamp | None
+
+
+class EdgeKeysOut(Out):
+    keys: list[EdgeKeyOut]
+
+
+class NewEdgeKeyOut(Out):
+    edge_id: str
+    key_id: str
+    api_key: str = Field(description="shown once; only its SHA-256 is stored")
+
+
+# --- sensors --------------------------------------------------------------------------------
+
+
+class CatalogSensorOut(Out):
+    name: str
+    unit: str
+    category: Category
+    typical: float
+    min: float
+    max: float
+    critical_low: float | None
+    critical_high: float | None
+    warn_low: float | None
+    warn_high: float | None
+    priority: bool = Field(description="one of the 8 tiles of the overview")
+
+
+class CatalogOut(Out):
+    sensors: list[CatalogSensorOut]
+
+
+class CustomSensorOut(Out):
+    name: str
+    first_seen: Timestamp | None = Field(description="null: registered, never received")
+    last_seen: Timestamp | None
+    first_machine: str | None = Field(description="null also when the caller may not see it")
+    machines: list[str] = Field(description="the machines that sent it (those the caller sees)")
+    count: int
+    min: float | None
+    max: float | None
+    mean: float | None
+    unit: str | None
+    category: str | None
+    description: str | None
+    confirmed: bool
+
+
+class CustomSensorsOut(Out):
+    custom_sensors: list[CustomSensorOut]
+
+
+# --- thresholds -----------------------------------------------------------------------------
+
+
+class ThresholdOut(Out):
+    critical_low: float | None
+    critical_high: float | None
+    warn_low: float | None
+    warn_high: float | None
+    source: Literal["default", "fleet", "machine"] = Field(
+        description="where the values come from: the catalog, the fleet-wide or the "
+        "machine's override"
+    )
+
+
+class ThresholdTableOut(Out):
+    machine_id: str | None = Field(description="null: the fleet-wide table")
+    thresholds: dict[str, ThresholdOut] = Field(description="by sensor name")
+
+
+class ThresholdSetOut(ThresholdOut):
+    machine_id: str | None
+    sensor: str
+
+
+class ThresholdClearedOut(Out):
+    machine_id: str | None
+    sensor: str
+    entry: ThresholdOut | None = Field(description="what applies now; null: no threshold")
+
+
+# --- readings, machines, history ------------------------------------------------------------
+
+
+class ReadingOut(Out):
+    """A stored reading, in the shape the live stream pushes too."""
+
+    machine_id: str
+    edge_id: str
+    seq: int
+    timestamp: Timestamp
+    values: dict[str, float] = Field(description="core sensors with a value")
+    custom_sensors: dict[str, float]
+    quality: dict[str, Literal["good", "bad", "uncertain"]] = Field(
+        description="only the sensors whose quality is not good"
+    )
+    detection: dict[str, Any] | None = Field(
+        description="the edge's detection result (wire format, shared/message.py)"
+    )
+
+
+class MachineOut(Out):
+    machine_id: str
+    first_seen: Timestamp
+    total_readings: int
+    last_timestamp: Timestamp | None
+
+
+class MachinesOut(Out):
+    machines: list[MachineOut]
+
+
+class LatestOut(Out):
+    machine_id: str
+    readings: list[ReadingOut] = Field(description="oldest first")
+
+
+class BucketOut(Out):
+    t: Timestamp = Field(description="start of the bucket")
+    min: float
+    max: float
+    avg: float
+    n: int = Field(description="readings in the bucket")
+
+
+class HistoryOut(Out):
+    machine_id: str
+    sensor: str
+    from_: Timestamp = Field(alias="from")
+    to: Timestamp
+    bucket_s: float
+    resolution: Literal["minute", "raw"] = Field(
+        description="minute: from the per-minute rollups; raw: from the readings"
+    )
+    points: list[BucketOut] = Field(description="buckets without readings are left out")
+
+
+# --- stats ----------------------------------------------------------------------------------
+
+
+class LatencyOut(Out):
+    p50: float | None
+    p95: float | None
+
+
+class LagOut(Out):
+    group: str
+    topic: str
+    partition: int
+    lag: int
+    reported_at: Timestamp
+
+
+class EdgeStatsOut(Out):
+    last_seen: Timestamp
+    backlog: int | None = Field(description="readings buffered on the rig, as it last reported")
+    backlog_reported_at: Timestamp | None
+
+
+class MachineStatsOut(Out):
+    total_readings: int
+    last_timestamp: Timestamp | None
+    edge_id: str | None
+    seq: int | None
+    latest: dict[str, float] = Field(description="core sensor values of the newest reading")
+    custom: dict[str, float]
+    quality: dict[str, str]
+    detection: dict[str, Any] | None
+
+
+class StatsOut(Out):
+    total_readings: int
+    messages_per_second: float
+    window_s: int
+    latency_ms: LatencyOut
+    consumer_lag: int | None = Field(
+        description="summed over partitions; null: no aggregator reported in the last minute"
+    )
+    consumer_lag_partitions: list[LagOut]
+    edges: dict[str, EdgeStatsOut] = Field(description="by edge id; empty for scoped users")
+    machines: dict[str, MachineStatsOut] = Field(description="by machine id")
+    computed_at: Timestamp
+
+
+# --- anomalies ------------------------------------------------------------------------------
+
+
+class AnomalyOut(Out):
+    id: int
+    machine_id: str
+    edge_id: str
+    seq: int
+    timestamp: Timestamp = Field(description="the reading's time")
+    method: str
+    score: float
+    sensors: list[str]
+    detected_at: Timestamp
+
+
+class AnomalyPageOut(Out):
+    anomalies: list[AnomalyOut] = Field(description="newest first")
+    next: str | None = Field(description="cursor for `before`; null: last page")
+
+
+class AnomalyDetailOut(AnomalyOut):
+    details: dict[str, Any] | None
+    reading: ReadingOut | None = Field(description="null when the reading was dropped since")
+
+
+# --- models (detectors) ---------------------------------------------------------------------
+
+
+class ModelOut(Out):
+    id: int
+    machine_id: str
+    version: int
+    status: Literal["candidate", "active", "rejected", "retired"]
+    strategy: str
+    metrics: dict[str, Any]
+    baseline_metrics: dict[str, Any] | None
+    reason: str | None
+    trained_from: Timestamp | None
+    trained_to: Timestamp | None
+    training_rows: int | None
+    manifest: dict[str, Any]
+    bundle_sha256: str
+    created_by: str | None
+    created_at: Timestamp
+    activated_at: Timestamp | None
+    bundle_bytes: int
+
+
+class ModelsOut(Out):
+    models: list[ModelOut] = Field(description="by machine, newest version first")
+
+
+class RetrainOut(Out):
+    job_id: int
+    status_url: str
+
+
+class TrainingJobOut(Out):
+    id: int
+    machine_id: str
+    requested_by: str | None
+    requested_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    status: Literal["queued", "running", "done", "failed"]
+    model_id: int | None
+    error: str | None
+
+
+class EdgeModelOut(Out):
+    model_id: int
+    machine_id: str
+    version: int
+    strategy: str
+    bundle_sha256: str
+    bundle_url: str
+
+
+class PredictionOut(Out):
+    timestamp: Timestamp
+    probability_ahead: float | None
+    is_anomaly: bool | None
+    score: float | None
+    method: str | None
+    model_version: str | None
+
+
+class PredictionsOut(Out):
+    predictions: dict[str, PredictionOut] = Field(description="by machine id")
+
+
+# --- ingest ---------------------------------------------------------------------------------
+# Ready for cloud/api/routers/ingest.py, which builds these bodies by hand today.
+
+
+class IngestKeyOut(Out):
+    edge_id: str
+    seq: int
+    ts: Timestamp
+
+
+class IngestStoredOut(Out):
+    """Without Kafka: committed to PostgreSQL."""
+
+    success: Literal[True]
+    accepted: int
+    stored: int
+    duplicates: int = Field(description="readings whose (edge_id, seq) was already stored")
+
+
+class DeliveryOut(Out):
+    partition: int
+    offset: int
+
+
+class IngestProducedOut(Out):
+    """With Kafka: confirmed by the broker (acks=all). ``deliveries`` for a batch only;
+    ``keys`` is one key for a single reading, a list for a batch."""
+
+    success: Literal[True]
+    accepted: int
+    topic: str
+    partition: int
+    offset: int
+    deliveries: list[DeliveryOut] | None = None
+    keys: IngestKeyOut | list[IngestKeyOut]
+
+
+IngestOut = IngestStoredOut | IngestProducedOut
