@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -237,9 +238,6 @@ class Infra:
                 if self.netns is not None:
                     self.netns.close()
 
-    def root_owned(self) -> bool:
-        return os.geteuid() == 0
-
 
 class Scenario:
     """One scenario's processes, its ground truth and its fault timeline."""
@@ -345,7 +343,7 @@ class Scenario:
             "--modbus-port",
             str(self.sim_port),
             "--seed",
-            str(abs(hash(self.name)) % 10_000),
+            str(zlib.crc32(self.name.encode()) % 10_000),
             "--record",
             str(self.record),
             *(extra_args or []),
@@ -576,6 +574,9 @@ class Scenario:
                 self.notes["drain"] = str(exc).splitlines()[0]
             final_metrics = self.edge_metrics()
             self.notes["edge_exit"] = self.edge.stop()
+        elif self.edge is not None and not self.edge.killed_on_purpose:
+            # It ended by itself, and not at a failpoint this scenario armed: a finding.
+            self.notes["edge_died"] = {"exit": self.edge.returncode, "log": self.edge.tail(5)}
         if self.buffer_path.exists() and self.ledger.lineages:
             next_seq, dropped, rejected, rejected_dropped = read_buffer_file(self.buffer_path)
             self.ledger.close(next_seq, dropped, rejected, rejected_dropped)

@@ -150,14 +150,8 @@ def corrupt_model_bundle(sc: Scenario) -> None:
         outcomes[label] = f"{result}; model in use {in_use}"
         if in_use != "v1":
             sc.notes.setdefault("problems", []).append(f"{label}: model in use is {in_use}")
-    escaped = [
-        p
-        for p in (
-            sc.dir / "escaped-by-bundle.txt",
-            models_dir.parent.parent / "escaped-by-bundle.txt",
-        )
-        if p.exists()
-    ]
+    # The traversal member names ../../: wherever it would land, it is under this scenario.
+    escaped = [str(p) for p in sc.dir.rglob("escaped-by-bundle.txt")]
     if escaped:
         sc.notes.setdefault("problems", []).append(f"bundle wrote outside: {escaped}")
     # A refused bundle stays in service at the registry: how often is it fetched again?
