@@ -7,6 +7,7 @@ needed, ``rig-cloud serve``, on its own Kafka topic, edge id and machines, again
 Kafka broker and one embedded PostgreSQL shared by the whole run:
 
  1. edge_sigkill          SIGKILL the edge mid-stream; failpoints in its crash windows
+    edge_sigkill_mqtt     the same with an MQTT source (QoS 1): redeliveries not stored twice
  2. aggregator_sigkill    one of three aggregators dies at a failpoint, another is SIGKILLed
  3. kafka_stop_30s        the broker stopped for 30 s
  4. kafka_sigkill         the broker killed with SIGKILL
@@ -47,6 +48,7 @@ from benchmarks.faults.clock import device_clock_ahead
 from benchmarks.faults.disk import corrupt_buffer, edge_disk_full, edge_disk_full_hard
 from benchmarks.faults.harness import Infra, Scenario, say
 from benchmarks.faults.model_bundle import corrupt_model_bundle
+from benchmarks.faults.mqtt import edge_sigkill_mqtt
 from benchmarks.faults.network import network_cut_60s
 from benchmarks.faults.poison import poison_messages
 from benchmarks.faults.processes import (
@@ -68,6 +70,7 @@ class Spec:
 
 SCENARIOS = [
     Spec("edge_sigkill", edge_sigkill),
+    Spec("edge_sigkill_mqtt", edge_sigkill_mqtt),
     Spec("aggregator_sigkill", aggregator_sigkill),
     Spec("kafka_stop_30s", kafka_stop_30s),
     Spec("kafka_sigkill", kafka_sigkill),

@@ -20,8 +20,13 @@ Definitions (per scenario; one edge id per scenario):
     edge's ``rejected`` table, nor covered by the edge's drop counters (``dropped_total`` of
     drop-oldest, the rejected table's cap); plus readings the final edge process acquired
     (``rig_edge_readings_in``) but neither committed nor counted as dropped, set aside or
-    still queued; plus, where a scenario injects messages itself (poison), injected readings
-    whose fate is none of stored / dead letter / 4xx.
+    still queued (nor, for MQTT, recognised as a redelivery of a committed message or left
+    unacknowledged for the broker to deliver again); plus, where a scenario injects
+    messages itself (poison), injected readings whose fate is none of stored / dead letter /
+    4xx; plus, for a push source with a
+    persistent session (MQTT QoS 1), every sample published after the edge first subscribed
+    that no stored row or counter accounts for — the broker keeps those while the edge is
+    down, so for such a source nothing is "not polled".
 ``duplicated``
     Extra rows for one ``(edge_id, seq)`` and extra rows for one served sample (the same
     sample committed twice under two sequence numbers).
@@ -201,6 +206,7 @@ def account(
     topic: str,
     final_metrics: dict[str, float] | None,
     slack_s: float = 1.0,
+    push_from: float | None = None,
 ) -> dict[str, Any]:
     """The scenario's numbers (see the module docstring for each definition)."""
     served = read_record(record)
@@ -226,9 +232,13 @@ def account(
     set_aside = metrics.get("rig_edge_readings_set_aside_total", 0.0)
     queued = metrics.get("rig_edge_writer_queue", 0.0)
     buffered = metrics.get("rig_edge_readings_buffered_total", 0.0)
-    lost_in_edge = (
-        max(0, round(acquired - buffered - writer_dropped - set_aside - queued)) if metrics else 0
-    )
+    # MQTT messages the broker redelivered and the edge recognised as already committed, and
+    # messages left unacknowledged for the broker to deliver again: acquired, rightly not
+    # committed (again).
+    redelivered = metrics.get("rig_edge_mqtt_redelivered_total", 0.0)
+    refused = metrics.get("rig_edge_mqtt_refused_total", 0.0)
+    not_committed = acquired - buffered - writer_dropped - set_aside - queued
+    lost_in_edge = max(0, round(not_committed - redelivered - refused)) if metrics else 0
 
     # -- samples: stored rows against what the simulator served ---------------------------
     by_time = {(s.machine, s.ts_ms): s for s in served}
@@ -258,9 +268,16 @@ def account(
     unmatched = [s for s in served if (s.machine, s.sample) not in matched]
     not_polled = max(0, len(unmatched) - counted)
     while_up = [s for s in unmatched if not _in_windows(s.ts_ms / 1000, ledger.down, slack_s)]
+    lost_pushed = 0
+    if push_from is not None:
+        # The last samples before the simulator stopped may still be in flight: the final
+        # down window (opened when the simulator is stopped) excludes them.
+        end = max((start for start, _ in ledger.down), default=float("inf"))
+        pushed = [s for s in unmatched if push_from <= s.ts_ms / 1000 < end - slack_s]
+        lost_pushed = max(0, len(pushed) - counted)
 
     return {
-        "lost": lost_committed + lost_in_edge,
+        "lost": lost_committed + lost_in_edge + lost_pushed,
         "duplicated": duplicated_keys + duplicated_samples,
         "dropped_counted": dropped
         + len(rejected)
@@ -279,6 +296,7 @@ def account(
         "detail": {
             "lost_committed": lost_committed,
             "lost_in_edge": lost_in_edge,
+            "lost_pushed": lost_pushed,
             "missing_seqs_sample": sorted(missing)[:10],
             "stored_not_committed": uncommitted_stored,
             "duplicated_keys": duplicated_keys,

@@ -277,6 +277,11 @@ class Scenario:
         self.recovered: list[float | None] = []
         self.notes: dict[str, Any] = {}
         self.extra: dict[str, int] = {"lost": 0, "duplicated": 0, "dropped_counted": 0}
+        # The log event after which the edge's source delivers readings.
+        self.connect_event = "modbus connected"
+        # Push sources with a persistent session: the broker keeps what is published while
+        # the edge is down, so every sample served after this moment must arrive.
+        self.push_from: float | None = None
         self._edge_down_since: float | None = None
         # Run after every process is gone (unmounting a tmpfs, say), newest first.
         self.teardown: list[Callable[[], None]] = []
@@ -373,6 +378,7 @@ class Scenario:
         buffer: dict[str, Any] | None = None,
         models: dict[str, Any] | None = None,
         output: dict[str, Any] | None = None,
+        sources: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         config = simulator_edge_config(
             sim_host="127.0.0.1",
@@ -395,6 +401,8 @@ class Scenario:
         config["buffer"].update(buffer or {})
         if models is not None:
             config["models"] = models
+        if sources is not None:
+            config["sources"] = sources
         return config
 
     def write_edge_config(self, **kwargs: Any) -> None:
@@ -410,7 +418,7 @@ class Scenario:
             )
         self.edge.env = {**os.environ, **(env or {})}
         before = len(self.edge.events("edge starting"))
-        connects = len(self.edge.events("modbus connected"))
+        connects = len(self.edge.events(self.connect_event))
         down_since = self._edge_down_since or getattr(self, "sim_started", time.time())
         self.edge.start()
         if not wait:
@@ -426,11 +434,11 @@ class Scenario:
         # Polling starts once the source is connected: the down window ends there.
         try:
             wait_for(
-                lambda: len(self.edge.events("modbus connected")) > connects,  # type: ignore[union-attr]
+                lambda: len(self.edge.events(self.connect_event)) > connects,  # type: ignore[union-attr]
                 15,
-                "the edge's Modbus connection",
+                "the edge's source connection",
             )
-            polling_from = log_time(self.edge.events("modbus connected")[-1])
+            polling_from = log_time(self.edge.events(self.connect_event)[-1])
         except ScenarioFailed:
             polling_from = time.time()
         self.ledger.down.append((down_since, polling_from))
@@ -595,6 +603,7 @@ class Scenario:
             ledger=self.ledger,
             topic=self.topic,
             final_metrics=final_metrics,
+            push_from=self.push_from,
         )
         for key, value in self.extra.items():
             result[key] = result.get(key, 0) + value
