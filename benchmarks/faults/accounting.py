@@ -23,10 +23,10 @@ Definitions (per scenario; one edge id per scenario):
     still queued (nor, for MQTT, recognised as a redelivery of a committed message or left
     unacknowledged for the broker to deliver again); plus, where a scenario injects
     messages itself (poison), injected readings whose fate is none of stored / dead letter /
-    4xx; plus, for a push source with a
-    persistent session (MQTT QoS 1), every sample published after the edge first subscribed
-    that no stored row or counter accounts for — the broker keeps those while the edge is
-    down, so for such a source nothing is "not polled".
+    4xx; plus, for a push source with a persistent session (MQTT QoS 1), every sample
+    published after the edge first subscribed that no stored row or counter accounts for —
+    the broker keeps those while the edge is down, so for such a source nothing is "not
+    polled".
 ``duplicated``
     Extra rows for one ``(edge_id, seq)`` and extra rows for one served sample (the same
     sample committed twice under two sequence numbers).
