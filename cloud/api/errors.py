@@ -17,6 +17,7 @@ Errors are mapped here, once, from what the code below the routers raises:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
@@ -63,7 +64,7 @@ def error_response(
     message: str,
     *,
     retry_after: int | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
     all_headers = dict(headers or {})
@@ -128,6 +129,6 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(
             422,
             _client_field(first["loc"]),
-            first["msg"],
+            str(first["msg"]),
             problems=[{"field": _client_field(e["loc"]), "error": e["msg"]} for e in errors],
         )

@@ -117,13 +117,14 @@ def test_every_operation_documents_the_error_shape(schema: dict[str, Any]) -> No
 
 def test_every_route_is_in_the_schema_or_listed(schema: dict[str, Any]) -> None:
     documented = set(schema["paths"])
+    paths = set()
     for router in API_ROUTERS:
         for route in router.routes:
             assert isinstance(route, APIRoute | APIWebSocketRoute), route
-            if route.path in NOT_IN_SCHEMA:
-                continue
-            assert route.path in documented, f"{route.path} is missing from /openapi.json"
-    assert set(NOT_IN_SCHEMA) <= {r.path for router in API_ROUTERS for r in router.routes}
+            paths.add(route.path)
+            if route.path not in NOT_IN_SCHEMA:
+                assert route.path in documented, f"{route.path} is missing from /openapi.json"
+    assert set(NOT_IN_SCHEMA) <= paths
 
 
 def test_machine_and_edge_ids_follow_the_wire_format(schema: dict[str, Any]) -> None:
