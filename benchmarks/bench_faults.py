@@ -91,6 +91,7 @@ SUMMARY_KEYS = (
     "dropped_counted",
     "recovered_s",
     "not_polled",
+    "not_polled_while_up",
     "mismatched",
     "clock_replaced",
     "stored",

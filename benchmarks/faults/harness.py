@@ -597,6 +597,9 @@ class Scenario:
             self.notes["aggregator_exits"] = exits
         if self.api is not None:
             self.api.stop()
+        far = self._far_partitions()
+        if far:
+            self.notes["partitions_far_ahead"] = far
         result = account(
             database_url=self.infra.database_url,
             record=self.record,
@@ -614,6 +617,18 @@ class Scenario:
         if self.notes:
             result["notes"] = self.notes
         return result
+
+    def _far_partitions(self) -> list[str]:
+        """Daily partitions more than a month ahead: a timestamp from a wrong clock or a
+        hostile client got as far as partition maintenance."""
+        from datetime import UTC, datetime, timedelta
+
+        from cloud.db.partitions import existing_partitions
+
+        limit = (datetime.now(UTC) + timedelta(days=31)).date()
+        with psycopg.connect(self.infra.database_url) as conn:
+            days = existing_partitions(conn)
+        return sorted(name for name, day in days.items() if day > limit)[:5]
 
     def cleanup(self) -> None:
         for proc in reversed(self.procs):
