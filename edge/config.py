@@ -143,7 +143,7 @@ class EdgeConfig(_Strict):
     @field_validator("edge_id")
     @classmethod
     def _edge_id(cls, value: str) -> str:
-        if not EDGE_ID_RE.match(value):
+        if not EDGE_ID_RE.fullmatch(value):
             raise ValueError(
                 "1-64 letters, digits, '_', '.', ':', '-' starting with a letter/digit"
             )

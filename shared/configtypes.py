@@ -14,13 +14,13 @@ from shared.message import CUSTOM_NAME_RE, MACHINE_ID_RE
 
 
 def _machine_id(value: str) -> str:
-    if not MACHINE_ID_RE.match(value):
+    if not MACHINE_ID_RE.fullmatch(value):
         raise ValueError("1-32 letters, digits, '_', '.', '-' starting with a letter or digit")
     return value
 
 
 def _sensor_name(value: str) -> str:
-    if value not in SENSOR_INDEX and not CUSTOM_NAME_RE.match(value):
+    if value not in SENSOR_INDEX and not CUSTOM_NAME_RE.fullmatch(value):
         raise ValueError(f"{value!r} is neither a core sensor nor a snake_case custom name")
     return value
 

@@ -292,7 +292,7 @@ def parse_reading(
         raise MessageError(f"{path}.v", f"unsupported schema version {version!r}")
 
     machine_id = doc.get("machine_id")
-    if not isinstance(machine_id, str) or not MACHINE_ID_RE.match(machine_id):
+    if not isinstance(machine_id, str) or not MACHINE_ID_RE.fullmatch(machine_id):
         raise MessageError(
             f"{path}.machine_id",
             "required; 1-32 characters of letters, digits, '_', '.', '-' starting with a "
@@ -300,7 +300,7 @@ def parse_reading(
         )
 
     edge_id = doc.get("edge_id", default_edge_id)
-    if not isinstance(edge_id, str) or not EDGE_ID_RE.match(edge_id):
+    if not isinstance(edge_id, str) or not EDGE_ID_RE.fullmatch(edge_id):
         raise MessageError(
             f"{path}.edge_id", "required; 1-64 characters of letters, digits, '_', '.', ':', '-'"
         )
@@ -399,7 +399,7 @@ def _check_detection(
     if unknown:
         raise MessageError(f"{path}.{sorted(unknown)[0]}", "not a detection field")
     method = detection.get("method")
-    if not isinstance(method, str) or not DETECTION_METHOD_RE.match(method):
+    if not isinstance(method, str) or not DETECTION_METHOD_RE.fullmatch(method):
         raise MessageError(f"{path}.method", "required; 1-32 characters of a-z, 0-9, '_.:-'")
     if not isinstance(detection.get("is_anomaly", False), bool):
         raise MessageError(f"{path}.is_anomaly", "expected true or false")
@@ -410,7 +410,7 @@ def _check_detection(
             raise MessageError(field_path, "expected a sensor name")
         if name in values or name in custom:
             return
-        if absent_ok and (name in SENSOR_INDEX or CUSTOM_NAME_RE.match(name)):
+        if absent_ok and (name in SENSOR_INDEX or CUSTOM_NAME_RE.fullmatch(name)):
             return
         raise MessageError(field_path, f"{name[:64]!r} is not a sensor of this reading")
 
@@ -433,7 +433,7 @@ def _check_detection(
             raise MessageError(f"{item_path}.share", "a share is between 0 and 1")
     version = detection.get("model_version")
     if version is not None and (
-        not isinstance(version, str) or not MODEL_VERSION_RE.match(version)
+        not isinstance(version, str) or not MODEL_VERSION_RE.fullmatch(version)
     ):
         raise MessageError(f"{path}.model_version", "1-64 characters of letters, digits, '_.:+-'")
     probability = detection.get("probability_ahead")
@@ -482,7 +482,7 @@ _CORE_NAMES = frozenset(SENSOR_INDEX)
 
 
 def _check_custom_name(path: str, name: str) -> None:
-    if not CUSTOM_NAME_RE.match(name):
+    if not CUSTOM_NAME_RE.fullmatch(name):
         raise MessageError(
             path, "custom sensor names are snake_case: a-z first, then a-z, 0-9, '_' (max 63)"
         )

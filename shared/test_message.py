@@ -225,3 +225,14 @@ def test_check_reading_applies_the_same_rules_to_readings_built_in_process() -> 
     unencodable = _reading(ts=datetime(1, 1, 1, tzinfo=UTC))
     with pytest.raises(MessageError):
         check_reading(unencodable)
+
+
+@pytest.mark.parametrize("field", ["machine_id", "edge_id"])
+def test_ids_with_a_trailing_newline_are_refused(field: str) -> None:
+    # re's "$" also matches before a final newline: "A\n" must not become a machine.
+    doc = {**BASE, "ts": format_ts(RECENT), "rpm": 1, field: "A\n"}
+    with pytest.raises(MessageError) as info:
+        parse_reading(doc)
+    assert info.value.field == f"$.{field}"
+    with pytest.raises(MessageError):
+        parse_reading({**BASE, "ts": format_ts(RECENT), "rpm\n": 1})

@@ -121,7 +121,7 @@ def map_message(
         machine = levels[sub.machine_from_topic]
     else:
         machine = _path(doc, sub.machine_path or "")
-    if not isinstance(machine, str) or not MACHINE_ID_RE.match(machine):
+    if not isinstance(machine, str) or not MACHINE_ID_RE.fullmatch(machine):
         raise PayloadError(f"machine id {machine!r} is not valid")
 
     raw: dict[str, Any] = {}
@@ -145,7 +145,7 @@ def map_message(
             core[name] = number
             if number is None:
                 quality[name] = "bad"
-        elif isinstance(name, str) and CUSTOM_NAME_RE.match(name):
+        elif isinstance(name, str) and CUSTOM_NAME_RE.fullmatch(name):
             number = sanity.value(value, machine, name)
             if number is not None:
                 custom[name] = number

@@ -76,7 +76,7 @@ async def browse_sensors(root: Node) -> tuple[dict[str, ua.NodeId], ua.NodeId | 
             if node_class == ua.NodeClass.Variable:
                 if name == "SampleCounter":
                     counter = child.nodeid
-                elif name in SENSOR_INDEX or CUSTOM_NAME_RE.match(name):
+                elif name in SENSOR_INDEX or CUSTOM_NAME_RE.fullmatch(name):
                     found[name] = child.nodeid
             elif node_class == ua.NodeClass.Object:
                 stack.append(child)
