@@ -25,7 +25,8 @@ JSON says so. What ``lost``, ``duplicated``, ``dropped_counted``, ``not_polled``
 ``recovered_s`` mean exactly: ``benchmarks/faults/accounting.py``.
 
 Progress and each scenario's details go to stderr, all details to ``results.json`` in the work
-directory; the last line of stdout is one JSON object:
+directory; the last line of stdout is one JSON object (exit status 1 when anything was lost or
+duplicated or a scenario could not be carried out):
 ``{"scenarios": {NAME: {"lost", "duplicated", "dropped_counted", "recovered_s", ...}},
 "scenarios_run": N, "lost": total, "duplicated": total}``.
 """
@@ -201,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         for bulky in ("pg", "kafka"):
             shutil.rmtree(work / bulky, ignore_errors=True)
     print(json.dumps(summary, default=str))
-    return 0
+    # A gate as well as a report: anything lost or stored twice, or a scenario that could not
+    # be carried out, fails the make target.
+    return 1 if summary["lost"] or summary["duplicated"] or summary["failed"] else 0
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def aggregator_sigkill(sc: Scenario) -> None:
     """Three aggregators in one group. One dies at the failpoint between its database commit
     and its offset commit (its partitions are redelivered to the others: the key drops the
     repeats); another is SIGKILLed at an arbitrary moment. The survivors take over."""
-    sc.start_aggregator(env={"RIG_FAILPOINTS": "cloud.aggregator.after_db_commit=8"})
+    sc.start_aggregator(env={"RIG_FAILPOINTS": "cloud.aggregator.after_db_commit=20"})
     sc.start_aggregator()
     sc.start_aggregator()
     sc.start_sim()
