@@ -262,6 +262,8 @@ class Scenario:
         self.rate_hz = rate_hz
         self.poll_interval_s = poll_interval_s
         self.record = self.dir / "served.db"
+        self.sim_port = 0
+        self.sim_started = time.time()
         self.buffer_path = self.dir / "buffer" / "buffer.db"
         self.edge_cfg = self.dir / "edge.yaml"
         self.metrics_port = free_port()
@@ -419,7 +421,7 @@ class Scenario:
         self.edge.env = {**os.environ, **(env or {})}
         before = len(self.edge.events("edge starting"))
         connects = len(self.edge.events(self.connect_event))
-        down_since = self._edge_down_since or getattr(self, "sim_started", time.time())
+        down_since = self._edge_down_since or self.sim_started
         self.edge.start()
         if not wait:
             return self.edge
