@@ -32,8 +32,8 @@ from edge.buffer import StoreAndForwardBuffer
 from edge.config import ForwardingConfig
 from edge.detection import CombinedDetector, ThresholdDetector
 from edge.forwarding import Forwarder
-from edge.inputs.modbus.config import ModbusSource
-from edge.inputs.modbus.connector import ModbusConnector
+from edge.inputs.modbus.config import ModbusInputConfig
+from edge.inputs.modbus.input import ModbusInput
 from edge.metrics import EdgeMetrics
 from edge.outputs.kafka.config import KafkaOutputConfig
 from edge.outputs.kafka.output import KafkaOutput
@@ -158,13 +158,13 @@ def bench_modbus(work: Path, logs: Path, seconds: float) -> dict[str, float]:
             buffer_path=work / "x.db",
             poll_interval_s=0.001,
         )
-        source_doc = config["sources"]["modbus"][0]
+        source_doc = config["inputs"]["modbus"][0]
         for device in source_doc["devices"]:
             device.pop("sample_counter")  # acquire every poll, as for a plain PLC
         # Four gateways of five devices each: one TCP connection per gateway, as on a rig
         # with several PLCs (requests on one connection are serialised).
         sources = [
-            ModbusSource.model_validate(
+            ModbusInputConfig.model_validate(
                 {**source_doc, "name": f"plc{i}", "devices": source_doc["devices"][i::4]}
             )
             for i in range(4)
@@ -177,7 +177,7 @@ def bench_modbus(work: Path, logs: Path, seconds: float) -> dict[str, float]:
 
         async def run() -> float:
             metrics = EdgeMetrics()
-            connectors = [ModbusConnector(src, "bench", emit, metrics) for src in sources]
+            connectors = [ModbusInput(src, "bench", emit, metrics) for src in sources]
             stop = asyncio.Event()
             tasks = [asyncio.create_task(c.run(stop)) for c in connectors]
             await asyncio.sleep(1.0)
@@ -238,7 +238,7 @@ def bench_daemon(
             metrics_port=free_port(),
         )
         # The same machines under other ids through OPC-UA and MQTT: all three inputs live.
-        config["sources"]["opcua"] = [
+        config["inputs"]["opcua"] = [
             {
                 "name": "opcua",
                 "endpoint": f"opc.tcp://127.0.0.1:{opcua_port}/rig-alpha/",
@@ -252,7 +252,7 @@ def bench_daemon(
                 ],
             }
         ]
-        config["sources"]["mqtt"] = [
+        config["inputs"]["mqtt"] = [
             {
                 "name": "mqtt",
                 "host": "127.0.0.1",
@@ -270,7 +270,7 @@ def bench_daemon(
             }
         ]
         if not all_protocols:
-            del config["sources"]["opcua"], config["sources"]["mqtt"]
+            del config["inputs"]["opcua"], config["inputs"]["mqtt"]
         config["buffer"]["path"] = str(work / f"daemon-{all_protocols}.db")
         path = work / f"daemon-{all_protocols}.yaml"
         path.write_text(yaml.safe_dump(config))
@@ -316,7 +316,7 @@ def bench_single_device(
             poll_interval_s=0.1,
             metrics_port=free_port(),
         )
-        config["sources"]["modbus"][0]["devices"][0].pop("sample_counter")
+        config["inputs"]["modbus"][0]["devices"][0].pop("sample_counter")
         path = work / "single.yaml"
         path.write_text(yaml.safe_dump(config))
         edge = Service(

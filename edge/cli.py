@@ -14,16 +14,19 @@ from shared.configfile import ConfigError
 DEFAULT_CONFIG = Path("/etc/rig-edge/edge.yaml")
 
 
-def _load(path: Path):  # type: ignore[no-untyped-def]
+def _load(path: Path, *, log_deprecations: bool = True):  # type: ignore[no-untyped-def]
     from edge.config import load_edge_config
 
-    return load_edge_config(path)
+    return load_edge_config(path, log_deprecations=log_deprecations)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from edge.daemon import run_daemon
     from shared.logs import configure_logging
 
+    # Logging first (at the override or INFO), so what loading says (a deprecated key) is a
+    # JSON line like the rest; then at the config's level.
+    configure_logging("rig-edge", args.log_level or "INFO")
     config = _load(args.config)
     configure_logging("rig-edge", args.log_level or config.log_level)
     run_daemon(config, args.config)
@@ -31,23 +34,26 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = _load(args.config)
-    sources = config.sources
+    config = _load(args.config, log_deprecations=False)  # shown here instead
+    for note in config.deprecations:
+        print(f"{args.config}: note: {note}", file=sys.stderr)
     if args.probe:
         import asyncio
 
-        from edge.probe import probe_sources
+        from edge.probe import probe_inputs
 
-        results = asyncio.run(probe_sources(config))
+        results = asyncio.run(probe_inputs(config))
         for r in results:
-            print(f"{'ok  ' if r.ok else 'FAIL'} {r.source}: {r.target}: {r.detail}")
+            print(f"{'ok  ' if r.ok else 'FAIL'} {r.input}: {r.target}: {r.detail}")
         if not all(r.ok for r in results):
-            print(f"{args.config}: valid, but some sources did not answer", file=sys.stderr)
+            print(f"{args.config}: valid, but some inputs did not answer", file=sys.stderr)
             return 1
+    counts = ", ".join(
+        f"{len(entries)} {kind}" for kind, entries in config.inputs.by_kind().items() if entries
+    )
     print(
-        f"{args.config}: OK — edge {config.edge_id}; sources: {len(sources.modbus)} Modbus, "
-        f"{len(sources.opcua)} OPC-UA, {len(sources.mqtt)} MQTT; output {config.output.kind}; "
-        f"buffer {config.buffer.path}"
+        f"{args.config}: OK — edge {config.edge_id}; inputs: {counts}; "
+        f"output {config.output.kind}; buffer {config.buffer.path}"
     )
     return 0
 
@@ -99,18 +105,13 @@ def _buffer_offline(path: Path) -> object:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from edge.scan import run_scan_modbus, run_scan_opcua
+    from edge.scan import ScanError, run_scan
 
     try:
-        if args.protocol == "modbus":
-            units = [int(u) for u in args.units.split(",")]
-            tables = ["holding", "input"] if args.table == "both" else [args.table]
-            print(
-                run_scan_modbus(args.host, args.port, units, args.start, args.end, tables)
-                or "no register answered"
-            )
-        else:
-            print(run_scan_opcua(args.endpoint, args.depth))
+        print(run_scan(args.kind, args.options))
+    except ScanError as exc:
+        print(f"scan: {exc}", file=sys.stderr)
+        return 2
     except (ConnectionError, OSError, TimeoutError) as exc:
         print(f"scan failed: {exc}", file=sys.stderr)
         return 1
@@ -148,22 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--probe",
         action="store_true",
-        help="also read every source once (exit 1 if any does not answer)",
+        help="also read every input once (exit 1 if any does not answer)",
     )
     check.set_defaults(func=cmd_check_config)
 
-    scan = sub.add_parser("scan", help="discover Modbus registers or OPC-UA nodes")
-    scan_sub = scan.add_subparsers(dest="protocol", required=True)
-    scan_modbus = scan_sub.add_parser("modbus", help="which registers answer")
-    scan_modbus.add_argument("--host", required=True)
-    scan_modbus.add_argument("--port", type=int, default=502)
-    scan_modbus.add_argument("--units", default="1", help="comma-separated unit ids")
-    scan_modbus.add_argument("--start", type=int, default=0)
-    scan_modbus.add_argument("--end", type=int, default=200, help="exclusive")
-    scan_modbus.add_argument("--table", choices=["holding", "input", "both"], default="both")
-    scan_opcua = scan_sub.add_parser("opcua", help="browse the node tree")
-    scan_opcua.add_argument("--endpoint", required=True, help="opc.tcp://host:port/path")
-    scan_opcua.add_argument("--depth", type=int, default=6)
+    from edge.inputs import registry
+
+    scan = sub.add_parser(
+        "scan",
+        help="discover what a device serves (Modbus registers, OPC-UA nodes)",
+        description="Discover what a device serves, to help write the config. "
+        "Each input type has its own options: rig-edge scan KIND --help.",
+    )
+    scan.add_argument("kind", choices=list(registry.input_types()), help="input type")
+    scan.add_argument("options", nargs=argparse.REMAINDER, help="the input type's options")
     scan.set_defaults(func=cmd_scan)
 
     status = sub.add_parser("status", help="buffer figures and the running daemon's health")

@@ -1,24 +1,41 @@
 """The edge daemon's one YAML config file, validated at load.
 
-See deploy/edge-systemd/edge.example.yaml for an annotated example.
+See deploy/edge-systemd/edge.example.yaml for an annotated example, and each input's
+``edge/inputs/<kind>/sample.yaml``. The ``inputs:`` section has one key per registered input
+type (``edge.inputs.registry``); its model is built from the registry, so an input type added
+there is configurable without a change here.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializeAsAny,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
-from edge.inputs.modbus.config import ModbusSource
-from edge.inputs.mqtt.config import MqttSource
-from edge.inputs.opcua.config import OpcUaSource
+from edge.inputs import registry
+from edge.inputs.base import InputConfig
 from edge.outputs.http.config import HttpOutputConfig
 from edge.outputs.kafka.config import KafkaOutputConfig
 from shared.configfile import load_yaml_model
+from shared.logs import log_event
 from shared.message import EDGE_ID_RE, TimeWindow
+
+log = logging.getLogger(__name__)
 
 
 class _Strict(BaseModel):
@@ -71,19 +88,50 @@ class TimeWindowConfig(_Strict):
         )
 
 
-class SourcesConfig(_Strict):
-    modbus: list[ModbusSource] = Field(default_factory=list)
-    opcua: list[OpcUaSource] = Field(default_factory=list)
-    mqtt: list[MqttSource] = Field(default_factory=list)
+class InputsConfig(_Strict):
+    """The ``inputs:`` section: per input type (``modbus: [...]``, ``mqtt: [...]``) a list of
+    that type's config entries. The model with one field per registered type is
+    ``inputs_model()``; this base holds what works for any of them."""
 
-    def all(self) -> list[ModbusSource | OpcUaSource | MqttSource]:
-        return [*self.modbus, *self.opcua, *self.mqtt]
+    @model_validator(mode="before")
+    @classmethod
+    def _known_kinds(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            known = cls.model_fields
+            unknown = sorted(str(k) for k in data if k not in known)
+            if unknown:
+                raise ValueError(
+                    f"unknown input type(s) {', '.join(unknown)}; "
+                    f"the registered types are {', '.join(known) or 'none'}"
+                )
+        return data
+
+    def by_kind(self) -> dict[str, list[InputConfig]]:
+        return {kind: list(getattr(self, kind)) for kind in type(self).model_fields}
+
+    def of_kind(self, kind: str) -> list[InputConfig]:
+        return self.by_kind().get(kind, [])
+
+    def all(self) -> list[InputConfig]:
+        return [entry for entries in self.by_kind().values() for entry in entries]
 
     def machines(self) -> list[tuple[str, str]]:
-        """(machine id, source name) for sources that name their machines up front."""
-        pairs = [(d.machine_id, s.name) for s in self.modbus for d in s.devices]
-        pairs += [(m.machine_id, s.name) for s in self.opcua for m in s.machines]
-        return pairs
+        """(machine id, input name) for inputs that name their machines up front."""
+        return [(machine, entry.name) for entry in self.all() for machine in entry.machine_ids()]
+
+
+@functools.cache
+def _inputs_model(version: int) -> type[InputsConfig]:
+    fields: dict[str, Any] = {
+        kind: (list.__class_getitem__(entry.config_model()), Field(default_factory=list))
+        for kind, entry in registry.input_types().items()
+    }
+    return create_model("InputsConfig", __base__=InputsConfig, **fields)
+
+
+def inputs_model() -> type[InputsConfig]:
+    """The ``inputs:`` model for the input types registered now."""
+    return _inputs_model(registry.version())
 
 
 class ForwardingConfig(_Strict):
@@ -133,12 +181,43 @@ class EdgeConfig(_Strict):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     buffer: BufferConfig = Field(default_factory=BufferConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
-    sources: SourcesConfig
+    # ``sources:`` is the section's old name, still read (with a warning at load).
+    inputs: SerializeAsAny[InputsConfig] = Field(validation_alias=AliasChoices("inputs", "sources"))
     output: OutputConfig
     forwarding: ForwardingConfig = Field(default_factory=ForwardingConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     time_window: TimeWindowConfig = Field(default_factory=TimeWindowConfig)
     models: ModelsConfig | None = None
+    # What the file says in a deprecated way (logged by ``load_edge_config``).
+    _deprecations: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _old_names(cls, data: Any, handler: Any) -> EdgeConfig:
+        notes = []
+        if isinstance(data, dict) and "sources" in data:
+            if "inputs" in data:
+                raise ValueError(
+                    "both inputs: and sources: are set; sources: is the old name of "
+                    "inputs: - keep one section"
+                )
+            notes.append("'sources:' is the old name of 'inputs:'; rename the section")
+        config: EdgeConfig = handler(data)
+        config._deprecations = notes
+        return config
+
+    @property
+    def deprecations(self) -> list[str]:
+        return list(self._deprecations)
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _inputs_by_kind(cls, value: Any) -> Any:
+        if isinstance(value, InputsConfig):
+            return value
+        # Validated here, with the model of the input types registered now: the errors keep
+        # their location (inputs.modbus[0].port).
+        return inputs_model().model_validate(value)
 
     @field_validator("edge_id")
     @classmethod
@@ -150,25 +229,31 @@ class EdgeConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _has_sources_and_unique_machines(self) -> EdgeConfig:
-        if not self.sources.all():
-            raise ValueError(
-                "sources: configure at least one of sources.modbus, sources.opcua, sources.mqtt"
-            )
+    def _has_inputs_and_unique_machines(self) -> EdgeConfig:
+        if not self.inputs.all():
+            kinds = ", ".join(f"inputs.{kind}" for kind in registry.input_types())
+            raise ValueError(f"inputs: configure at least one input ({kinds})")
         seen: dict[str, str] = {}
-        for machine, source in self.sources.machines():
+        for machine, name in self.inputs.machines():
             if machine in seen:
                 raise ValueError(
-                    f"machine {machine!r} is read by both {seen[machine]!r} and "
-                    f"{source!r}; one machine, one source"
+                    f"machine {machine!r} is read by both inputs {seen[machine]!r} and "
+                    f"{name!r}; one machine, one input"
                 )
-            seen[machine] = source
-        names = [s.name for s in self.sources.all()]
+            seen[machine] = name
+        names = [entry.name for entry in self.inputs.all()]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise ValueError(f"sources: names must be unique; {duplicates} used twice")
+            raise ValueError(f"inputs: names must be unique; {duplicates} used twice")
         return self
 
 
-def load_edge_config(path: Path) -> EdgeConfig:
-    return load_yaml_model(path, EdgeConfig)
+def load_edge_config(path: Path, *, log_deprecations: bool = True) -> EdgeConfig:
+    """The file at ``path`` validated (``ConfigError`` naming file and field otherwise);
+    what it says in a deprecated way is logged as a warning, or left to the caller to show
+    (``config.deprecations``)."""
+    config = load_yaml_model(path, EdgeConfig)
+    if log_deprecations:
+        for note in config.deprecations:
+            log_event(log, logging.WARNING, f"deprecated config: {note}", file=str(path))
+    return config

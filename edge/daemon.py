@@ -1,4 +1,4 @@
-"""The edge daemon: sources -> detection -> buffer (commit) -> forwarder.
+"""The edge daemon: inputs -> detection -> buffer (commit) -> forwarder.
 
 Nothing leaves the edge before it is committed to the buffer. Readings produced in the same
 moment are group-committed in one transaction, so fsync cost is per batch, not per reading.
@@ -14,7 +14,7 @@ counted and MQTT messages are left unacknowledged for the broker to deliver agai
 
 ``/healthz``, the systemd watchdog and ``rig-edge status`` report what is true: the age of
 the oldest reading waiting for its commit, whether the forwarder thread is alive and making
-rounds, the destination, each source, the models, and alarms such as a buffer file that was
+rounds, the destination, each input, the models, and alarms such as a buffer file that was
 found corrupt and moved aside.
 """
 
@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -40,7 +40,8 @@ from edge.config import EdgeConfig, load_edge_config
 from edge.detection import CombinedDetector, Detector, ThresholdDetector
 from edge.forwarding import Forwarder
 from edge.health import HealthServer
-from edge.inputs.modbus.connector import ModbusConnector
+from edge.inputs import registry
+from edge.inputs.base import Input
 from edge.metrics import EdgeMetrics
 from edge.outputs.base import Output
 from edge.systemd import notify, watchdog_interval_s
@@ -76,19 +77,12 @@ RESTART_MAX_S = 60.0
 DROP_LOG_EVERY_S = 30.0
 
 
-class Connector(Protocol):
-    source: Any
-
-    def health(self) -> dict[str, bool]: ...
-
-    async def run(self, stop: asyncio.Event) -> None: ...
-
-
-def build_connectors(
+def build_inputs(
     config: EdgeConfig, emit: Callable[..., bool | None], metrics: EdgeMetrics
-) -> list[Connector]:
-    """``emit(reading, on_commit=None, *, source=name)``: each connector's readings are
-    labelled with its source name (metrics, drops, last-reading age)."""
+) -> list[Input[Any]]:
+    """One input per entry of ``inputs:``, of the class the registry names for its type.
+    ``emit(reading, on_commit=None, *, source=name)``: each input's readings are labelled
+    with its name (metrics, drops, last-reading age)."""
     window = config.time_window.window()
 
     def bound(name: str) -> Callable[..., bool | None]:
@@ -97,25 +91,15 @@ def build_connectors(
 
         return emit_from
 
-    connectors: list[Connector] = [
-        ModbusConnector(source, config.edge_id, bound(source.name), metrics, window=window)
-        for source in config.sources.modbus
-    ]
-    if config.sources.opcua:
-        from edge.inputs.opcua.connector import OpcUaConnector
-
-        connectors += [
-            OpcUaConnector(s, config.edge_id, bound(s.name), metrics, window=window)
-            for s in config.sources.opcua
-        ]
-    if config.sources.mqtt:
-        from edge.inputs.mqtt.connector import MqttConnector
-
-        connectors += [
-            MqttConnector(s, config.edge_id, bound(s.name), metrics, window=window)
-            for s in config.sources.mqtt
-        ]
-    return connectors
+    inputs: list[Input[Any]] = []
+    for kind, entries in config.inputs.by_kind().items():
+        if entries:
+            cls = registry.input_type(kind).input_class()
+            inputs += [
+                cls(entry, config.edge_id, bound(entry.name), metrics, window=window)
+                for entry in entries
+            ]
+    return inputs
 
 
 def build_output(config: EdgeConfig) -> tuple[Output, int]:
@@ -202,7 +186,7 @@ class EdgeDaemon:
         self._uncommitted_keys: dict[bytes, int] = {}
         self._batch: _Batch | None = None
         self._pending_event = asyncio.Event()
-        self.connectors = build_connectors(config, self._accept, self.metrics)
+        self.inputs = build_inputs(config, self._accept, self.metrics)
         self.started_at = time.time()
         self._health_server: HealthServer | None = None
         self.model_sync: ModelSync | None = None
@@ -225,10 +209,10 @@ class EdgeDaemon:
             # Imported here: onnxruntime loads only on edges that run ML models.
             from edge.model_sync import ModelSync
 
-            machines = [machine for machine, _ in config.sources.machines()]
+            machines = [machine for machine, _ in config.inputs.machines()]
             self.model_sync = ModelSync(config.models, machines, self.detector, self.metrics)
 
-    # -- hand-over from the sources -------------------------------------------------------
+    # -- hand-over from the inputs --------------------------------------------------------
 
     def _accept(
         self,
@@ -237,8 +221,8 @@ class EdgeDaemon:
         *,
         source: str = "",
     ) -> bool:
-        """Sources hand readings over here; ``on_commit`` runs once the reading is durable
-        (an MQTT source acknowledges the message to its broker then). An MQTT delivery
+        """Inputs hand readings over here; ``on_commit`` runs once the reading is durable
+        (an MQTT input acknowledges the message to its broker then). An MQTT delivery
         (``edge.inputs.common.Delivery``) also carries the message's digest and DUP flag.
         Returns False when the reading was not taken (the queue is full)."""
         now = time.monotonic()
@@ -671,16 +655,16 @@ class EdgeDaemon:
         }
         return doc, problems
 
-    def _sources_health(self, now: float) -> tuple[dict[str, Any], list[str]]:
-        sources: dict[str, Any] = {}
+    def _inputs_health(self, now: float) -> tuple[dict[str, Any], list[str]]:
+        inputs: dict[str, Any] = {}
         problems: list[str] = []
-        for connector in self.connectors:
-            name = connector.source.name
+        for each in self.inputs:
+            name = each.name
             try:
-                devices = connector.health()
+                devices = each.health()
             except Exception as exc:
                 devices = {}
-                problems.append(f"source {name}: health unknown ({_describe(exc)})")
+                problems.append(f"input {name}: health unknown ({_describe(exc)})")
             last = self._source_last.get(name)
             doc: dict[str, Any] = {
                 "healthy": bool(devices) and all(devices.values()),
@@ -688,15 +672,15 @@ class EdgeDaemon:
                 "last_reading_at": _iso(last),
                 "last_reading_age_s": None if last is None else round(now - last, 1),
             }
-            sanity = getattr(connector, "sanity", None)
+            sanity = getattr(each, "sanity", None)  # set by Input.__init__
             if sanity is not None:
                 doc["clock_replaced_total"] = sanity.clock_replaced
                 doc["values_refused_total"] = sanity.values_refused
-            sources[name] = doc
+            inputs[name] = doc
             down = sorted(k for k, ok in devices.items() if not ok)
             if down:
-                problems.append(f"source {name}: not answering: {', '.join(down)}")
-        return sources, problems
+                problems.append(f"input {name}: not answering: {', '.join(down)}")
+        return inputs, problems
 
     def health(self) -> dict[str, Any]:
         now = time.time()
@@ -730,7 +714,7 @@ class EdgeDaemon:
             degraded.append(
                 f"output {self.config.output.kind} failing: {self.forwarder.last_error}"
             )
-        sources, problems = self._sources_health(now)
+        inputs, problems = self._inputs_health(now)
         degraded += problems
         detection: dict[str, Any] = {}
         models: dict[str, str] = {}
@@ -758,7 +742,7 @@ class EdgeDaemon:
                 "last_error": self.forwarder.last_error,
             },
             "buffer": buffer,
-            "sources": sources,
+            "inputs": inputs,
             "models": models,
             "detection": detection,
         }
@@ -895,15 +879,15 @@ class EdgeDaemon:
 
     # -- running --------------------------------------------------------------------------
 
-    def _start_connectors(self) -> tuple[asyncio.Event, list[asyncio.Task[None]]]:
-        connector_stop = asyncio.Event()
-        tasks = [asyncio.create_task(c.run(connector_stop)) for c in self.connectors]
-        return connector_stop, tasks
+    def _start_inputs(self) -> tuple[asyncio.Event, list[asyncio.Task[None]]]:
+        inputs_stop = asyncio.Event()
+        tasks = [asyncio.create_task(each.run(inputs_stop)) for each in self.inputs]
+        return inputs_stop, tasks
 
     async def _apply_reload(
-        self, new: EdgeConfig, connector_stop: asyncio.Event, tasks: list[asyncio.Task[None]]
+        self, new: EdgeConfig, inputs_stop: asyncio.Event, tasks: list[asyncio.Task[None]]
     ) -> bool:
-        """Swap sources (and the output if it changed) without touching the buffer."""
+        """Swap inputs (and the output if it changed) without touching the buffer."""
         fixed = {"edge_id": "edge_id", "buffer": "buffer", "metrics": "metrics"}
         changed = [
             name for name, attr in fixed.items() if getattr(new, attr) != getattr(self.config, attr)
@@ -916,7 +900,7 @@ class EdgeDaemon:
                 settings=changed,
             )
             return False
-        connector_stop.set()
+        inputs_stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         if new.output != self.config.output or new.forwarding != self.config.forwarding:
             await asyncio.to_thread(self.forwarder.stop, 0.0)
@@ -927,13 +911,12 @@ class EdgeDaemon:
             self._output_batch = batch
             self.forwarder.start()
         self.config = new
-        previous = {c.source.name: c for c in self.connectors}
-        self.connectors = build_connectors(new, self._accept, self.metrics)
-        for connector in self.connectors:
-            old = previous.get(connector.source.name)
-            adopt = getattr(connector, "adopt", None)
-            if old is not None and adopt is not None:
-                adopt(old)
+        previous = {(type(each), each.name): each for each in self.inputs}
+        self.inputs = build_inputs(new, self._accept, self.metrics)
+        for each in self.inputs:
+            old = previous.get((type(each), each.name))
+            if old is not None:
+                each.adopt(old)
         return True
 
     async def run(
@@ -943,7 +926,7 @@ class EdgeDaemon:
         load_config: Callable[[], EdgeConfig] | None = None,
     ) -> None:
         """Run until ``stop``. Each time ``reload`` is set (SIGHUP), ``load_config`` is
-        called: a valid config replaces the sources and output in place, keeping the buffer
+        called: a valid config replaces the inputs and output in place, keeping the buffer
         and everything in it; an invalid one is logged and the running config stays."""
         if self.config.metrics.port:
             self._health_server = HealthServer(
@@ -969,7 +952,7 @@ class EdgeDaemon:
             self._model_sync_started = True
         self.forwarder.start()
         self._writer_task = asyncio.create_task(self._writer(self._writer_stop))
-        connector_stop, tasks = self._start_connectors()
+        inputs_stop, tasks = self._start_inputs()
         supervisor_stop = asyncio.Event()
         supervisor = asyncio.create_task(self._supervise(supervisor_stop))
         watchdog = asyncio.create_task(self._watchdog(stop))
@@ -999,20 +982,20 @@ class EdgeDaemon:
                     )
                     notify("READY=1")
                     continue
-                if await self._apply_reload(new, connector_stop, tasks):
-                    connector_stop, tasks = self._start_connectors()
+                if await self._apply_reload(new, inputs_stop, tasks):
+                    inputs_stop, tasks = self._start_inputs()
                     log_event(
                         log,
                         logging.INFO,
                         "config reloaded",
-                        sources=len(new.sources.all()),
+                        inputs=len(new.inputs.all()),
                         output=new.output.kind,
                     )
                 notify("READY=1")
         finally:
             notify("STOPPING=1")
             log_event(log, logging.INFO, "edge stopping")
-            connector_stop.set()
+            inputs_stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
             supervisor_stop.set()
             await asyncio.gather(supervisor, return_exceptions=True)
@@ -1020,7 +1003,7 @@ class EdgeDaemon:
             self._writer_stop.set()
             writer = self._writer_task
             if writer is not None:
-                # Commits whatever the sources produced up to now.
+                # Commits whatever the inputs produced up to now.
                 await asyncio.gather(writer, return_exceptions=True)
             watchdog.cancel()
             if self.model_sync is not None:

@@ -4,6 +4,7 @@ import pytest
 
 from edge.cli import main
 from edge.config import load_edge_config
+from edge.inputs.modbus.config import ModbusInputConfig
 from shared.configfile import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "deploy/edge-systemd/edge.example.yaml"
@@ -11,7 +12,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "deploy/edge-systemd/edge.exampl
 GOOD = """
 edge_id: rig-1
 buffer: {path: BUF}
-sources:
+inputs:
   modbus:
     - host: 127.0.0.1
       port: 5020
@@ -31,7 +32,10 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_example_config_is_valid() -> None:
     config = load_edge_config(EXAMPLE)
     assert config.output.kind == "kafka"
-    assert config.sources.modbus[0].devices[0].fields[-1].scale == 0.1
+    modbus = config.inputs.of_kind("modbus")[0]
+    assert isinstance(modbus, ModbusInputConfig)
+    assert modbus.devices[0].fields[-1].scale == 0.1
+    assert config.deprecations == []
 
 
 def test_defaults_match_the_cloud_and_the_example(tmp_path: Path) -> None:
@@ -53,10 +57,10 @@ def test_good_config_loads(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (("port: 5020", "port: 70000"), "sources.modbus[0].port"),
-        (("address: 10", "address: -1"), "sources.modbus[0].devices[0].fields[0].address"),
-        (("name: temperature", "name: Temp Sensor"), "sources.modbus[0].devices[0].fields[0].name"),
-        (("machine_id: A", "machine_id: 'A B'"), "sources.modbus[0].devices[0].machine_id"),
+        (("port: 5020", "port: 70000"), "inputs.modbus[0].port"),
+        (("address: 10", "address: -1"), "inputs.modbus[0].devices[0].fields[0].address"),
+        (("name: temperature", "name: Temp Sensor"), "inputs.modbus[0].devices[0].fields[0].name"),
+        (("machine_id: A", "machine_id: 'A B'"), "inputs.modbus[0].devices[0].machine_id"),
         (("edge_id: rig-1", "edge_id: rig-1\ncolour: blue"), "colour: Extra inputs"),
         (("kind: http", "kind: carrier-pigeon"), "output"),
         ((", api_key_env: KEY", ""), "api_key_env or api_key_file"),

@@ -187,7 +187,7 @@ def _config(
             **buffer,
         },
         "metrics": {"port": free_port()},
-        "sources": {
+        "inputs": {
             "mqtt": [
                 {
                     "name": "plant",
@@ -252,7 +252,7 @@ def test_writer_sets_aside_what_it_cannot_store_and_keeps_committing(
     output = RecordingOutput()
     with RunningEdge(cfg, output) as edge, _publisher(mqtt_broker) as publisher:
         edge.wait_health(lambda code, doc: doc["status"] == "ok", "the MQTT source connected")
-        connector = edge.daemon.connectors[0]
+        connector = edge.daemon.inputs[0]
         # Built in process (a source's bug): a time whose UTC is before year 1 cannot even
         # be encoded, and 300 custom sensors are more than the cloud takes.
         year_one = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))
@@ -289,7 +289,7 @@ def test_writer_sets_aside_what_it_cannot_store_and_keeps_committing(
         doc = edge.wait_health(lambda code, doc: code == 200, "health")
         assert doc["status"] == "ok", doc
         assert doc["writer"]["set_aside_total"] == 4
-        assert doc["sources"]["plant"]["clock_replaced_total"] == 1
+        assert doc["inputs"]["plant"]["clock_replaced_total"] == 1
         reasons = _rejected(tmp_path / "buffer.db")
     assert len(reasons) == 4, reasons
     assert sum("detection failed: TypeError" in r for r in reasons) == 1, reasons

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from edge.cli import main as edge_main
-from edge.scan import scan_modbus, scan_opcua
+from edge.inputs.modbus.scan import scan_modbus
+from edge.inputs.opcua.scan import scan_opcua
 from simulator.config import SimConfig
 from simulator.server import run_simulator
 from tests.support.pipeline import edge_config

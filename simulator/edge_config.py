@@ -55,7 +55,7 @@ def simulator_edge_config(
         "log_level": "INFO",
         "buffer": {"path": str(buffer_path)},
         "metrics": {"host": "127.0.0.1", "port": metrics_port},
-        "sources": {
+        "inputs": {
             "modbus": [
                 {
                     "name": "simulator",

@@ -96,10 +96,10 @@ def test_buffer_cap_drops_oldest_and_counts_in_metrics(tmp_path: Path, log_dir: 
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d["sources"]["modbus"][0].update(port=0), "sources.modbus[0].port"),
+        (lambda d: d["inputs"]["modbus"][0].update(port=0), "inputs.modbus[0].port"),
         (lambda d: d.update(output={"kind": "kafka"}), "bootstrap_servers"),
         (
-            lambda d: d["sources"]["modbus"][0]["devices"][0]["fields"].append(
+            lambda d: d["inputs"]["modbus"][0]["devices"][0]["fields"].append(
                 {"name": "rpm", "address": 1}
             ),
             "mapped twice",

@@ -404,7 +404,7 @@ class Scenario:
         if models is not None:
             config["models"] = models
         if sources is not None:
-            config["sources"] = sources
+            config["inputs"] = sources
         return config
 
     def write_edge_config(self, **kwargs: Any) -> None:

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge.inputs.base import InputConfig
 from shared.configtypes import MachineId, SensorName
 
 DataType = Literal["int16", "uint16", "int32", "uint32", "float32", "float64", "uint64", "int64"]
@@ -87,7 +88,7 @@ class ModbusDevice(_Strict):
         return self
 
 
-class ModbusSource(_Strict):
+class ModbusInputConfig(InputConfig):
     """One Modbus endpoint: a TCP host:port or an RTU serial line, with its devices."""
 
     name: str = Field(default="modbus", min_length=1, max_length=64)
@@ -103,12 +104,15 @@ class ModbusSource(_Strict):
     devices: list[ModbusDevice] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _endpoint(self) -> ModbusSource:
+    def _endpoint(self) -> ModbusInputConfig:
         if self.transport == "tcp" and not self.host:
             raise ValueError("transport tcp needs host")
         if self.transport == "rtu" and not self.serial_port:
             raise ValueError("transport rtu needs serial_port")
         return self
+
+    def machine_ids(self) -> list[str]:
+        return [d.machine_id for d in self.devices]
 
     @property
     def endpoint(self) -> str:

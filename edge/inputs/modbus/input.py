@@ -1,4 +1,4 @@
-"""Modbus TCP input: polls each device on its own schedule with block reads.
+"""Modbus input (TCP or RTU serial): polls each device on its own schedule with block reads.
 
 Fields are grouped into as few requests as possible (contiguous registers of one kind, gaps up
 to ``max_gap`` read through, at most 125 registers a request). A timeout or exception response
@@ -13,27 +13,26 @@ replaced by the edge's receive time and counted.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
 import struct
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient, ModbusBaseClient
 from pymodbus.exceptions import ModbusException
 
-from edge.inputs.common import DeviceSanity
+from edge.inputs.base import Emit, Input, ProbeResult
 from edge.inputs.modbus.config import (
     MAX_REGISTERS_PER_READ,
     REGISTER_WIDTH,
     CounterField,
     ModbusDevice,
-    ModbusSource,
+    ModbusInputConfig,
     RegisterField,
     TimestampField,
 )
@@ -113,25 +112,23 @@ class DeviceState:
     healthy: bool = False
 
 
-class ModbusConnector:
-    """Runs the polling tasks of one Modbus TCP endpoint (one or more unit ids)."""
+class ModbusInput(Input[ModbusInputConfig]):
+    """Runs the polling tasks of one Modbus endpoint (one or more unit ids)."""
+
+    scan_help = "which register addresses answer, per unit id and table (Modbus TCP)"
 
     def __init__(
         self,
-        source: ModbusSource,
+        config: ModbusInputConfig,
         edge_id: str,
-        emit: Callable[[Reading], Any],
+        emit: Emit,
         metrics: EdgeMetrics,
         *,
         window: TimeWindow | None = None,
     ) -> None:
-        self.source = source
-        self.edge_id = edge_id
-        self.emit = emit
-        self.metrics = metrics
-        self.sanity = DeviceSanity(source.name, metrics, window)
-        self._plans = {id(d): plan_reads(d) for d in source.devices}
-        self._states = {d.machine_id: DeviceState() for d in source.devices}
+        super().__init__(config, edge_id, emit, metrics, window=window)
+        self._plans = {id(d): plan_reads(d) for d in config.devices}
+        self._states = {d.machine_id: DeviceState() for d in config.devices}
         self._client: ModbusBaseClient | None = None
         # pymodbus matches responses by transaction id, but serialising requests per TCP
         # connection keeps slow gateways (which often handle one request at a time) happy.
@@ -139,7 +136,7 @@ class ModbusConnector:
 
     def _make_client(self) -> ModbusBaseClient:
         # Created inside run(): pymodbus binds its client to the running event loop.
-        source = self.source
+        source = self.config
         if source.transport == "rtu":
             return AsyncModbusSerialClient(
                 str(source.serial_port),
@@ -167,9 +164,9 @@ class ModbusConnector:
         return {m: s.healthy for m, s in self._states.items()}
 
     def adopt(self, previous: object) -> None:
-        """Take over the sample counters a connector of the same source had seen (a reload
-        replaces connectors): the sample it recorded last is not recorded again."""
-        if not isinstance(previous, ModbusConnector):
+        """Take over the sample counters the input of the same name had seen (a reload
+        replaces inputs): the sample it recorded last is not recorded again."""
+        if not isinstance(previous, ModbusInput):
             return
         for machine, state in self._states.items():
             old = previous._states.get(machine)
@@ -178,7 +175,7 @@ class ModbusConnector:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._client = self._make_client()
-        tasks = [asyncio.create_task(self._poll_device(d, stop)) for d in self.source.devices]
+        tasks = [asyncio.create_task(self._poll_device(d, stop)) for d in self.config.devices]
         try:
             await stop.wait()
         finally:
@@ -194,13 +191,13 @@ class ModbusConnector:
             return True
         ok = await self._client.connect()
         if ok:
-            self.metrics.source_reconnects.labels(self.source.name).inc()
+            self.metrics.source_reconnects.labels(self.config.name).inc()
             log_event(
                 log,
                 logging.INFO,
                 "modbus connected",
-                source=self.source.name,
-                endpoint=f"{self.source.host}:{self.source.port}",
+                source=self.config.name,
+                endpoint=f"{self.config.host}:{self.config.port}",
             )
         return bool(ok)
 
@@ -244,7 +241,7 @@ class ModbusConnector:
                 log,
                 logging.WARNING,
                 "modbus exception response",
-                source=self.source.name,
+                source=self.config.name,
                 machine=device.machine_id,
                 unit=device.unit_id,
                 register=request.register,
@@ -256,6 +253,14 @@ class ModbusConnector:
         return list(response.registers)
 
     async def _poll_once(self, device: ModbusDevice) -> None:
+        reading = await self._read_device(device)
+        if reading is not None:
+            self.metrics.readings_in.labels(self.config.name).inc()
+            self.emit(reading)
+
+    async def _read_device(self, device: ModbusDevice) -> Reading | None:
+        """One poll of ``device``: its reading, or None when it did not answer at all or
+        its sample counter shows no new sample since the last poll."""
         state = self._states[device.machine_id]
         sensors: dict[str, float | None] = {}
         quality: dict[str, str] = {}
@@ -271,13 +276,13 @@ class ModbusConnector:
                     log,
                     logging.WARNING,
                     "modbus read failed",
-                    source=self.source.name,
+                    source=self.config.name,
                     machine=device.machine_id,
                     error=str(exc),
                 )
                 registers = None
             if registers is None:
-                self.metrics.source_errors.labels(self.source.name, device.machine_id).inc()
+                self.metrics.source_errors.labels(self.config.name, device.machine_id).inc()
                 for key, _item in request.items:
                     if not key.startswith("__"):
                         sensors[key] = None
@@ -304,7 +309,7 @@ class ModbusConnector:
                     sensors[key] = value
                     if value is None:
                         quality[key] = "bad"
-        self.metrics.poll_seconds.labels(self.source.name).observe(time.perf_counter() - started)
+        self.metrics.poll_seconds.labels(self.config.name).observe(time.perf_counter() - started)
 
         if not any_ok:
             state.consecutive_failures += 1
@@ -313,27 +318,27 @@ class ModbusConnector:
                     log,
                     logging.WARNING,
                     "modbus device unreachable",
-                    source=self.source.name,
+                    source=self.config.name,
                     machine=device.machine_id,
                 )
             state.healthy = False
-            self.metrics.source_up.labels(self.source.name, device.machine_id).set(0)
-            return
+            self.metrics.source_up.labels(self.config.name, device.machine_id).set(0)
+            return None
         if not state.healthy:
             log_event(
                 log,
                 logging.INFO,
                 "modbus device healthy",
-                source=self.source.name,
+                source=self.config.name,
                 machine=device.machine_id,
             )
         state.healthy = True
         state.consecutive_failures = 0
-        self.metrics.source_up.labels(self.source.name, device.machine_id).set(1)
+        self.metrics.source_up.labels(self.config.name, device.machine_id).set(1)
 
         if counter is not None:
             if counter == state.last_counter:
-                return  # the device has not produced a new sample since the last poll
+                return None  # the device has not produced a new sample since the last poll
             state.last_counter = counter
 
         ts = (
@@ -355,8 +360,49 @@ class ModbusConnector:
             custom=custom,
             quality=quality,
         )
-        self.metrics.readings_in.labels(self.source.name).inc()
-        self.emit(reading)
+        return reading
+
+    async def probe(self) -> list[ProbeResult]:
+        """Polls every device once on a connection of its own; a device answers when at
+        least one of its requests does, and every sensor it served must read good."""
+        results: list[ProbeResult] = []
+        self._client = self._make_client()
+        try:
+            for device in self.config.devices:
+                target = f"unit {device.unit_id} ({device.machine_id})"
+                try:
+                    reading = await self._read_device(device)
+                except Exception as exc:  # a probe reports, it never raises
+                    results.append(ProbeResult(self.name, target, False, _describe(exc)))
+                    continue
+                if reading is None:
+                    detail = f"no answer from {self.config.endpoint}"
+                    results.append(ProbeResult(self.name, target, False, detail))
+                    continue
+                bad = sorted(reading.quality)
+                values = len(reading.values) + len(reading.custom)
+                detail = f"{values} values read" + (f"; bad: {', '.join(bad)}" if bad else "")
+                results.append(ProbeResult(self.name, target, not bad, detail))
+        finally:
+            self._client.close()
+            self._client = None
+        return results
+
+    @classmethod
+    def scan_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        from edge.inputs.modbus.scan import add_arguments
+
+        add_arguments(parser)
+
+    @classmethod
+    async def scan(cls, args: argparse.Namespace) -> str:
+        from edge.inputs.modbus.scan import scan_from_args
+
+        return await scan_from_args(args)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _from_unix_ms(ms: int) -> datetime:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.inputs.modbus.config import ModbusSource
-from edge.inputs.modbus.connector import ModbusConnector
+from edge.inputs.modbus.config import ModbusInputConfig
+from edge.inputs.modbus.input import ModbusInput
 from edge.metrics import EdgeMetrics
 from shared.message import Reading, check_reading
 from simulator.config import SimConfig
@@ -32,7 +32,7 @@ class Polled:
     end: datetime
     replaced: float  # rig_edge_device_clock_replaced_total
     refused: float  # rig_edge_values_refused_total
-    connector: ModbusConnector
+    connector: ModbusInput
 
 
 def _poll(tmp_path: Path, clock_offset_s: float, count: int = 5) -> Polled:
@@ -45,14 +45,14 @@ def _poll(tmp_path: Path, clock_offset_s: float, count: int = 5) -> Polled:
         buffer_path=tmp_path / "b.db",
         poll_interval_s=0.05,
     )
-    doc = config["sources"]["modbus"][0]
+    doc = config["inputs"]["modbus"][0]
     for field in doc["devices"][0]["fields"]:
         if field["name"] == "temperature":
             field["scale"] = 1e11  # a mis-set scale: ~70 degrees read as ~7e12
-    source = ModbusSource.model_validate(doc)
+    source = ModbusInputConfig.model_validate(doc)
     readings: list[Reading] = []
     metrics = EdgeMetrics()
-    connector = ModbusConnector(source, "e1", readings.append, metrics)
+    connector = ModbusInput(source, "e1", readings.append, metrics)
     window: list[datetime] = []
 
     async def scenario() -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.inputs.modbus.config import ModbusDevice, ModbusSource
-from edge.inputs.modbus.connector import ModbusConnector, decode_registers, plan_reads
+from edge.inputs.modbus.config import ModbusDevice, ModbusInputConfig
+from edge.inputs.modbus.input import ModbusInput, decode_registers, plan_reads
 from edge.metrics import EdgeMetrics
 from shared.catalog import CORE_SENSOR_NAMES
 from shared.message import Reading
@@ -123,8 +123,8 @@ def test_polls_the_simulator_and_survives_a_dead_device(tmp_path: Path) -> None:
         buffer_path=tmp_path / "b.db",
         poll_interval_s=0.02,
     )
-    live = ModbusSource.model_validate(config["sources"]["modbus"][0])
-    dead = ModbusSource.model_validate(
+    live = ModbusInputConfig.model_validate(config["inputs"]["modbus"][0])
+    dead = ModbusInputConfig.model_validate(
         {
             "name": "dead",
             "host": "127.0.0.1",
@@ -147,7 +147,7 @@ def test_polls_the_simulator_and_survives_a_dead_device(tmp_path: Path) -> None:
         stop_sim, stop_edge, started = asyncio.Event(), asyncio.Event(), asyncio.Event()
         sim = asyncio.create_task(run_simulator(sim_config, stop_sim, started=started))
         await asyncio.wait_for(started.wait(), 30)
-        connectors = [ModbusConnector(s, "e1", readings.append, metrics) for s in (live, dead)]
+        connectors = [ModbusInput(s, "e1", readings.append, metrics) for s in (live, dead)]
         tasks = [asyncio.create_task(c.run(stop_edge)) for c in connectors]
 
         def count(machine: str) -> int:
@@ -189,9 +189,9 @@ def test_recovers_after_the_modbus_server_restarts(tmp_path: Path) -> None:
         buffer_path=tmp_path / "b.db",
         poll_interval_s=0.05,
     )
-    source = ModbusSource.model_validate({**config["sources"]["modbus"][0], "timeout_s": 0.3})
+    source = ModbusInputConfig.model_validate({**config["inputs"]["modbus"][0], "timeout_s": 0.3})
     readings: list[Reading] = []
-    connector = ModbusConnector(source, "e1", readings.append, EdgeMetrics())
+    connector = ModbusInput(source, "e1", readings.append, EdgeMetrics())
 
     async def scenario() -> None:
         stop_edge = asyncio.Event()
@@ -238,10 +238,10 @@ def test_modbus_rtu_source_reads_the_simulator_over_a_serial_line(tmp_path: Path
         buffer_path=tmp_path / "b.db",
         poll_interval_s=0.2,
     )
-    doc = config["sources"]["modbus"][0]
+    doc = config["inputs"]["modbus"][0]
     doc.update(transport="rtu", serial_port=str(link), baudrate=115200, timeout_s=1.0)
     doc.pop("host")
-    source = ModbusSource.model_validate(doc)
+    source = ModbusInputConfig.model_validate(doc)
     readings: list[Reading] = []
 
     async def scenario() -> None:
@@ -257,7 +257,7 @@ def test_modbus_rtu_source_reads_the_simulator_over_a_serial_line(tmp_path: Path
         )
         sim = asyncio.create_task(run_simulator(sim_config, stop_sim, started=started))
         await asyncio.wait_for(started.wait(), 30)
-        connector = ModbusConnector(source, "e1", readings.append, EdgeMetrics())
+        connector = ModbusInput(source, "e1", readings.append, EdgeMetrics())
         task = asyncio.create_task(connector.run(stop_edge))
         await _until(
             lambda: {r.machine_id for r in readings} == {"A", "B"} and len(readings) >= 6,

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge.inputs.base import InputConfig
 from shared.configtypes import MachineId, SensorName, read_secret
 
 
@@ -63,7 +64,9 @@ class MqttSubscription(_Strict):
         return self
 
 
-class MqttSource(_Strict):
+class MqttInputConfig(InputConfig):
+    """One broker connection with its subscriptions. Machines come from the messages."""
+
     name: str = Field(default="mqtt", min_length=1, max_length=64)
     host: str = Field(min_length=1)
     port: int = Field(default=1883, ge=1, le=65535)

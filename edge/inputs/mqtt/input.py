@@ -27,15 +27,15 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
 
+from edge.inputs.base import Emit, Input, ProbeResult
 from edge.inputs.common import DeliveryHandle, DeviceSanity
-from edge.inputs.mqtt.config import MqttSource, MqttSubscription
+from edge.inputs.mqtt.config import MqttInputConfig, MqttSubscription
 from edge.metrics import EdgeMetrics
 from shared.catalog import SENSOR_INDEX
 from shared.logs import log_event
@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 # broker delivers them again: first after this long without a refusal, doubling to the max.
 RESUME_FIRST_S = 5.0
 RESUME_MAX_S = 60.0
+# ``check-config --probe`` waits this long for the broker's CONNACK and SUBACK.
+PROBE_TIMEOUT_S = 10.0
 
 
 class PayloadError(ValueError):
@@ -161,21 +163,35 @@ def map_message(
     return Reading(machine, edge_id, 0, ts, core, custom, quality)
 
 
-class MqttConnector:
+def make_client(config: MqttInputConfig, *, client_id: str, clean_session: bool) -> mqtt.Client:
+    """A client for the configured broker with its credentials and TLS: the one set-up the
+    input and its probe share."""
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session
+    )
+    if config.username:
+        client.username_pw_set(config.username, config.password())
+    if config.tls is not None:
+        client.tls_set(
+            ca_certs=str(config.tls.ca_file) if config.tls.ca_file else None,
+            certfile=str(config.tls.cert_file) if config.tls.cert_file else None,
+            keyfile=str(config.tls.key_file) if config.tls.key_file else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+    return client
+
+
+class MqttInput(Input[MqttInputConfig]):
     def __init__(
         self,
-        source: MqttSource,
+        config: MqttInputConfig,
         edge_id: str,
-        emit: Callable[..., Any],
+        emit: Emit,
         metrics: EdgeMetrics,
         *,
         window: TimeWindow | None = None,
     ) -> None:
-        self.source = source
-        self.edge_id = edge_id
-        self.emit = emit
-        self.metrics = metrics
-        self.sanity = DeviceSanity(source.name, metrics, window)
+        super().__init__(config, edge_id, emit, metrics, window=window)
         # Messages the daemon could not take (queue full), still unacknowledged at the
         # broker; it delivers them again when the session restarts.
         self._refused = 0
@@ -186,22 +202,9 @@ class MqttConnector:
         self._closing = False
         self._unacked = 0
         self._unacked_lock = threading.Lock()
-        self._matchers = [(s, s.topic) for s in source.subscriptions]
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=source.client_id,
-            clean_session=source.clean_session,
-        )
+        self._matchers = [(s, s.topic) for s in config.subscriptions]
+        client = make_client(config, client_id=config.client_id, clean_session=config.clean_session)
         client.manual_ack_set(True)
-        if source.username:
-            client.username_pw_set(source.username, source.password())
-        if source.tls is not None:
-            client.tls_set(
-                ca_certs=str(source.tls.ca_file) if source.tls.ca_file else None,
-                certfile=str(source.tls.cert_file) if source.tls.cert_file else None,
-                keyfile=str(source.tls.key_file) if source.tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
         client.reconnect_delay_set(0.5, 10)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -209,7 +212,7 @@ class MqttConnector:
         self.client = client
 
     def health(self) -> dict[str, bool]:
-        return {self.source.name: self._connected.is_set()}
+        return {self.config.name: self._connected.is_set()}
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any = None
@@ -219,19 +222,19 @@ class MqttConnector:
                 log,
                 logging.WARNING,
                 "mqtt connect refused",
-                source=self.source.name,
+                source=self.config.name,
                 reason=str(reason),
             )
             return
         self._connected.set()
-        self.metrics.source_reconnects.labels(self.source.name).inc()
-        self.metrics.source_up.labels(self.source.name, "*").set(1)
-        client.subscribe([(s.topic, self.source.qos) for s in self.source.subscriptions])
+        self.metrics.source_reconnects.labels(self.config.name).inc()
+        self.metrics.source_up.labels(self.config.name, "*").set(1)
+        client.subscribe([(s.topic, self.config.qos) for s in self.config.subscriptions])
         log_event(
             log,
             logging.INFO,
             "mqtt connected",
-            source=self.source.name,
+            source=self.config.name,
             session_present=bool(getattr(flags, "session_present", False)),
         )
 
@@ -243,11 +246,11 @@ class MqttConnector:
                 log,
                 logging.WARNING,
                 "mqtt disconnected; reconnecting",
-                source=self.source.name,
+                source=self.config.name,
                 reason=str(reason),
             )
         self._connected.clear()
-        self.metrics.source_up.labels(self.source.name, "*").set(0)
+        self.metrics.source_up.labels(self.config.name, "*").set(0)
 
     def _ack_later(self, message: mqtt.MQTTMessage) -> DeliveryHandle | None:
         if not message.qos:
@@ -282,18 +285,18 @@ class MqttConnector:
                         sub, message.topic, message.payload, self.edge_id, self.sanity
                     )
                 except PayloadError as exc:
-                    self.metrics.source_errors.labels(self.source.name, "*").inc()
+                    self.metrics.source_errors.labels(self.config.name, "*").inc()
                     log_event(
                         log,
                         logging.WARNING,
                         "mqtt payload rejected",
-                        source=self.source.name,
+                        source=self.config.name,
                         topic=message.topic,
                         error=str(exc),
                         payload=message.payload[:200].decode("utf-8", "replace"),
                     )
                     break
-                self.metrics.readings_in.labels(self.source.name).inc()
+                self.metrics.readings_in.labels(self.config.name).inc()
                 assert self._loop is not None
                 # Hand over to the event loop; the ack goes out once the reading is committed.
                 self._loop.call_soon_threadsafe(self.emit, reading, ack)
@@ -310,7 +313,7 @@ class MqttConnector:
             log,
             logging.WARNING,
             "mqtt: reconnecting so the broker delivers refused messages again",
-            source=self.source.name,
+            source=self.config.name,
             refused=refused,
         )
         self._resume_after = min(RESUME_MAX_S, self._resume_after * 2)
@@ -318,14 +321,14 @@ class MqttConnector:
             self.client.disconnect()
         self.client.loop_stop()
         self.client.connect_async(
-            self.source.host, self.source.port, keepalive=self.source.keepalive_s
+            self.config.host, self.config.port, keepalive=self.config.keepalive_s
         )
         self.client.loop_start()
 
     async def run(self, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
         self.client.connect_async(
-            self.source.host, self.source.port, keepalive=self.source.keepalive_s
+            self.config.host, self.config.port, keepalive=self.config.keepalive_s
         )
         self.client.loop_start()
         try:
@@ -346,3 +349,72 @@ class MqttConnector:
             with contextlib.suppress(Exception):
                 self.client.disconnect()
             self.client.loop_stop()
+
+    async def probe(self) -> list[ProbeResult]:
+        return await asyncio.to_thread(self._probe_blocking)
+
+    def _probe_blocking(self) -> list[ProbeResult]:
+        """Connect (with the configured credentials and TLS) and subscribe to every topic
+        once. A client id of its own and a clean session: probing must not take over or
+        change the daemon's persistent session."""
+        config = self.config
+        target = f"{config.host}:{config.port}" + (" (TLS)" if config.tls is not None else "")
+        topics = [s.topic for s in config.subscriptions]
+        try:
+            client = make_client(config, client_id=f"{config.client_id}-probe", clean_session=True)
+        except (OSError, ValueError) as exc:  # unreadable CA/key file, unset password variable
+            return [ProbeResult(self.name, target, False, _describe(exc))]
+        outcome: dict[str, Any] = {}
+        connected = threading.Event()
+        subscribed = threading.Event()
+
+        def on_connect(
+            c: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any = None
+        ) -> None:
+            outcome["connect"] = reason
+            connected.set()
+            if not reason.is_failure:
+                c.subscribe([(topic, config.qos) for topic in topics])
+
+        def on_subscribe(
+            c: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any = None
+        ) -> None:
+            outcome["subscribe"] = list(reasons)
+            subscribed.set()
+
+        client.on_connect = on_connect
+        client.on_subscribe = on_subscribe
+        try:
+            # The TLS handshake (and its certificate check) happens here.
+            client.connect(config.host, config.port, keepalive=config.keepalive_s)
+        except OSError as exc:
+            return [ProbeResult(self.name, target, False, _describe(exc))]
+        client.loop_start()
+        try:
+            if not connected.wait(PROBE_TIMEOUT_S):
+                detail = f"no answer to CONNECT in {PROBE_TIMEOUT_S:.0f} s"
+                return [ProbeResult(self.name, target, False, detail)]
+            if outcome["connect"].is_failure:
+                detail = f"connection refused: {outcome['connect']}"
+                return [ProbeResult(self.name, target, False, detail)]
+            if not subscribed.wait(PROBE_TIMEOUT_S):
+                detail = f"connected; no answer to SUBSCRIBE in {PROBE_TIMEOUT_S:.0f} s"
+                return [ProbeResult(self.name, target, False, detail)]
+            refused = [
+                topic
+                for topic, code in zip(topics, outcome["subscribe"], strict=False)
+                if getattr(code, "is_failure", False)
+            ]
+            if refused:
+                detail = f"connected; subscription refused: {', '.join(refused)}"
+                return [ProbeResult(self.name, target, False, detail)]
+            detail = f"connected; {len(topics)} subscription(s) granted"
+            return [ProbeResult(self.name, target, True, detail)]
+        finally:
+            with contextlib.suppress(Exception):
+                client.disconnect()
+            client.loop_stop()
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

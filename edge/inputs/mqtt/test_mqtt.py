@@ -14,8 +14,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from edge.inputs.mqtt.config import MqttSource, MqttSubscription
-from edge.inputs.mqtt.connector import MqttConnector, PayloadError, map_message
+from edge.inputs.mqtt.config import MqttInputConfig, MqttSubscription
+from edge.inputs.mqtt.input import MqttInput, PayloadError, map_message
 from edge.metrics import EdgeMetrics
 from shared.catalog import CORE_SENSOR_NAMES
 from shared.message import Reading
@@ -106,7 +106,7 @@ def test_simulator_values_arrive_through_restarts_and_downtime(tmp_path: Path) -
     (tmp_path / "broker").mkdir()
     broker = Mosquitto(tmp_path / "broker")
     broker.start()
-    source = MqttSource.model_validate(
+    source = MqttInputConfig.model_validate(
         {
             "name": "plant-mqtt",
             "host": "127.0.0.1",
@@ -152,7 +152,7 @@ def test_simulator_values_arrive_through_restarts_and_downtime(tmp_path: Path) -
 
     async def scenario() -> None:
         # 1. The edge subscribes (persistent session), the simulator publishes.
-        connector = MqttConnector(source, "e1", emit, metrics)
+        connector = MqttInput(source, "e1", emit, metrics)
         stop = asyncio.Event()
         task = asyncio.create_task(connector.run(stop))
         await _until(lambda: connector.health() == {"plant-mqtt": True}, 30, "connected")
@@ -180,7 +180,7 @@ def test_simulator_values_arrive_through_restarts_and_downtime(tmp_path: Path) -
         record = tmp_path / "rec2.db"
         await run_sim(2, lambda: len(_recorded(record)) >= 20, "samples served while down")
         assert len(readings) == second
-        connector = MqttConnector(source, "e1", emit, metrics)
+        connector = MqttInput(source, "e1", emit, metrics)
         stop = asyncio.Event()
         task = asyncio.create_task(connector.run(stop))
 
@@ -225,7 +225,7 @@ def test_messages_are_acknowledged_only_when_the_daemon_says_so(tmp_path: Path) 
     (tmp_path / "broker").mkdir()
     broker = Mosquitto(tmp_path / "broker")
     broker.start()
-    source = MqttSource.model_validate(
+    source = MqttInputConfig.model_validate(
         {
             "name": "plant-mqtt",
             "host": "127.0.0.1",
@@ -257,7 +257,7 @@ def test_messages_are_acknowledged_only_when_the_daemon_says_so(tmp_path: Path) 
 
     async def scenario() -> list[int]:
         metrics = EdgeMetrics()
-        connector = MqttConnector(source, "e1", lambda r, h=None: held.append((r, h)), metrics)
+        connector = MqttInput(source, "e1", lambda r, h=None: held.append((r, h)), metrics)
         stop = asyncio.Event()
         task = asyncio.create_task(connector.run(stop))
         await _until(lambda: connector.health() == {"plant-mqtt": True}, 30, "connected")
@@ -278,7 +278,7 @@ def test_messages_are_acknowledged_only_when_the_daemon_says_so(tmp_path: Path) 
         stop.set()
         await task
 
-        connector = MqttConnector(source, "e1", lambda r, h=None: again.append((r, h)), metrics)
+        connector = MqttInput(source, "e1", lambda r, h=None: again.append((r, h)), metrics)
         stop = asyncio.Event()
         task = asyncio.create_task(connector.run(stop))
         await _until(lambda: len(again) >= 6, 30, "the unacknowledged messages again")

@@ -99,7 +99,7 @@ def test_messages_redelivered_after_a_crash_are_stored_once(
         "edge_id": "mqtt-redelivery",
         "buffer": {"path": str(buffer), "min_free_bytes": 1 << 20},
         "metrics": {"port": metrics_port},
-        "sources": {
+        "inputs": {
             "mqtt": [
                 {
                     "name": "plant",

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge.inputs.base import InputConfig
 from shared.configtypes import MachineId, SensorName, read_secret
 
 
@@ -36,7 +37,9 @@ class OpcUaMachine(_Strict):
         return self
 
 
-class OpcUaSource(_Strict):
+class OpcUaInputConfig(InputConfig):
+    """One OPC-UA server and the machines whose nodes it serves."""
+
     name: str = Field(default="opcua", min_length=1, max_length=64)
     endpoint: str = Field(pattern=r"^opc\.tcp://")
     security: Literal["none", "basic256sha256_sign", "basic256sha256_sign_encrypt"] = "none"
@@ -52,12 +55,15 @@ class OpcUaSource(_Strict):
     machines: list[OpcUaMachine] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _security_complete(self) -> OpcUaSource:
+    def _security_complete(self) -> OpcUaInputConfig:
         if self.security != "none" and not (self.certificate and self.private_key):
             raise ValueError(f"security {self.security} needs certificate and private_key")
         if self.username and not (self.password_env or self.password_file):
             raise ValueError("username needs password_env or password_file")
         return self
+
+    def machine_ids(self) -> list[str]:
+        return [m.machine_id for m in self.machines]
 
     def password(self) -> str | None:
         return read_secret(self.password_env, self.password_file)

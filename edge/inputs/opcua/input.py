@@ -2,7 +2,7 @@
 
 Data-change notifications update the latest value of each node; every publishing interval a
 machine whose sample counter advanced (or, without a counter, whose values changed) emits one
-reading with every mapped sensor. When the connection drops the connector reconnects with
+reading with every mapped sensor. When the connection drops the input reconnects with
 back-off and subscribes again; a server restart is survived without a daemon restart.
 
 A reading's time is the newest ``SourceTimestamp`` among the notifications since the previous
@@ -14,19 +14,19 @@ finite or beyond ``MAX_ABS_VALUE`` make that sensor ``bad``.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from asyncua import Client, Node, ua
 
-from edge.inputs.common import DeviceSanity
-from edge.inputs.opcua.config import OpcUaMachine, OpcUaSource
+from edge.inputs.base import Emit, Input, ProbeResult
+from edge.inputs.opcua.config import OpcUaInputConfig, OpcUaMachine
 from edge.metrics import EdgeMetrics
 from shared.catalog import SENSOR_INDEX
 from shared.logs import log_event
@@ -34,7 +34,6 @@ from shared.message import CUSTOM_NAME_RE, Reading, TimeWindow
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[..., None]
 _SECURITY = {
     "basic256sha256_sign": "Basic256Sha256,Sign",
     "basic256sha256_sign_encrypt": "Basic256Sha256,SignAndEncrypt",
@@ -84,32 +83,30 @@ async def browse_sensors(root: Node) -> tuple[dict[str, ua.NodeId], ua.NodeId | 
 
 
 class _Handler:
-    def __init__(self, connector: OpcUaConnector) -> None:
-        self.connector = connector
+    def __init__(self, owner: OpcUaInput) -> None:
+        self.owner = owner
 
     def datachange_notification(self, node: Node, val: Any, data: Any) -> None:
-        self.connector._on_change(node.nodeid.to_string(), val, data.monitored_item.Value)
+        self.owner._on_change(node.nodeid.to_string(), val, data.monitored_item.Value)
 
     def status_change_notification(self, status: Any) -> None:
-        self.connector._lost.set()
+        self.owner._lost.set()
 
 
-class OpcUaConnector:
+class OpcUaInput(Input[OpcUaInputConfig]):
+    scan_help = "the node tree below Objects: node ids, types and values"
+
     def __init__(
         self,
-        source: OpcUaSource,
+        config: OpcUaInputConfig,
         edge_id: str,
         emit: Emit,
         metrics: EdgeMetrics,
         *,
         window: TimeWindow | None = None,
     ) -> None:
-        self.source = source
-        self.edge_id = edge_id
-        self.emit = emit
-        self.metrics = metrics
-        self.sanity = DeviceSanity(source.name, metrics, window)
-        self._machines = [MachineState(m) for m in source.machines]
+        super().__init__(config, edge_id, emit, metrics, window=window)
+        self._machines = [MachineState(m) for m in config.machines]
         self._by_node: dict[str, MachineState] = {}
         self._lost = asyncio.Event()
 
@@ -117,9 +114,9 @@ class OpcUaConnector:
         return {m.config.machine_id: m.healthy for m in self._machines}
 
     def adopt(self, previous: object) -> None:
-        """Take over the sample counters a connector of the same source had emitted (a
-        reload replaces connectors): the sample emitted last is not emitted again."""
-        if not isinstance(previous, OpcUaConnector):
+        """Take over the sample counters the input of the same name had emitted (a reload
+        replaces inputs): the sample emitted last is not emitted again."""
+        if not isinstance(previous, OpcUaInput):
             return
         old = {m.config.machine_id: m for m in previous._machines}
         for machine in self._machines:
@@ -194,20 +191,20 @@ class OpcUaConnector:
                 {k: q for k, q in quality.items() if k in core},
             )
             machine.source_ts = None
-            self.metrics.readings_in.labels(self.source.name).inc()
+            self.metrics.readings_in.labels(self.config.name).inc()
             self.emit(reading)
 
     async def _connect(self) -> Client:
-        client = Client(self.source.endpoint, timeout=self.source.timeout_s)
+        client = Client(self.config.endpoint, timeout=self.config.timeout_s)
         client.application_uri = f"urn:rig-alpha:edge:{self.edge_id}"
-        if self.source.security != "none":
+        if self.config.security != "none":
             await client.set_security_string(
-                f"{_SECURITY[self.source.security]},{self.source.certificate},"
-                f"{self.source.private_key}"
+                f"{_SECURITY[self.config.security]},{self.config.certificate},"
+                f"{self.config.private_key}"
             )
-        if self.source.username:
-            client.set_user(self.source.username)
-            client.set_password(self.source.password() or "")
+        if self.config.username:
+            client.set_user(self.config.username)
+            client.set_password(self.config.password() or "")
 
         async def lost(exc: Exception) -> None:
             self._lost.set()
@@ -240,23 +237,23 @@ class OpcUaConnector:
                 self._by_node[machine.counter_node] = machine
                 # Subscribed last: a counter notification follows the sample's values.
             machine.healthy = True
-            self.metrics.source_up.labels(self.source.name, machine.config.machine_id).set(1)
+            self.metrics.source_up.labels(self.config.name, machine.config.machine_id).set(1)
         counters = [
             client.get_node(ua.NodeId.from_string(m.counter_node))
             for m in self._machines
             if m.counter_node
         ]
         subscription = await client.create_subscription(
-            self.source.publishing_interval_ms, _Handler(self)
+            self.config.publishing_interval_ms, _Handler(self)
         )
         await subscription.subscribe_data_change(
-            nodes + counters, sampling_interval=self.source.sampling_interval_ms
+            nodes + counters, sampling_interval=self.config.sampling_interval_ms
         )
 
     def _mark_down(self) -> None:
         for machine in self._machines:
             machine.healthy = False
-            self.metrics.source_up.labels(self.source.name, machine.config.machine_id).set(0)
+            self.metrics.source_up.labels(self.config.name, machine.config.machine_id).set(0)
 
     async def run(self, stop: asyncio.Event) -> None:
         failures = 0
@@ -266,17 +263,17 @@ class OpcUaConnector:
             try:
                 client = await self._connect()
                 await self._subscribe(client)
-                self.metrics.source_reconnects.labels(self.source.name).inc()
+                self.metrics.source_reconnects.labels(self.config.name).inc()
                 log_event(
                     log,
                     logging.INFO,
                     "opcua subscribed",
-                    source=self.source.name,
-                    endpoint=self.source.endpoint,
+                    source=self.config.name,
+                    endpoint=self.config.endpoint,
                     nodes=len(self._by_node),
                 )
                 failures = 0
-                interval = self.source.publishing_interval_ms / 1000.0
+                interval = self.config.publishing_interval_ms / 1000.0
                 while not stop.is_set() and not self._lost.is_set():
                     self._emit_ready()
                     with contextlib.suppress(TimeoutError):
@@ -287,19 +284,19 @@ class OpcUaConnector:
                         log,
                         logging.WARNING,
                         "opcua connection lost; reconnecting",
-                        source=self.source.name,
+                        source=self.config.name,
                     )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 failures += 1
-                self.metrics.source_errors.labels(self.source.name, "*").inc()
+                self.metrics.source_errors.labels(self.config.name, "*").inc()
                 if failures == 1 or failures % 10 == 0:
                     log_event(
                         log,
                         logging.WARNING,
                         "opcua connect failed",
-                        source=self.source.name,
+                        source=self.config.name,
                         error=f"{type(exc).__name__}: {exc}",
                         attempt=failures,
                     )
@@ -310,6 +307,49 @@ class OpcUaConnector:
                         await asyncio.wait_for(client.disconnect(), timeout=2)
             if stop.is_set():
                 break
-            delay = min(self.source.reconnect_max_s, 0.5 * 2 ** min(failures, 6))
+            delay = min(self.config.reconnect_max_s, 0.5 * 2 ** min(failures, 6))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay * random.uniform(0.5, 1.0))
+
+    async def probe(self) -> list[ProbeResult]:
+        """Connect (with the configured security and login), resolve each machine's nodes
+        as ``run`` would, and read every one once."""
+        try:
+            client = await self._connect()
+        except Exception as exc:  # a probe reports, it never raises
+            return [ProbeResult(self.name, self.config.endpoint, False, _describe(exc))]
+        results = []
+        try:
+            for machine in self.config.machines:
+                try:
+                    mapping: dict[str, ua.NodeId] = {}
+                    if machine.browse_root:
+                        root = client.get_node(await resolve_node_id(client, machine.browse_root))
+                        mapping, _ = await browse_sensors(root)
+                    for sensor, text in machine.nodes.items():
+                        mapping[sensor] = await resolve_node_id(client, text)
+                    values = [await client.get_node(n).read_value() for n in mapping.values()]
+                    ok = bool(mapping)
+                    detail = f"{len(values)} nodes read" if ok else "no sensor nodes found"
+                except Exception as exc:
+                    ok, detail = False, _describe(exc)
+                results.append(ProbeResult(self.name, machine.machine_id, ok, detail))
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.disconnect(), timeout=2)
+        return results
+
+    @classmethod
+    def scan_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--endpoint", required=True, help="opc.tcp://host:port/path")
+        parser.add_argument("--depth", type=int, default=6, help="levels below Objects")
+
+    @classmethod
+    async def scan(cls, args: argparse.Namespace) -> str:
+        from edge.inputs.opcua.scan import scan_opcua
+
+        return "\n".join(await scan_opcua(args.endpoint, args.depth))
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from edge.inputs.opcua.config import OpcUaSource
-from edge.inputs.opcua.connector import OpcUaConnector
+from edge.inputs.opcua.config import OpcUaInputConfig
+from edge.inputs.opcua.input import OpcUaInput
 from edge.metrics import EdgeMetrics
 from shared.message import Reading
 from simulator.config import SimConfig
@@ -29,7 +29,7 @@ NODES = {
 
 def _run(
     tmp_path: Path, sim: dict[str, Any], done: Any
-) -> tuple[list[tuple[datetime, Reading]], OpcUaConnector]:
+) -> tuple[list[tuple[datetime, Reading]], OpcUaInput]:
     """Subscribe to machine A without a sample counter (readings paced by value changes and
     timed by SourceTimestamps) until ``done(readings)``; each reading with its receive time."""
     port = free_port()
@@ -47,7 +47,7 @@ def _run(
             **sim,
         }
     )
-    source = OpcUaSource.model_validate(
+    source = OpcUaInputConfig.model_validate(
         {
             "name": "plc",
             "endpoint": f"opc.tcp://127.0.0.1:{port}/rig-alpha/",
@@ -57,7 +57,7 @@ def _run(
         }
     )
     received: list[tuple[datetime, Reading]] = []
-    connector = OpcUaConnector(
+    connector = OpcUaInput(
         source, "e1", lambda r, *a: received.append((datetime.now(UTC), r)), EdgeMetrics()
     )
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.inputs.opcua.config import OpcUaSource
-from edge.inputs.opcua.connector import OpcUaConnector
+from edge.inputs.opcua.config import OpcUaInputConfig
+from edge.inputs.opcua.input import OpcUaInput
 from edge.metrics import EdgeMetrics
 from shared.catalog import CORE_SENSOR_NAMES
 from shared.message import Reading
@@ -38,7 +38,7 @@ def test_subscription_readings_match_the_simulator_and_survive_a_restart(tmp_pat
             },
         }
     )
-    source = OpcUaSource.model_validate(
+    source = OpcUaInputConfig.model_validate(
         {
             "name": "plc",
             "endpoint": f"opc.tcp://127.0.0.1:{port}/rig-alpha/",
@@ -59,7 +59,7 @@ def test_subscription_readings_match_the_simulator_and_survive_a_restart(tmp_pat
         }
     )
     readings: list[Reading] = []
-    connector = OpcUaConnector(source, "edge-1", lambda r, *a: readings.append(r), EdgeMetrics())
+    connector = OpcUaInput(source, "edge-1", lambda r, *a: readings.append(r), EdgeMetrics())
 
     async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
