@@ -104,7 +104,7 @@ def test_buffer_cap_drops_oldest_and_counts_in_metrics(tmp_path: Path, log_dir: 
             ),
             "mapped twice",
         ),
-        (lambda d: d.update(sources={}), "at least one of"),
+        (lambda d: d.update(inputs={}), "at least one input"),
         (lambda d: d["buffer"].update(synchronous="SOMETIMES"), "buffer.synchronous"),
     ],
 )

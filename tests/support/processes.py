@@ -152,7 +152,11 @@ class Mosquitto:
     """A real Mosquitto broker (Debian's package) on a loopback port, restartable on the same
     port with its persistence, so persistent sessions survive a broker restart."""
 
-    def __init__(self, base: Path, port: int | None = None) -> None:
+    def __init__(
+        self, base: Path, port: int | None = None, tls: tuple[Path, Path, Path] | None = None
+    ) -> None:
+        """``tls``: (CA, server certificate, server key) PEM files; the one listener then
+        speaks TLS only."""
         import shutil
 
         self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -161,8 +165,16 @@ class Mosquitto:
         self.base = base
         self.port = port or free_port()
         self.conf = base / "mosquitto.conf"
+        listener = f"listener {self.port} 127.0.0.1\n"
+        if tls is not None:
+            ca, cert, key = tls
+            listener += f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
+            if os.geteuid() == 0:
+                # Started as root, mosquitto drops to its own user before reading the
+                # certificates, which then cannot open the test's private temporary files.
+                listener += "user root\n"
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"{listener}allow_anonymous true\n"
             f"persistence true\npersistence_location {base}/\nautosave_interval 1\n"
             "max_queued_messages 100000\nmax_inflight_messages 1000\n"
         )

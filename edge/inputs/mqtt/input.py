@@ -382,8 +382,16 @@ class MqttInput(Input[MqttInputConfig]):
             outcome["subscribe"] = list(reasons)
             subscribed.set()
 
+        def on_disconnect(
+            c: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any = None
+        ) -> None:
+            if "connect" not in outcome:  # closed before CONNACK (e.g. plain text to TLS)
+                outcome.setdefault("closed", str(reason))
+                connected.set()
+
         client.on_connect = on_connect
         client.on_subscribe = on_subscribe
+        client.on_disconnect = on_disconnect
         try:
             # The TLS handshake (and its certificate check) happens here.
             client.connect(config.host, config.port, keepalive=config.keepalive_s)
@@ -393,6 +401,12 @@ class MqttInput(Input[MqttInputConfig]):
         try:
             if not connected.wait(PROBE_TIMEOUT_S):
                 detail = f"no answer to CONNECT in {PROBE_TIMEOUT_S:.0f} s"
+                return [ProbeResult(self.name, target, False, detail)]
+            if "connect" not in outcome:
+                detail = (
+                    f"the broker closed the connection before answering ({outcome['closed']}); "
+                    "does it expect TLS (tls:) or another port?"
+                )
                 return [ProbeResult(self.name, target, False, detail)]
             if outcome["connect"].is_failure:
                 detail = f"connection refused: {outcome['connect']}"
