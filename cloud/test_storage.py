@@ -65,3 +65,50 @@ def test_custom_sensors_registered_and_anomalies_kept_once(database_url: str) ->
         ("hydraulic_pressure", "B", 1, 2500.0, 2500.0, 2500.0),
     ]
     assert anomalies == [("B", 2, "thresholds", 0.36, ["vibration"])]
+
+
+def test_key_is_edge_and_seq_whatever_the_timestamp(database_url: str) -> None:
+    """A reused (edge_id, seq) with another timestamp or other values is a conflict naming
+    both versions, never a second row; the identical redelivery is a duplicate; repeats
+    inside one batch are judged against what the table keeps."""
+    first = Reading("A", "e1", 1, NOW, {"rpm": 1.0}, {"arm_torque": 2.0})
+    later = Reading("A", "e1", 1, NOW + timedelta(seconds=5), {"rpm": 1.0}, {"arm_torque": 2.0})
+    other = Reading("A", "e1", 1, NOW, {"rpm": 1.0}, {"arm_torque": 3.0})
+    fresh = Reading("A", "e1", 2, NOW, {"rpm": 5.0})
+    with psycopg.connect(database_url) as conn:
+        with conn.transaction():
+            assert store_readings(conn, [first]).inserted == 1
+        with conn.transaction():
+            result = store_readings(conn, [later, first, fresh, other, first])
+        assert (result.received, result.inserted, result.duplicates) == (5, 1, 2)
+        assert [c.index for c in result.conflicts] == [0, 3]
+        timestamp, values = result.conflicts
+        assert "another timestamp" in timestamp.reason
+        assert timestamp.detail["stored"]["ts"] == first.to_wire()["ts"]
+        assert timestamp.detail["received"]["ts"] == later.to_wire()["ts"]
+        assert "custom.arm_torque stored 2.0, this message 3.0" in values.reason
+        rows = conn.execute("SELECT seq, count(*) FROM sensor_readings GROUP BY seq ORDER BY seq")
+        assert rows.fetchall() == [(1, 1), (2, 1)]
+
+
+def test_rows_loaded_around_the_keys_are_still_kept_once(database_url: str) -> None:
+    """A bulk load (COPY straight into sensor_readings) leaves rows without keys: storing the
+    same reading again falls back to the guarded statement and counts it a duplicate, and
+    other content under that key is a conflict."""
+    reading = Reading("A", "bulk", 7, NOW, {"rpm": 1.0})
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            'INSERT INTO sensor_readings (edge_id, seq, machine_id, "timestamp", rpm, '
+            "custom_sensors) VALUES ('bulk', 7, 'A', %s, 1.0, '{}')",
+            (NOW,),
+        )
+        conn.commit()
+        with conn.transaction():
+            again = store_readings(conn, [reading, Reading("A", "bulk", 8, NOW, {"rpm": 2.0})])
+        assert (again.inserted, again.duplicates, again.conflicts) == (1, 1, ())
+        changed = Reading("A", "bulk", 7, NOW, {"rpm": 9.0})
+        with conn.transaction():
+            result = store_readings(conn, [changed])
+        assert result.inserted == 0 and len(result.conflicts) == 1
+        assert "values.rpm stored 1.0, this message 9.0" in result.conflicts[0].reason
+        assert conn.execute("SELECT count(*) FROM sensor_readings").fetchone()[0] == 2

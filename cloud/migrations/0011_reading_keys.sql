@@ -4,15 +4,13 @@
 -- a message reusing a stored (edge_id, seq) with another timestamp would become a second
 -- row. reading_keys is the one unpartitioned arbiter: the storing statement inserts the key
 -- (ON CONFLICT DO NOTHING) and only the readings whose key is new reach sensor_readings.
--- ``digest`` (64 bits of BLAKE2b over the reading's canonical content, cloud/storage.py)
--- tells an identical redelivery (a silent duplicate) from a conflict (a dead letter naming
--- both versions). Keys stored before this migration have no digest; the first message that
--- hits one is compared with the stored row itself.
+-- A message whose key is taken is compared with the stored row (found through ``ts``, which
+-- names its partition): an identical redelivery is a silent duplicate, other content a
+-- conflict (a dead letter naming both versions).
 CREATE TABLE reading_keys (
     edge_id TEXT NOT NULL,
     seq     BIGINT NOT NULL,
     ts      TIMESTAMPTZ NOT NULL,
-    digest  BIGINT,
     PRIMARY KEY (edge_id, seq)
 );
 
