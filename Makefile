@@ -16,7 +16,7 @@ help:
 	@echo "make demo        simulator + edge + cloud (embedded PostgreSQL) on http://127.0.0.1:8080"
 	@echo "make test        the whole test suite against real Kafka, PostgreSQL and Modbus"
 	@echo "make test-unit   fast tests only (no services)"
-	@echo "make lint        ruff"
+	@echo "make lint        ruff, import directions, ESLint for the dashboard"
 	@echo "make kafka       a local Kafka broker for manual use"
 	@echo "make bench-e2e   end-to-end throughput and latency benchmark (JSON on the last line)"
 	@echo "make bench-sim   simulator rate for 1, 10 and 100 machines at 100 Hz (JSON)"
@@ -64,7 +64,8 @@ $(DASH_MODULES): cloud/dashboard/package-lock.json
 
 dashboard-deps: $(DASH_MODULES)
 
-test: venv system-deps kafka-jars dashboard-deps
+# Lint first: a lint, format, import-direction or type error fails the test run (CI too).
+test: venv system-deps kafka-jars dashboard-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv
@@ -73,9 +74,11 @@ test-unit: venv
 test-integration: venv system-deps kafka-jars dashboard-deps
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
 
-lint: venv
+lint: venv dashboard-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	cd cloud/dashboard && npx --no-install eslint .
 
 demo: venv dashboard-deps
 	$(PY) -m tools.demo

@@ -26,7 +26,7 @@ export async function api(path, { method = "GET", body, redirectOn401 = true } =
     throw new ApiError(401, { error: "not logged in" });
   }
   if (response.status === 204) return null;
-  let data = null;
+  let data;
   try {
     data = await response.json();
   } catch {

@@ -12,7 +12,7 @@ const MACHINE_KEY = "rig-alpha-machine";
 export function bootSequence() {
   const overlay = document.getElementById("boot");
   if (!overlay) return Promise.resolve();
-  let seen = false;
+  let seen;
   try {
     seen = sessionStorage.getItem(BOOT_KEY) === "1";
     sessionStorage.setItem(BOOT_KEY, "1");
@@ -48,7 +48,7 @@ export function showConnection({ state, detail }) {
 export function preferredMachine(machines) {
   const ids = machines.map((m) => m.machine_id);
   const fromUrl = new URLSearchParams(location.search).get("machine");
-  let stored = null;
+  let stored;
   try {
     stored = localStorage.getItem(MACHINE_KEY);
   } catch {
