@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -18,7 +19,7 @@ from cloud.db.partitions import (
 )
 from cloud.storage import store_readings
 from shared.message import Reading
-from tests.support.processes import wait_until
+from tests.support.processes import Service, free_port, http_ok, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -160,3 +161,56 @@ def test_maintenance_thread_outlives_failures() -> None:
     finally:
         thread.stop()
     assert len(calls) == 3
+
+
+def _partition_count(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return len(existing_partitions(conn))
+
+
+def test_serve_listens_at_once_and_maintains_in_the_background(
+    database_url: str, log_dir: Path
+) -> None:
+    now = datetime.now(UTC)
+    _insert_raw(database_url, "9999-12-31T00:00:00Z")
+    _store(database_url, *[now - timedelta(days=10 + d) for d in range(40)], first_seq=100)
+    port = free_port()
+    api = Service(
+        "api", ["cloud.cli", "serve", "--port", str(port)], log_dir, {"DATABASE_URL": database_url}
+    ).start()
+    try:
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), 60, "the API", services=[api]
+        )
+        # 44 partitions take two runs of at most 31; the second follows the first by itself.
+        wait_until(
+            lambda: _partition_count(database_url) == 44,
+            120,
+            "background maintenance to create every partition",
+            services=[api],
+        )
+    finally:
+        api.stop()
+
+
+def test_the_aggregator_maintains_partitions_on_a_thread_of_its_own(
+    database_url: str, kafka_broker: object, kafka_topic: str
+) -> None:
+    from cloud.consumer import Aggregator
+
+    aggregator = Aggregator(
+        kafka_broker.bootstrap,  # type: ignore[attr-defined]
+        database_url,
+        topic=kafka_topic,
+        group=f"g-{kafka_topic}",
+        maintenance=lambda: maintain_partitions(database_url, ahead_days=2),
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=aggregator.run, args=(stop,))
+    thread.start()
+    try:
+        wait_until(lambda: _partition_count(database_url) == 3, 60, "today .. today + 2")
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
