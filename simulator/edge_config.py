@@ -20,9 +20,9 @@ def simulator_edge_config(
     edge_id: str = "sim-edge",
     metrics_port: int = 9108,
 ) -> dict[str, Any]:
-    source_map = edge_modbus_source_config(sim_host, sim_port, machines)
+    modbus_map = edge_modbus_source_config(sim_host, sim_port, machines)
     devices = []
-    for device in source_map["devices"]:
+    for device in modbus_map["devices"]:
         devices.append(
             {
                 "machine_id": device["machine_id"],
