@@ -58,7 +58,7 @@ def _base_config(tmp: Path, edge_id: str, output: dict[str, Any]) -> dict[str, A
         "log_level": "INFO",
         "buffer": {"path": str(tmp / f"{edge_id}-buffer.db")},
         "metrics": {"host": "127.0.0.1", "port": free_port()},
-        "sources": {},
+        "inputs": {},
         "output": output,
         "forwarding": {"retry_initial_s": 0.2, "retry_max_s": 2.0, "shutdown_flush_s": 5},
     }
@@ -114,7 +114,7 @@ def _mqtt_pipeline(
     host, port = mqtt_broker
     prefix = f"t{uuid.uuid4().hex[:8]}"
     doc = _base_config(tmp_path, "edge-mqtt", kafka_output(bootstrap, topic))
-    doc["sources"]["mqtt"] = [
+    doc["inputs"]["mqtt"] = [
         {
             "name": "plant",
             "host": host,
@@ -276,7 +276,7 @@ def test_opcua_readings_through_the_daemon_survive_a_kill(
         extra_args=["--scenario", str(scenario), "--opcua-port", str(opcua_port)],
     )
     doc = _base_config(tmp_path, "edge-opcua", kafka_output(bootstrap, kafka_topic))
-    doc["sources"]["opcua"] = [
+    doc["inputs"]["opcua"] = [
         {
             "name": "plc",
             "endpoint": f"opc.tcp://127.0.0.1:{opcua_port}/rig-alpha/",
