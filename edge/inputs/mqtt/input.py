@@ -360,6 +360,7 @@ class MqttInput(Input[MqttInputConfig]):
         config = self.config
         target = f"{config.host}:{config.port}" + (" (TLS)" if config.tls is not None else "")
         topics = [s.topic for s in config.subscriptions]
+        wanted: list[tuple[str, int]] = [(topic, config.qos) for topic in topics]
         try:
             client = make_client(config, client_id=f"{config.client_id}-probe", clean_session=True)
         except (OSError, ValueError) as exc:  # unreadable CA/key file, unset password variable
@@ -374,7 +375,7 @@ class MqttInput(Input[MqttInputConfig]):
             outcome["connect"] = reason
             connected.set()
             if not reason.is_failure:
-                c.subscribe([(topic, config.qos) for topic in topics])
+                c.subscribe(wanted)
 
         def on_subscribe(
             c: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any = None
