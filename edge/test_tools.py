@@ -78,7 +78,9 @@ def test_probe_reports_live_and_dead_sources(
         assert "FAIL simulator: unit 1 (A): no answer" in capsys.readouterr().out
 
 
-def test_scan_finds_the_register_map_and_the_node_tree(tmp_path: Path) -> None:
+def test_scan_finds_the_register_map_and_the_node_tree(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     port, opcua_port = free_port(), free_port()
     config = SimConfig.model_validate(
         {
@@ -96,6 +98,12 @@ def test_scan_finds_the_register_map_and_the_node_tree(tmp_path: Path) -> None:
     with _SimThread(config):
         ranges = asyncio.run(scan_modbus("127.0.0.1", port, [1, 2], 0, 200, ["holding", "input"]))
         lines = asyncio.run(scan_opcua(f"opc.tcp://127.0.0.1:{opcua_port}/rig-alpha/"))
+        # The same through the CLI, which finds each scan through the input registry.
+        argv = ["scan", "modbus", "--host", "127.0.0.1", "--port", str(port), "--units", "2"]
+        assert edge_main([*argv, "--table", "input", "--end", "60"]) == 0
+        assert "unit 2 input registers 0..49 (50 answer)" in capsys.readouterr().out
+        assert edge_main(["scan", "mqtt"]) == 2
+        assert "has no scan; scan works for: modbus, opcua" in capsys.readouterr().err
     spans = {(r.unit, r.table, r.start, len(r.values)) for r in ranges}
     assert spans == {
         (1, "holding", 0, 110),
