@@ -189,8 +189,11 @@ class Aggregator:
         futures = admin.create_topics([NewTopic(topic, num_partitions=1)], operation_timeout=10)
         try:
             futures[topic].result(timeout=15)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+        except (KafkaException, TimeoutError) as exc:
+            exists = isinstance(exc, KafkaException) and (
+                exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS
+            )
+            if not exists:
                 log_event(
                     log,
                     logging.WARNING,

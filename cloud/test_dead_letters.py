@@ -73,3 +73,38 @@ def test_bad_messages_are_dead_lettered_and_the_rest_flows(
     consumer.close()
     assert [h["reason"].decode() for h in mirrored] == reasons
     assert {h["source_topic"].decode() for h in mirrored} == {kafka_topic}
+
+
+def test_a_redelivered_poison_message_is_one_dead_letter(
+    database_url: str, kafka_broker: object, kafka_topic: str
+) -> None:
+    """A crash between the database commit and the offset commit redelivers the batch: the
+    message's position keeps its dead letter single (here: a second consumer group reads
+    the same positions)."""
+    from tests.support.processes import wait_until
+
+    bootstrap = kafka_broker.bootstrap  # type: ignore[attr-defined]
+    producer = Producer({"bootstrap.servers": bootstrap})
+    good = encode_reading(Reading("A", "e1", 1, datetime.now(UTC), {"rpm": 1.0}))
+    for value in (b"{broken", good):
+        producer.produce(kafka_topic, value, b"A")
+    producer.flush(10)
+    for run in range(2):
+        aggregator = Aggregator(bootstrap, database_url, topic=kafka_topic, group=f"g{run}")
+        stop = threading.Event()
+        thread = threading.Thread(target=aggregator.run, args=(stop,))
+        thread.start()
+        try:
+            wait_until(
+                lambda a=aggregator: (
+                    a.dead_letters_total == 1 and a.stored_total + a.duplicates_total == 1
+                ),
+                60,
+                f"run {run} to consume both messages",
+            )
+        finally:
+            stop.set()
+            thread.join(30)
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM sensor_readings").fetchone()[0] == 1
