@@ -151,8 +151,8 @@ class BundleScorer:
         n = len(X)
         if n == 0:
             empty = np.empty(0)
-            prob = empty.copy() if LSTM in self._sessions else None
-            return BatchScores(empty, empty > 0, empty > 0, prob, {}, {})
+            no_prob = empty.copy() if LSTM in self._sessions else None
+            return BatchScores(empty, empty > 0, empty > 0, no_prob, {}, {})
         lstm = LSTM in self._sessions
         windows = np.empty((n, self._window, X.shape[1]), dtype=np.float32) if lstm else X
         ready: list[np.ndarray] = []

@@ -11,6 +11,7 @@ validation, so the rig scores exactly as the model was validated.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
@@ -40,7 +41,9 @@ class OnnxDetector:
         self.method = self.strategy
         self.sensors: list[str] = self.scorer.sensors
         # One C call reads all the sensors of a reading (KeyError: a sensor is absent).
-        self._getter = itemgetter(*self.sensors) if len(self.sensors) > 1 else _one(self.sensors)
+        self._getter: Callable[[dict[str, float | None]], tuple[Any, ...]] = (
+            itemgetter(*self.sensors) if len(self.sensors) > 1 else _one(self.sensors)
+        )
 
     # -- Detector protocol --------------------------------------------------------------------
 

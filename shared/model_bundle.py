@@ -28,7 +28,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -217,8 +217,7 @@ def extract_bundle(
 def pack_bundle(directory: Path | str, archive: Path | str) -> Path:
     """Tar (gzip when the name ends in .gz) the bundle files, flat, for transport."""
     directory, archive = Path(directory), Path(archive)
-    mode = "w:gz" if archive.name.endswith(".gz") else "w"
-    with tarfile.open(archive, mode) as tar:
+    with tarfile.open(archive, "w:gz" if archive.name.endswith(".gz") else "w") as tar:
         for path in sorted(directory.iterdir()):
             if path.is_file():
                 tar.add(path, arcname=path.name)
@@ -259,7 +258,7 @@ def _read_tar(bundle: Path, limits: BundleLimits) -> dict[str, bytes]:
     with bundle.open("rb") as raw:
         compressed = raw.read(2) == GZIP_MAGIC
         raw.seek(0)
-        source: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
+        source: _ByteSource = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
         capped = _CappedReader(source, limits.stream_bytes(), bundle)
         # "r|": a forward-only stream; nothing is scanned ahead of the member being checked.
         with tarfile.open(fileobj=capped, mode="r|") as tar:
@@ -298,11 +297,17 @@ def _check_size(bundle: Path, name: str, size: int, total: int, limits: BundleLi
         )
 
 
+class _ByteSource(Protocol):
+    """What the capped reader needs of its source (a file or a GzipFile)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 class _CappedReader(io.RawIOBase):
     """A read-only stream that refuses to yield more than ``cap`` bytes: what the tar reader
     consumes for headers (PAX, GNU long names) is bounded too, not only member data."""
 
-    def __init__(self, source: IO[bytes], cap: int, bundle: Path) -> None:
+    def __init__(self, source: _ByteSource, cap: int, bundle: Path) -> None:
         self._source = source
         self._left = cap
         self._cap = cap
