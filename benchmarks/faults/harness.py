@@ -380,7 +380,7 @@ class Scenario:
         buffer: dict[str, Any] | None = None,
         models: dict[str, Any] | None = None,
         output: dict[str, Any] | None = None,
-        sources: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         config = simulator_edge_config(
             sim_host="127.0.0.1",
@@ -403,8 +403,8 @@ class Scenario:
         config["buffer"].update(buffer or {})
         if models is not None:
             config["models"] = models
-        if sources is not None:
-            config["inputs"] = sources
+        if inputs is not None:
+            config["inputs"] = inputs
         return config
 
     def write_edge_config(self, **kwargs: Any) -> None:

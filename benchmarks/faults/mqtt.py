@@ -26,7 +26,7 @@ def edge_sigkill_mqtt(sc: Scenario) -> None:
     sc.start_aggregator()
     sc.start_sim(extra_args=["--mqtt-host", "127.0.0.1", "--mqtt-port", str(broker.port)])
     sc.write_edge_config(
-        sources={
+        inputs={
             "mqtt": [
                 {
                     "name": "plant-mqtt",
