@@ -124,13 +124,13 @@ def corrupt_buffer(sc: Scenario) -> None:
     # this scenario tests is the start on a corrupt file, not the readings inside it.
     # A frozen simulator answers no polls, so nothing new is committed while the buffer
     # drains and the edge stops.
+    sc.mark_edge_down()  # a frozen device cannot be polled: from now on, nothing is read
     sc.pause_sim(True)
     try:
         wait_for(sc.drained_now, 60, "the edge to deliver its buffer", [sc.edge])
         sc.edge.stop()
     finally:
         sc.pause_sim(False)
-    sc.mark_edge_down()
     sc.ledger_close_from_file()
     _corrupt(sc.buffer_path)
     say("  buffer file corrupted; starting the edge on it")
