@@ -506,7 +506,10 @@ class Aggregator:
         try:
             self._consumer.close()
             if self._dlq is not None:
-                self._dlq.flush(5)
+                if self._dlq.flush(5):
+                    self._dlq.purge()  # the table holds every letter; the mirror may lag
+                    self._dlq.flush(1)
+                self._dlq.close()
         finally:
             if self._conn is not None:
                 self._conn.close()

@@ -39,9 +39,26 @@ class Delivery:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """The broker or the client refused it: it is not in the topic."""
+    """The broker or the client refused it: it is not in the topic. ``permanent``: sending
+    it again cannot succeed (too large, invalid); otherwise it may, later."""
 
     error: str
+    permanent: bool = False
+
+
+# Refusals that are about the message itself, not about the broker's availability.
+_PERMANENT = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_MSG,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.INVALID_RECORD,
+    }
+)
+
+
+def _failure(err: KafkaError) -> Failure:
+    return Failure(str(err), permanent=err.code() in _PERMANENT)
 
 
 # A reading the broker had not confirmed by the deadline: it may still arrive (or fail).
@@ -72,7 +89,7 @@ class _Waiter:
     def report(self, index: int) -> object:
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
             outcome: Delivery | Failure = (
-                Failure(str(err))
+                _failure(err)
                 if err is not None
                 else Delivery(msg.topic(), msg.partition(), msg.offset())
             )
@@ -137,10 +154,13 @@ class IngestProducer:
                     headers=headers,
                     on_delivery=waiter.report(i),
                 )
-            except (BufferError, KafkaException) as exc:
-                # Local queue full or the message refused outright: not produced.
-                reason = "producer queue full" if isinstance(exc, BufferError) else str(exc)
-                waiter.loop.call_soon_threadsafe(waiter.settle, i, Failure(reason))
+            except BufferError:
+                # The local queue is full (the broker is slow or gone): not produced.
+                failure = Failure("producer queue full")
+                waiter.loop.call_soon_threadsafe(waiter.settle, i, failure)
+            except KafkaException as exc:
+                # Refused outright (e.g. larger than message.max.bytes): not produced.
+                waiter.loop.call_soon_threadsafe(waiter.settle, i, _failure(exc.args[0]))
 
     async def produce(
         self,
@@ -172,7 +192,12 @@ class IngestProducer:
 
     def close(self, timeout: float = 5.0) -> None:
         try:
-            self._producer.flush(timeout)
+            if self._producer.flush(timeout):
+                # The broker is gone: what is left was answered 503 long ago; drop it
+                # rather than wait for it at shutdown.
+                self._producer.purge()
+                self._producer.flush(1.0)
         finally:
             self._closed.set()
             self._poller.join(2.0)
+            self._producer.close()

@@ -151,35 +151,63 @@ def test_kafka_killed_ingest_fails_fast_and_other_endpoints_answer(
         broker.stop()
 
 
-def test_partly_produced_batch_answers_per_reading(
+def _post_batch(settings: CloudSettings, batch: dict[str, Any]) -> Any:
+    with TestClient(create_app(settings)) as client:
+        return client.post(
+            "/api/v1/ingest", content=orjson.dumps(batch), headers={"X-API-KEY": KEY}
+        )
+
+
+def test_partly_produced_batch_answers_503_per_reading(
     database_url: str, kafka_broker: object, kafka_topic: str
 ) -> None:
-    bootstrap = kafka_broker.bootstrap  # type: ignore[attr-defined]
-    # The producer refuses messages over 2,000 bytes: a reading with many custom sensors
-    # fails while the others of its batch are confirmed.
+    # A producer queue of two messages: the batch's first two readings are produced and
+    # confirmed, the other three find the queue full (as when the broker lags behind).
     settings = CloudSettings(
         database_url=database_url,
         ingest_api_key=KEY,
-        kafka_bootstrap=bootstrap,
+        kafka_bootstrap=kafka_broker.bootstrap,  # type: ignore[attr-defined]
+        topic=kafka_topic,
+        kafka_extra={"queue.buffering.max.messages": "2", "linger.ms": "50"},
+    )
+    response = _post_batch(settings, {"readings": [_reading(i) for i in range(1, 6)]})
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] == "5"
+    body = response.json()
+    assert (body["accepted"], body["failed"], body["unconfirmed"]) == (2, 3, 0)
+    results = body["results"]
+    assert [r["status"] for r in results] == ["accepted"] * 2 + ["failed"] * 3
+    assert [r["field"] for r in results] == [f"$.readings[{i}]" for i in range(5)]
+    assert all(r["partition"] >= 0 and r["offset"] >= 0 for r in results[:2])
+    assert results[2]["error"] == "producer queue full" and not results[2]["permanent"]
+    assert [r["seq"] for r in results] == [1, 2, 3, 4, 5]
+    assert body["field"] == "$.readings[2]"
+
+
+def test_reading_kafka_refuses_for_good_answers_422_per_reading(
+    database_url: str, kafka_broker: object, kafka_topic: str
+) -> None:
+    # The producer refuses messages over 2,000 bytes: a reading with many custom sensors is
+    # refused for good while the others of its batch are confirmed.
+    settings = CloudSettings(
+        database_url=database_url,
+        ingest_api_key=KEY,
+        kafka_bootstrap=kafka_broker.bootstrap,  # type: ignore[attr-defined]
         topic=kafka_topic,
         kafka_extra={"message.max.bytes": "2000"},
     )
     wide = {f"sensor_{i:03d}": float(i) for i in range(120)}
-    batch = {"readings": [_reading(1), _reading(2, custom=wide), _reading(3)]}
-    with TestClient(create_app(settings)) as client:
-        response = client.post(
-            "/api/v1/ingest", content=orjson.dumps(batch), headers={"X-API-KEY": KEY}
-        )
-    assert response.status_code == 503, response.text
-    assert response.headers["Retry-After"] == "5"
+    response = _post_batch(
+        settings, {"readings": [_reading(1), _reading(2, custom=wide), _reading(3)]}
+    )
+    assert response.status_code == 422, response.text
+    assert "Retry-After" not in response.headers
     body = response.json()
     assert (body["accepted"], body["failed"], body["unconfirmed"]) == (2, 1, 0)
+    assert body["field"] == "$.readings[1]"
     results = body["results"]
     assert [r["status"] for r in results] == ["accepted", "failed", "accepted"]
-    assert [r["field"] for r in results] == [f"$.readings[{i}]" for i in range(3)]
-    assert results[0]["partition"] >= 0 and results[0]["offset"] >= 0
-    assert "too large" in results[1]["error"].lower() or "size" in results[1]["error"].lower()
-    assert results[1]["seq"] == 2 and results[1]["edge_id"] == "rig-o"
+    assert results[1]["permanent"] and "too large" in results[1]["error"].lower()
 
 
 def test_idempotency_key_makes_a_retry_store_nothing_new(

@@ -8,10 +8,11 @@ PostgreSQL, or (when Kafka is configured) confirmed by the broker with acks=all.
   Without Kafka the body is refused with 409 (nothing stored, both versions named); with
   Kafka the aggregator dead-letters it.
 - Kafka down or slow: 503 with ``Retry-After`` after at most the delivery deadline (2 s),
-  and with per-reading ``results`` when part of the batch was confirmed, so a client can
-  tell which readings are in (``accepted`` with partition/offset), which are not
-  (``failed``) and which may or may not be (``unconfirmed``). Resending the whole body is
-  safe when its readings carry ``seq`` and ``ts`` or the request an ``Idempotency-Key``.
+  with per-reading ``results``: which readings are in (``accepted``, with partition and
+  offset), which are not (``failed``) and which may or may not be (``unconfirmed``).
+  Resending the whole body is safe when its readings carry ``seq`` and ``ts`` or the
+  request an ``Idempotency-Key``. A reading Kafka refuses for good (too large): 422 with
+  the same ``results``.
 - ``Idempotency-Key`` (1-255 visible ASCII characters): the first request's assigned
   ``seq``/``ts`` are kept 24 h, so a retry of the same body gets the same keys and stores
   nothing new; the same key with another body is refused (422).
@@ -265,11 +266,15 @@ def _produced_answer(
             ]
         body["keys"] = _keys(readings, is_batch)
         return JSONResponse(body)
-    # 503 with a body, not 207: a client that only looks at the status retries the whole
-    # body (safe with seq+ts or an Idempotency-Key: the key drops what is already in), and
-    # one that reads the body resends only what is not accepted.
+    # Not 207: a client that looks only at the status must not take a partly produced
+    # batch for a success. 422 when Kafka refused a reading for good (too large, invalid:
+    # resending cannot help; an edge bisects a 4xx batch and sets that reading aside);
+    # otherwise 503 + Retry-After (resending the whole body is safe with seq+ts or an
+    # Idempotency-Key: the key drops what is already in). Either way ``results`` says per
+    # reading what happened, so a client may resend only what is not accepted.
     results: list[dict[str, Any]] = []
     failed = unconfirmed = 0
+    permanent = False
     for i, (outcome, reading) in enumerate(zip(outcomes, readings, strict=True)):
         entry: dict[str, Any] = {
             "field": f"$.readings[{i}]" if is_batch else "$",
@@ -281,26 +286,29 @@ def _produced_answer(
             entry.update(status="accepted", partition=outcome.partition, offset=outcome.offset)
         elif isinstance(outcome, Failure):
             failed += 1
-            entry.update(status="failed", error=outcome.error)
+            permanent = permanent or outcome.permanent
+            entry.update(status="failed", error=outcome.error, permanent=outcome.permanent)
         else:
             unconfirmed += 1
             entry.update(status="unconfirmed", error="no broker confirmation in time")
         results.append(entry)
-    first_error = next((r["error"] for r in results if r["status"] != "accepted"), "not confirmed")
+    # The reading the answer names: the first refused for good, else the first not taken.
+    first = next(r for r in results if r.get("permanent") or (not permanent and "error" in r))
+    status = 422 if permanent else 503
     return JSONResponse(
         {
             "success": False,
-            "error": f"Kafka did not confirm {failed + unconfirmed} of {len(outcomes)} "
-            f"readings: {first_error}",
-            "field": "$",
-            "status": 503,
+            "error": f"Kafka did not take {failed + unconfirmed} of {len(outcomes)} readings: "
+            f"{first['error']}",
+            "field": first["field"],
+            "status": status,
             "accepted": len(deliveries),
             "failed": failed,
             "unconfirmed": unconfirmed,
             "results": results,
         },
-        status_code=503,
-        headers={"Retry-After": "5"},
+        status_code=status,
+        headers=None if permanent else {"Retry-After": "5"},
     )
 
 
