@@ -202,7 +202,7 @@ class Aggregator:
                     error=str(exc),
                 )
                 return None
-        return Producer({**config, "acks": "all", "enable.idempotence": True})
+        return Producer({**config, "acks": "all", "enable.idempotence": True}, logger=log)
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:

@@ -123,7 +123,7 @@ class IngestProducer:
             "partitioner": "murmur2_random",
         }
         settings.update(extra or {})
-        self._producer = Producer(settings)
+        self._producer = Producer(settings, logger=log)
         self._closed = threading.Event()
         self._poller = threading.Thread(
             target=self._serve_reports, name="ingest-kafka", daemon=True

@@ -272,6 +272,8 @@ class StoreAndForwardBuffer:
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
         self._wal_warned_at = -_WAL_WARN_INTERVAL_S
+        self._drop_logged_at = -_WAL_WARN_INTERVAL_S
+        self._dropped_unlogged = 0
         self.recovered_from: Path | None = None
 
         try:
@@ -692,6 +694,7 @@ class StoreAndForwardBuffer:
             self._conn.execute(
                 "UPDATE meta SET value = value + ? WHERE key = 'dropped_total'", (dropped,)
             )
+            self._note_dropped(dropped, "over the cap or the free-space watermark")
         return dropped, dropped_bytes
 
     def _make_room_locked(self) -> int:
@@ -743,6 +746,8 @@ class StoreAndForwardBuffer:
         self._bytes -= size_sum
         self._depth -= n
         self._dropped += n
+        if n:
+            self._note_dropped(n, "free space below min_free_bytes")
         return n
 
     def _vacuum_locked(self, pages: int) -> None:
@@ -798,6 +803,25 @@ class StoreAndForwardBuffer:
                 )
         except (sqlite3.Error, OSError) as exc:
             self._warn_throttled("edge buffer checkpoint failed", error=str(exc))
+
+    def _note_dropped(self, n: int, reason: str) -> None:
+        """Dropping readings is counted in ``dropped_total``; an operator reading the log
+        must see it too, but on a full disk every commit drops: once a minute at most, with
+        how many went since the last line."""
+        self._dropped_unlogged += n
+        now = time.monotonic()
+        if now - self._drop_logged_at < _WAL_WARN_INTERVAL_S:
+            return
+        self._drop_logged_at = now
+        log_event(
+            log,
+            logging.WARNING,
+            "edge buffer dropped its oldest readings",
+            path=str(self.path),
+            reason=reason,
+            dropped=self._dropped_unlogged,
+        )
+        self._dropped_unlogged = 0
 
     def _warn_throttled(self, event: str, **fields: object) -> None:
         # Once a minute at most: on a full disk every commit would say it again.

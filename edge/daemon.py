@@ -886,8 +886,14 @@ class EdgeDaemon:
 
     async def _apply_reload(
         self, new: EdgeConfig, inputs_stop: asyncio.Event, tasks: list[asyncio.Task[None]]
-    ) -> bool:
-        """Swap inputs (and the output if it changed) without touching the buffer."""
+    ) -> tuple[asyncio.Event, list[asyncio.Task[None]]] | None:
+        """Swap inputs (and the output if it changed) without touching the buffer. Returns
+        the running inputs' stop event and tasks, or None when the reload is refused.
+
+        Inputs are swapped first and only when their section changed, so polling pauses for
+        milliseconds at most; the output is swapped after, while the inputs already run: the
+        old forwarder may take up to its send timeout to finish a round against an
+        unreachable destination, and readings meanwhile simply wait in the buffer."""
         fixed = {"edge_id": "edge_id", "buffer": "buffer", "metrics": "metrics"}
         changed = [
             name for name, attr in fixed.items() if getattr(new, attr) != getattr(self.config, attr)
@@ -899,10 +905,20 @@ class EdgeDaemon:
                 "reload refused: these settings need a restart",
                 settings=changed,
             )
-            return False
-        inputs_stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if new.output != self.config.output or new.forwarding != self.config.forwarding:
+            return None
+        old = self.config
+        self.config = new
+        if new.inputs != old.inputs:
+            inputs_stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            previous = {(type(each), each.name): each for each in self.inputs}
+            self.inputs = build_inputs(new, self._accept, self.metrics)
+            for each in self.inputs:
+                before = previous.get((type(each), each.name))
+                if before is not None:
+                    each.adopt(before)
+            inputs_stop, tasks = self._start_inputs()
+        if new.output != old.output or new.forwarding != old.forwarding:
             await asyncio.to_thread(self.forwarder.stop, 0.0)
             self._output.close()
             output, batch = build_output(new)
@@ -910,14 +926,7 @@ class EdgeDaemon:
             self._output = output
             self._output_batch = batch
             self.forwarder.start()
-        self.config = new
-        previous = {(type(each), each.name): each for each in self.inputs}
-        self.inputs = build_inputs(new, self._accept, self.metrics)
-        for each in self.inputs:
-            old = previous.get((type(each), each.name))
-            if old is not None:
-                each.adopt(old)
-        return True
+        return inputs_stop, tasks
 
     async def run(
         self,
@@ -982,8 +991,9 @@ class EdgeDaemon:
                     )
                     notify("READY=1")
                     continue
-                if await self._apply_reload(new, inputs_stop, tasks):
-                    inputs_stop, tasks = self._start_inputs()
+                running = await self._apply_reload(new, inputs_stop, tasks)
+                if running is not None:
+                    inputs_stop, tasks = running
                     log_event(
                         log,
                         logging.INFO,

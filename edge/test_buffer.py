@@ -52,7 +52,10 @@ def test_ack_deletes_only_confirmed(tmp_path: Path) -> None:
     buf.close()
 
 
-def test_cap_drops_oldest_first_and_counts(tmp_path: Path) -> None:
+def test_cap_drops_oldest_first_and_counts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("WARNING", logger="edge.buffer")
     buf = StoreAndForwardBuffer(tmp_path / "b.db", max_bytes=1 << 16)
     all_seqs = []
     for _ in range(40):
@@ -64,6 +67,9 @@ def test_cap_drops_oldest_first_and_counts(tmp_path: Path) -> None:
     remaining = [b.seq for b in buf.peek(100_000)]
     # What is left is exactly the newest readings, in order.
     assert remaining == all_seqs[-len(remaining) :]
+    # Counted, and said in the log too (once: the line is rate-limited).
+    said = [r for r in caplog.records if "dropped its oldest readings" in r.getMessage()]
+    assert len(said) == 1
     buf.close()
     assert read_stats_readonly(tmp_path / "b.db").dropped_total == stats.dropped_total
 
