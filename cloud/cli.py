@@ -23,18 +23,26 @@ import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cloud.cli_accounts import add_account_commands
 from cloud.cli_models import add_model_commands
 from cloud.settings import CloudSettings, SettingsError, secret
 from shared.logs import configure_logging, log_event
 
+if TYPE_CHECKING:
+    # For annotations only: both pull in psycopg, which the commands import when they run.
+    from cloud.db.embedded import EmbeddedPostgres
+    from cloud.db.partitions import MaintenanceResult
+
 log = logging.getLogger("rig-cloud")
 
 DEFAULT_DATA_DIR = Path("var/cloud-postgres")
 
 
-def _settings_with_database(args: argparse.Namespace) -> tuple[CloudSettings, object | None]:
+def _settings_with_database(
+    args: argparse.Namespace,
+) -> tuple[CloudSettings, EmbeddedPostgres | None]:
     """Settings from the environment; starts the embedded PostgreSQL when no DATABASE_URL."""
     settings = CloudSettings.from_env()
     if settings.database_url:
@@ -47,7 +55,7 @@ def _settings_with_database(args: argparse.Namespace) -> tuple[CloudSettings, ob
     return dataclasses.replace(settings, database_url=url), pg
 
 
-def _maintain(settings: CloudSettings) -> object:
+def _maintain(settings: CloudSettings) -> MaintenanceResult:
     from cloud.db.partitions import maintain_partitions
 
     return maintain_partitions(
@@ -76,18 +84,18 @@ def cmd_maintain(args: argparse.Namespace) -> int:
                     conn, end - timedelta(days=args.rebuild_rollups_days), end
                 )
             print(f"history rollups rebuilt: {minutes} machine-minutes")
-        if result.skipped:  # type: ignore[attr-defined]
+        if result.skipped:
             print("partitions: another process is maintaining them now; nothing done")
         else:
             print(
-                f"partitions created: {result.created or 'none'}; "  # type: ignore[attr-defined]
-                f"dropped: {result.dropped or 'none'}; "  # type: ignore[attr-defined]
-                f"days left for the next run: {result.pending}; "  # type: ignore[attr-defined]
-                f"rows outside the acceptance window: {result.outside_window}"  # type: ignore[attr-defined]
+                f"partitions created: {result.created or 'none'}; "
+                f"dropped: {result.dropped or 'none'}; "
+                f"days left for the next run: {result.pending}; "
+                f"rows outside the acceptance window: {result.outside_window}"
             )
     finally:
         if pg is not None:
-            pg.stop()  # type: ignore[attr-defined]
+            pg.stop()
     return 0
 
 
@@ -100,7 +108,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         print(f"applied: {applied or 'nothing (up to date)'}")
     finally:
         if pg is not None:
-            pg.stop()  # type: ignore[attr-defined]
+            pg.stop()
     return 0
 
 
@@ -162,7 +170,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if maintainer is not None:
             maintainer.stop()
         if pg is not None:
-            pg.stop()  # type: ignore[attr-defined]
+            pg.stop()
     return 0
 
 
@@ -212,7 +220,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
         )
     finally:
         if pg is not None:
-            pg.stop()  # type: ignore[attr-defined]
+            pg.stop()
     return 0
 
 

@@ -105,7 +105,7 @@ def cmd_key_revoke(args: argparse.Namespace) -> int:
     return _with_db(args, work)
 
 
-def add_account_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_account_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     user = sub.add_parser("user", help="manage dashboard/API users (needs DATABASE_URL)")
     users = user.add_subparsers(dest="user_command", required=True)
     add = users.add_parser(

@@ -193,7 +193,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_model_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     model = sub.add_parser("model", help="detector lifecycle: keys, registry, retrain, rollback")
     models = model.add_subparsers(dest="model_command", required=True)
     keygen = models.add_parser("keygen", help="create the Ed25519 bundle-signing key pair")

@@ -36,7 +36,7 @@ def reading_json(row: dict[str, Any]) -> dict[str, Any]:
 def latest_readings(conn: psycopg.Connection, machine_id: str, limit: int) -> list[dict[str, Any]]:
     """The newest ``limit`` readings of a machine, oldest first (chart order)."""
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(LATEST_SQL, (machine_id, limit))  # type: ignore[arg-type]
+        cur.execute(LATEST_SQL, (machine_id, limit))
         rows = cur.fetchall()
     return [reading_json(row) for row in reversed(rows)]
 
@@ -45,6 +45,6 @@ async def load_reading(
     conn: psycopg.AsyncConnection[Any], edge_id: str, seq: int
 ) -> dict[str, Any] | None:
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(ONE_SQL, (edge_id, seq))  # type: ignore[arg-type]
+        await cur.execute(ONE_SQL, (edge_id, seq))
         row = await cur.fetchone()
     return {"type": "reading", **reading_json(row)} if row else None

@@ -214,13 +214,13 @@ def store_readings(
     unique, repeats = _one_version_per_key(readings)
     conflicts: list[Conflict] = []
     with conn.cursor() as cur:
-        cur.execute(_CREATE_STAGING)  # type: ignore[arg-type]
+        cur.execute(_CREATE_STAGING)
         _stage(cur, [readings[i] for i in unique])
         try:
             with conn.transaction():
-                cur.execute(_MERGE)  # type: ignore[arg-type]
+                cur.execute(_MERGE)
         except psycopg.errors.UniqueViolation:
-            cur.execute(_MERGE_GUARDED)  # type: ignore[arg-type]
+            cur.execute(_MERGE_GUARDED)
         inserted = cur.fetchall()
         # Where a key of the batch holds other content than the batch's first reading of it:
         # the stored version (its timestamp alone if its row is gone).
@@ -249,9 +249,7 @@ def store_readings(
 
 def _stage(cur: psycopg.Cursor, readings: Sequence[Reading]) -> None:
     # Binary COPY: values go over as IEEE doubles, twice as fast as text on this path.
-    with cur.copy(
-        f"COPY {_STAGING} ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)"  # type: ignore[arg-type]
-    ) as copy:
+    with cur.copy(f"COPY {_STAGING} ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(_COPY_TYPES)
         for reading in readings:
             copy.write_row(_row(reading))
@@ -310,16 +308,16 @@ def _stored_otherwise(
     stored version. PostgreSQL compares them with the stored rows (staged once more: the
     rare path of a redelivery)."""
     _stage(cur, taken)
-    cur.execute(_DIFFERENT)  # type: ignore[arg-type]
+    cur.execute(_DIFFERENT)
     other: dict[tuple[str, int], Reading | datetime] = {
         (edge, seq): ts for edge, seq, ts in cur.fetchall()
     }
-    cur.execute(f"DELETE FROM {_STAGING}")  # type: ignore[arg-type]
+    cur.execute(f"DELETE FROM {_STAGING}")
     if not other:
         return other
     keys = sorted(other)
     with cur.connection.cursor(row_factory=dict_row) as rows:
-        rows.execute(  # type: ignore[call-overload]
+        rows.execute(
             _STORED_ROWS,
             (sorted(set(other.values())), [k[0] for k in keys], [k[1] for k in keys]),
         )
@@ -338,9 +336,7 @@ def stored_reading(conn: psycopg.Connection, edge_id: str, seq: int) -> Reading 
     if found is None:
         return None
     with conn.cursor(row_factory=dict_row) as rows:
-        rows.execute(  # type: ignore[call-overload]
-            _STORED_ROWS, ([found[0]], [edge_id], [seq])
-        )
+        rows.execute(_STORED_ROWS, ([found[0]], [edge_id], [seq]))
         row = rows.fetchone()
     return _row_reading(row) if row is not None else None
 
@@ -537,7 +533,7 @@ def rebuild_minute_rollups(conn: psycopg.Connection, start: datetime, end: datet
             "DELETE FROM sensor_minute_rollup WHERE minute >= %(start)s AND minute < %(end)s",
             {"start": start, "end": end},
         )
-        cur.execute(_REBUILD_ROLLUPS, {"start": start, "end": end})  # type: ignore[arg-type]
+        cur.execute(_REBUILD_ROLLUPS, {"start": start, "end": end})
         return cur.rowcount
 
 

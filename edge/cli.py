@@ -8,13 +8,18 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.configfile import ConfigError
+
+if TYPE_CHECKING:
+    # For the annotation only: the commands import the configuration when they run.
+    from edge.config import EdgeConfig
 
 DEFAULT_CONFIG = Path("/etc/rig-edge/edge.yaml")
 
 
-def _load(path: Path, *, log_deprecations: bool = True):  # type: ignore[no-untyped-def]
+def _load(path: Path, *, log_deprecations: bool = True) -> EdgeConfig:
     from edge.config import load_edge_config
 
     return load_edge_config(path, log_deprecations=log_deprecations)

@@ -55,7 +55,7 @@ class AppServices:
 
 
 def get_services(request: Request) -> AppServices:
-    return request.app.state.services  # type: ignore[no-any-return]
+    return request.app.state.services
 
 
 Services = Annotated[AppServices, Depends(get_services)]

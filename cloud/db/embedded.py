@@ -145,7 +145,7 @@ class EmbeddedPostgres:
                         "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
                     ).fetchone()
                     if not exists:
-                        conn.execute(f'CREATE DATABASE "{self.database}"')  # type: ignore[arg-type]
+                        conn.execute(f'CREATE DATABASE "{self.database}"')
                     break
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:

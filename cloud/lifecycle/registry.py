@@ -72,7 +72,7 @@ def register(
             "baseline_metrics, reason, trained_from, trained_to, training_rows, manifest, "
             "bundle, bundle_sha256, created_by, activated_at) VALUES (%s, %s, %s, %s, %s, %s, "
             "%s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN now() END) "
-            f"RETURNING {_PUBLIC_COLUMNS}",  # type: ignore[arg-type]
+            f"RETURNING {_PUBLIC_COLUMNS}",
             (
                 candidate.machine_id,
                 version,
@@ -99,7 +99,7 @@ def register(
 def active(conn: psycopg.Connection, machine_id: str) -> dict[str, Any] | None:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            f"SELECT {_PUBLIC_COLUMNS} FROM model_registry "  # type: ignore[arg-type]
+            f"SELECT {_PUBLIC_COLUMNS} FROM model_registry "
             "WHERE machine_id = %s AND status = 'active'",
             (machine_id,),
         )
@@ -121,7 +121,7 @@ def list_models(
 ) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            f"SELECT {_PUBLIC_COLUMNS} FROM model_registry "  # type: ignore[arg-type]
+            f"SELECT {_PUBLIC_COLUMNS} FROM model_registry "
             "WHERE (%(machine)s::text IS NULL OR machine_id = %(machine)s) "
             "AND (%(all)s OR machine_id = ANY(%(machines)s)) "
             "ORDER BY machine_id, version DESC",

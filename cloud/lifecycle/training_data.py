@@ -54,7 +54,7 @@ def load_history(
     """The newest ``max_rows`` normal readings of the last ``days`` days, oldest first."""
     start = now - timedelta(days=days)
     rows = conn.execute(
-        f'SELECT "timestamp", {_COLUMNS} FROM sensor_readings '  # type: ignore[arg-type]
+        f'SELECT "timestamp", {_COLUMNS} FROM sensor_readings '
         'WHERE machine_id = %s AND "timestamp" >= %s AND "timestamp" <= %s '
         "AND coalesce((detection->>'is_anomaly')::boolean, false) = false "
         'ORDER BY "timestamp" DESC LIMIT %s',

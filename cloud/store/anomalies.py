@@ -98,13 +98,13 @@ def get_anomaly(
     the reading is gone, e.g. its partition was dropped)."""
     with conn.cursor(row_factory=class_row(Anomaly)) as cur:
         cur.execute(
-            f"SELECT {_COLUMNS} FROM anomaly_detections WHERE id = %s",  # type: ignore[arg-type]
+            f"SELECT {_COLUMNS} FROM anomaly_detections WHERE id = %s",
             (anomaly_id,),
         )
         anomaly = cur.fetchone()
     if anomaly is None:
         return None
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(ONE_SQL, (anomaly.edge_id, anomaly.seq))  # type: ignore[arg-type]
+        cur.execute(ONE_SQL, (anomaly.edge_id, anomaly.seq))
         reading = cur.fetchone()
     return anomaly, reading_json(reading) if reading else None

@@ -44,10 +44,10 @@ def list_custom_sensors(conn: psycopg.Connection, machine_id: str | None) -> lis
     """All custom sensors by name, or those ``machine_id`` has sent."""
     with conn.cursor(row_factory=class_row(CustomSensor)) as cur:
         if machine_id is None:
-            cur.execute(f"{_SELECT} ORDER BY name")  # type: ignore[arg-type]
+            cur.execute(f"{_SELECT} ORDER BY name")
         else:
             cur.execute(
-                f"{_SELECT} WHERE machines @> ARRAY[%s] ORDER BY name",  # type: ignore[arg-type]
+                f"{_SELECT} WHERE machines @> ARRAY[%s] ORDER BY name",
                 (machine_id,),
             )
         return cur.fetchall()
@@ -55,7 +55,7 @@ def list_custom_sensors(conn: psycopg.Connection, machine_id: str | None) -> lis
 
 def get_custom_sensor(conn: psycopg.Connection, name: str) -> CustomSensor | None:
     with conn.cursor(row_factory=class_row(CustomSensor)) as cur:
-        cur.execute(f"{_SELECT} WHERE name = %s", (name,))  # type: ignore[arg-type]
+        cur.execute(f"{_SELECT} WHERE name = %s", (name,))
         return cur.fetchone()
 
 

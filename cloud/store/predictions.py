@@ -42,7 +42,7 @@ def latest_predictions(
     FRESH_MINUTES whose detection carries a forecast."""
     with conn.cursor(row_factory=class_row(Prediction)) as cur:
         cur.execute(
-            _QUERY,  # type: ignore[arg-type]
+            _QUERY,
             {"all": visible is None, "machines": list(visible or ())},
         )
         return cur.fetchall()

@@ -96,13 +96,13 @@ def _machine(row: dict[str, Any]) -> MachineLatest:
 
 def stats_snapshot(conn: psycopg.Connection, window_s: int) -> StatsSnapshot:
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(_LATEST)  # type: ignore[arg-type]
+        cur.execute(_LATEST)
         machines = [_machine(row) for row in cur.fetchall()]
     count, buckets = recent(conn, window_s)
     with conn.cursor(row_factory=class_row(ConsumerLag)) as cur:
-        cur.execute(_LAG)  # type: ignore[arg-type]
+        cur.execute(_LAG)
         lag = cur.fetchall()
     with conn.cursor(row_factory=class_row(EdgeBacklog)) as cur:
-        cur.execute(_EDGES)  # type: ignore[arg-type]
+        cur.execute(_EDGES)
         edges = cur.fetchall()
     return StatsSnapshot(machines, count, buckets, lag, edges)
