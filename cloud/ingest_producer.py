@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -86,13 +86,18 @@ class _Waiter:
             if self.remaining <= 0:
                 self.done.set()
 
-    def report(self, index: int) -> object:
+    def report(self, index: int) -> Callable[[KafkaError | None, Message], None]:
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            outcome: Delivery | Failure = (
-                _failure(err)
-                if err is not None
-                else Delivery(msg.topic(), msg.partition(), msg.offset())
-            )
+            outcome: Delivery | Failure
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            if err is not None:
+                outcome = _failure(err)
+            elif topic is None or partition is None or offset is None:
+                # librdkafka sets all three on a delivered message; without them the
+                # reading cannot be confirmed, so the request answers 503 (retried).
+                outcome = Failure("delivery report without a topic position")
+            else:
+                outcome = Delivery(topic, partition, offset)
             # A closed loop (RuntimeError): nobody waits for this answer any more.
             with contextlib.suppress(RuntimeError):
                 self.loop.call_soon_threadsafe(self.settle, index, outcome)
@@ -144,7 +149,9 @@ class IngestProducer:
         return len(self._producer)
 
     def _enqueue(self, readings: Sequence[Reading], backlog: int | None, waiter: _Waiter) -> None:
-        headers = [("edge_backlog", str(backlog).encode())] if backlog is not None else None
+        headers: list[tuple[str, str | bytes | None]] | None = (
+            [("edge_backlog", str(backlog).encode())] if backlog is not None else None
+        )
         for i, reading in enumerate(readings):
             try:
                 self._producer.produce(

@@ -309,17 +309,17 @@ def _stored_otherwise(
     rare path of a redelivery)."""
     _stage(cur, taken)
     cur.execute(_DIFFERENT)
-    other: dict[tuple[str, int], Reading | datetime] = {
-        (edge, seq): ts for edge, seq, ts in cur.fetchall()
-    }
+    stamps: dict[tuple[str, int], datetime] = {(edge, seq): ts for edge, seq, ts in cur.fetchall()}
     cur.execute(f"DELETE FROM {_STAGING}")
+    # A key's timestamp is replaced below by the stored reading when its row is still there.
+    other: dict[tuple[str, int], Reading | datetime] = dict(stamps)
     if not other:
         return other
     keys = sorted(other)
     with cur.connection.cursor(row_factory=dict_row) as rows:
         rows.execute(
             _STORED_ROWS,
-            (sorted(set(other.values())), [k[0] for k in keys], [k[1] for k in keys]),
+            (sorted(set(stamps.values())), [k[0] for k in keys], [k[1] for k in keys]),
         )
         for row in rows.fetchall():
             key = (row["edge_id"], row["seq"])

@@ -246,7 +246,7 @@ class ModelSync:
         """Check every machine once; returns the machines whose model changed. A machine
         whose check fails (network, server error) makes the poll a failed one; a refused
         bundle does not (the cloud answered, the edge said no)."""
-        changed = []
+        changed: list[str] = []
         failed: str | None = None
         for machine in self.machines:
             if self._stop.is_set():

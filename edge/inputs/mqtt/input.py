@@ -205,7 +205,9 @@ class MqttInput(Input[MqttInputConfig]):
         self._matchers = [(s, s.topic) for s in config.subscriptions]
         client = make_client(config, client_id=config.client_id, clean_session=config.clean_session)
         client.manual_ack_set(True)
-        client.reconnect_delay_set(0.5, 10)
+        # paho's stub says int, but Client._reconnect_wait only adds the delay to a clock
+        # reading and sleeps it, so half a second before the first reconnect works as meant.
+        client.reconnect_delay_set(0.5, 10)  # type: ignore[arg-type]
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -229,7 +231,10 @@ class MqttInput(Input[MqttInputConfig]):
         self._connected.set()
         self.metrics.source_reconnects.labels(self.config.name).inc()
         self.metrics.source_up.labels(self.config.name, "*").set(1)
-        client.subscribe([(s.topic, self.config.qos) for s in self.config.subscriptions])
+        topics: list[tuple[str, int]] = [
+            (s.topic, self.config.qos) for s in self.config.subscriptions
+        ]
+        client.subscribe(topics)
         log_event(
             log,
             logging.INFO,

@@ -247,7 +247,7 @@ class OpcUaInput(Input[OpcUaInputConfig]):
             self.config.publishing_interval_ms, _Handler(self)
         )
         await subscription.subscribe_data_change(
-            nodes + counters, sampling_interval=self.config.sampling_interval_ms
+            nodes + counters, sampling_interval=ua.Duration(self.config.sampling_interval_ms)
         )
 
     def _mark_down(self) -> None:

@@ -9,7 +9,6 @@ down, timeouts, authorisation, a full queue) is an error of the round, which is 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -59,7 +58,7 @@ class KafkaOutput:
 
     def send(self, batch: Sequence[BufferedReading], backlog: int = 0) -> SendResult:
         result = SendResult()
-        headers = [(BACKLOG_HEADER, str(backlog).encode())]
+        headers: list[tuple[str, str | bytes | None]] = [(BACKLOG_HEADER, str(backlog).encode())]
         errors: list[str] = []
         fatal: list[KafkaError] = []
         sizes = {item.seq: len(item.payload) for item in batch}
@@ -106,9 +105,14 @@ class KafkaOutput:
         self,
         topic: str,
         item: BufferedReading,
-        headers: list[tuple[str, bytes]],
+        headers: list[tuple[str, str | bytes | None]],
         on_delivery: Callable[[KafkaError | None, Message, int], None],
     ) -> None:
+        seq = item.seq
+
+        def report(err: KafkaError | None, msg: Message) -> None:
+            on_delivery(err, msg, seq)
+
         while True:
             try:
                 self._producer.produce(
@@ -116,7 +120,7 @@ class KafkaOutput:
                     value=item.payload,
                     key=item.machine_id.encode(),
                     headers=headers,
-                    on_delivery=functools.partial(on_delivery, seq=item.seq),
+                    on_delivery=report,
                 )
                 return
             except BufferError:
