@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
-    BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     SerializeAsAny,
@@ -29,20 +26,17 @@ from pydantic import (
 
 from edge.inputs import registry
 from edge.inputs.base import InputConfig
-from edge.outputs.http.config import HttpOutputConfig
+from edge.outputs.http.config import ApiKeySource, HttpOutputConfig
 from edge.outputs.kafka.config import KafkaOutputConfig
-from shared.configfile import load_yaml_model
+from shared.configfile import ConfigError, load_yaml_model
+from shared.configtypes import SecretRef, StrictModel
 from shared.logs import log_event
 from shared.message import EDGE_ID_RE, TimeWindow
 
 log = logging.getLogger(__name__)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class BufferConfig(_Strict):
+class BufferConfig(StrictModel):
     path: Path = Path("/var/lib/rig-edge/buffer.db")
     max_bytes: int = Field(default=1 << 30, ge=1 << 16, description="Disk cap; oldest dropped")
     synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
@@ -60,12 +54,12 @@ class BufferConfig(_Strict):
     max_pending_readings: int = Field(default=100_000, ge=100, le=10_000_000)
 
 
-class MetricsConfig(_Strict):
+class MetricsConfig(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(default=9108, ge=0, le=65535, description="0 disables the endpoint")
 
 
-class HealthConfig(_Strict):
+class HealthConfig(StrictModel):
     """When /healthz (and the systemd watchdog) call the pipeline unhealthy."""
 
     # Readings waiting longer than this for their commit make the edge unhealthy.
@@ -74,7 +68,7 @@ class HealthConfig(_Strict):
     forwarder_stall_s: float = Field(default=30.0, gt=0, le=3600)
 
 
-class TimeWindowConfig(_Strict):
+class TimeWindowConfig(StrictModel):
     """Device timestamps the edge accepts; outside, the edge's receive time is used instead.
     Keep it within the cloud's window (the defaults are the cloud's), or the cloud refuses
     what the edge let through."""
@@ -88,7 +82,7 @@ class TimeWindowConfig(_Strict):
         )
 
 
-class InputsConfig(_Strict):
+class InputsConfig(StrictModel):
     """The ``inputs:`` section: per input type (``modbus: [...]``, ``mqtt: [...]``) a list of
     that type's config entries. The model with one field per registered type is
     ``inputs_model()``; this base holds what works for any of them."""
@@ -134,7 +128,7 @@ def inputs_model() -> type[InputsConfig]:
     return _inputs_model(registry.version())
 
 
-class ForwardingConfig(_Strict):
+class ForwardingConfig(StrictModel):
     retry_initial_s: float = Field(default=0.5, gt=0, le=60)
     retry_max_s: float = Field(default=30.0, gt=0, le=3600)
     shutdown_flush_s: float = Field(default=5.0, ge=0, le=300)
@@ -143,14 +137,12 @@ class ForwardingConfig(_Strict):
 OutputConfig = Annotated[KafkaOutputConfig | HttpOutputConfig, Field(discriminator="kind")]
 
 
-class ModelsConfig(_Strict):
+class ModelsConfig(ApiKeySource):
     """ML detectors from the cloud: polled, verified with the cloud's public key, hot-swapped.
-    Without this section the edge runs threshold checks only."""
+    Without this section the edge runs threshold checks only. The per-edge API key is named
+    as for the HTTP output (``api_key_env``/``api_key_file``)."""
 
     cloud_url: str = Field(pattern=r"^https?://", description="The cloud API's base URL")
-    # The per-edge API key, as for the HTTP output: from the environment or a file.
-    api_key_env: str | None = None
-    api_key_file: Path | None = None
     public_key_file: Path = Field(description="Ed25519 public key that signs model bundles")
     directory: Path = Path("/var/lib/rig-edge/models")
     poll_interval_s: float = Field(default=300.0, ge=1.0, le=86_400.0)
@@ -160,23 +152,8 @@ class ModelsConfig(_Strict):
     # Download cap for one bundle: the models directory shares the disk with the buffer.
     max_bundle_bytes: int = Field(default=64 << 20, ge=1 << 20, le=4 << 30)
 
-    @model_validator(mode="after")
-    def _key_source(self) -> ModelsConfig:
-        if not (self.api_key_env or self.api_key_file):
-            raise ValueError("set api_key_env or api_key_file (the key is never written in YAML)")
-        return self
 
-    def api_key(self) -> str:
-        if self.api_key_file is not None:
-            return self.api_key_file.read_text(encoding="utf-8").strip()
-        assert self.api_key_env is not None
-        value = os.environ.get(self.api_key_env)
-        if not value:
-            raise ValueError(f"environment variable {self.api_key_env} is not set")
-        return value
-
-
-class EdgeConfig(_Strict):
+class EdgeConfig(StrictModel):
     edge_id: str
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     buffer: BufferConfig = Field(default_factory=BufferConfig)
@@ -209,6 +186,31 @@ class EdgeConfig(_Strict):
     @property
     def deprecations(self) -> list[str]:
         return list(self._deprecations)
+
+    def secrets(self) -> dict[str, SecretRef]:
+        """Every secret the config names, by where it is set (``output``,
+        ``inputs.mqtt[0]``), for checking them all before the daemon needs them."""
+        found: dict[str, SecretRef] = {}
+        sections: list[tuple[str, object]] = [("output", self.output), ("models", self.models)]
+        for kind, entries in self.inputs.by_kind().items():
+            sections += [(f"inputs.{kind}[{i}]", entry) for i, entry in enumerate(entries)]
+        for where, section in sections:
+            if section is None:
+                continue
+            for attr in ("api_key_ref", "sasl_password_ref", "password_ref"):
+                ref = getattr(section, attr, None)
+                if isinstance(ref, SecretRef):
+                    found[where] = ref
+        return found
+
+    def secret_problems(self) -> list[str]:
+        """Secrets that cannot be read now (missing file, unreadable file, unset variable),
+        each naming the section and setting."""
+        return [
+            f"{where}.{problem}"
+            for where, ref in self.secrets().items()
+            if (problem := ref.problem()) is not None
+        ]
 
     @field_validator("inputs", mode="before")
     @classmethod
@@ -248,11 +250,17 @@ class EdgeConfig(_Strict):
         return self
 
 
-def load_edge_config(path: Path, *, log_deprecations: bool = True) -> EdgeConfig:
+def load_edge_config(
+    path: Path, *, log_deprecations: bool = True, check_secrets: bool = False
+) -> EdgeConfig:
     """The file at ``path`` validated (``ConfigError`` naming file and field otherwise);
     what it says in a deprecated way is logged as a warning, or left to the caller to show
-    (``config.deprecations``)."""
+    (``config.deprecations``). With ``check_secrets`` every secret file must exist and be
+    readable and every secret variable be set (``check-config`` on the host that runs it)."""
     config = load_yaml_model(path, EdgeConfig)
+    if check_secrets and (problems := config.secret_problems()):
+        lines = "\n".join(f"  {p}" for p in problems)
+        raise ConfigError(f"{path}: {len(problems)} secret(s) cannot be read\n{lines}")
     if log_deprecations:
         for note in config.deprecations:
             log_event(log, logging.WARNING, f"deprecated config: {note}", file=str(path))

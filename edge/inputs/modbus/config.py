@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from edge.inputs.base import InputConfig
-from shared.configtypes import MachineId, SensorName
+from shared.configtypes import MachineId, SensorName, StrictModel
 
 DataType = Literal["int16", "uint16", "int32", "uint32", "float32", "float64", "uint64", "int64"]
 REGISTER_WIDTH: dict[str, int] = {
@@ -24,9 +24,9 @@ REGISTER_WIDTH: dict[str, int] = {
 MAX_REGISTERS_PER_READ = 125
 
 
-class _Strict(BaseModel):
+class _Strict(StrictModel):
     # "register" is the natural YAML key but shadows ABC.register, hence the alias.
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)
 
 
 class RegisterField(_Strict):

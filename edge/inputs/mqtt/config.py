@@ -6,23 +6,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from edge.inputs.base import InputConfig
-from shared.configtypes import MachineId, SensorName, read_secret
+from shared.configtypes import ENV_NAME_RE, MachineId, SecretRef, SensorName, StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class MqttTls(_Strict):
+class MqttTls(StrictModel):
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
 
 
-class MqttSubscription(_Strict):
+class MqttSubscription(StrictModel):
     """One topic filter and its mapping. Paths are dot-separated keys into the JSON payload.
 
     The machine comes from ``machine`` (fixed), ``machine_from_topic`` (0-based topic level)
@@ -77,10 +73,15 @@ class MqttInputConfig(InputConfig):
     qos: Literal[0, 1] = 1
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     username: str | None = None
-    password_env: str | None = None
+    password_env: str | None = Field(default=None, pattern=ENV_NAME_RE.pattern)
     password_file: Path | None = None
     tls: MqttTls | None = None
     subscriptions: list[MqttSubscription] = Field(min_length=1)
 
+    @property
+    def password_ref(self) -> SecretRef | None:
+        return SecretRef.of(self, "password")
+
     def password(self) -> str | None:
-        return read_secret(self.password_env, self.password_file)
+        ref = self.password_ref
+        return None if ref is None else ref.read()

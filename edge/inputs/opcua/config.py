@@ -5,17 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from edge.inputs.base import InputConfig
-from shared.configtypes import MachineId, SensorName, read_secret
+from shared.configtypes import ENV_NAME_RE, MachineId, SecretRef, SensorName, StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class OpcUaMachine(_Strict):
+class OpcUaMachine(StrictModel):
     """Which nodes make up one machine's reading.
 
     ``nodes`` maps sensor names to node ids (``ns=2;s=...`` or, robust against namespace
@@ -46,7 +42,7 @@ class OpcUaInputConfig(InputConfig):
     certificate: Path | None = Field(default=None, description="client certificate (DER/PEM)")
     private_key: Path | None = None
     username: str | None = None
-    password_env: str | None = None
+    password_env: str | None = Field(default=None, pattern=ENV_NAME_RE.pattern)
     password_file: Path | None = None
     sampling_interval_ms: float = Field(default=100.0, ge=0, le=3_600_000)
     publishing_interval_ms: float = Field(default=100.0, gt=0, le=3_600_000)
@@ -65,5 +61,10 @@ class OpcUaInputConfig(InputConfig):
     def machine_ids(self) -> list[str]:
         return [m.machine_id for m in self.machines]
 
+    @property
+    def password_ref(self) -> SecretRef | None:
+        return SecretRef.of(self, "password")
+
     def password(self) -> str | None:
-        return read_secret(self.password_env, self.password_file)
+        ref = self.password_ref
+        return None if ref is None else ref.read()

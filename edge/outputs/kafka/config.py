@@ -5,17 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from shared.configtypes import read_secret
+from shared.configtypes import ENV_NAME_RE, KAFKA_TOPIC, SecretRef, StrictModel
 
 
-class KafkaOutputConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class KafkaOutputConfig(StrictModel):
     kind: Literal["kafka"]
     bootstrap_servers: str = Field(min_length=1, description="host:port[,host:port...]")
-    topic: str = Field(default="sensor-data", pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    topic: str = Field(default=KAFKA_TOPIC, pattern=r"^[A-Za-z0-9._-]{1,249}$")
     client_id: str = "rig-edge"
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     linger_ms: int = Field(default=10, ge=0, le=60_000)
@@ -26,7 +24,7 @@ class KafkaOutputConfig(BaseModel):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     # Secrets never live in the YAML: name an environment variable or a file.
-    sasl_password_env: str | None = None
+    sasl_password_env: str | None = Field(default=None, pattern=ENV_NAME_RE.pattern)
     sasl_password_file: Path | None = None
     ssl_ca_location: Path | None = None
     ssl_certificate_location: Path | None = None
@@ -40,12 +38,17 @@ class KafkaOutputConfig(BaseModel):
                     f"security_protocol {self.security_protocol} needs sasl_mechanism and "
                     "sasl_username"
                 )
-            if not (self.sasl_password_env or self.sasl_password_file):
+            if self.sasl_password_ref is None:
                 raise ValueError("SASL needs sasl_password_env or sasl_password_file")
         return self
 
+    @property
+    def sasl_password_ref(self) -> SecretRef | None:
+        return SecretRef.of(self, "sasl_password")
+
     def sasl_password(self) -> str | None:
-        return read_secret(self.sasl_password_env, self.sasl_password_file)
+        ref = self.sasl_password_ref
+        return None if ref is None else ref.read()
 
     def producer_settings(self) -> dict[str, object]:
         settings: dict[str, object] = {
