@@ -415,3 +415,54 @@ class IngestProducedOut(Out):
 
 
 IngestOut = IngestStoredOut | IngestProducedOut
+
+
+class IngestConflictOut(Out):
+    """One reading of a 409: its key is stored with other content."""
+
+    field: str
+    error: str
+    stored: dict[str, Any] = Field(
+        description="the stored version (wire shape; only its key and ts if its row is gone)"
+    )
+    received: dict[str, Any] = Field(description="this request's version (wire shape)")
+
+
+class IngestConflictsOut(Out):
+    """409 without Kafka: nothing of the body is stored; the error names the first
+    conflict, ``conflicts`` every one."""
+
+    error: str
+    field: str
+    status: Literal[409]
+    conflicts: list[IngestConflictOut]
+
+
+class IngestResultOut(Out):
+    """Per reading of a partly produced body: ``accepted`` (in the topic at partition,
+    offset), ``failed`` (not in it; ``permanent``: resending cannot help) or ``unconfirmed``
+    (no broker answer in time: may or may not be in)."""
+
+    field: str
+    edge_id: str
+    seq: int
+    ts: Timestamp
+    status: Literal["accepted", "failed", "unconfirmed"]
+    partition: int | None = None
+    offset: int | None = None
+    error: str | None = None
+    permanent: bool | None = None
+
+
+class IngestNotTakenOut(Out):
+    """With Kafka, when the broker did not take every reading: 422 if one was refused for
+    good (too large, invalid), else 503 with Retry-After."""
+
+    success: Literal[False]
+    error: str
+    field: str
+    status: Literal[422, 503]
+    accepted: int
+    failed: int
+    unconfirmed: int
+    results: list[IngestResultOut]
