@@ -175,7 +175,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
-    from cloud.consumer import Aggregator
+    from cloud.aggregator import Aggregator
     from cloud.db.migrate import apply_migrations
 
     settings, pg = _settings_with_database(args)

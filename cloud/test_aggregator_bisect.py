@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
-from cloud.consumer import Aggregator
+from cloud.aggregator import Aggregator
 from shared.message import Reading, encode_reading
 from tests.support.processes import wait_until
 

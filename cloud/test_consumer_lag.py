@@ -12,8 +12,8 @@ import pytest
 from confluent_kafka import Producer
 from fastapi.testclient import TestClient
 
+from cloud.aggregator import CONSUMER_LAG, Aggregator
 from cloud.api.app import create_app
-from cloud.consumer import CONSUMER_LAG, Aggregator
 from cloud.settings import CloudSettings
 from shared.message import Reading, encode_reading
 from tests.support.accounts import add_user, login

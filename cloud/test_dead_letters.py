@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from cloud.consumer import Aggregator
+from cloud.aggregator import Aggregator
 from shared.message import Reading, encode_reading
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

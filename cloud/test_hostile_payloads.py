@@ -18,8 +18,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from fastapi.testclient import TestClient
 
+from cloud.aggregator import Aggregator
 from cloud.api.app import create_app
-from cloud.consumer import Aggregator
 from cloud.settings import CloudSettings
 from shared.message import format_ts
 from tests.support.processes import wait_until

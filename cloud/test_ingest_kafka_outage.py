@@ -17,8 +17,8 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from cloud.aggregator import Aggregator
 from cloud.api.app import create_app
-from cloud.consumer import Aggregator
 from cloud.settings import CloudSettings
 from shared.message import format_ts
 from tests.support.accounts import add_user, bearer, login

@@ -196,7 +196,7 @@ def test_serve_listens_at_once_and_maintains_in_the_background(
 def test_the_aggregator_maintains_partitions_on_a_thread_of_its_own(
     database_url: str, kafka_broker: object, kafka_topic: str
 ) -> None:
-    from cloud.consumer import Aggregator
+    from cloud.aggregator import Aggregator
 
     aggregator = Aggregator(
         kafka_broker.bootstrap,  # type: ignore[attr-defined]

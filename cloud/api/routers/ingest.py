@@ -34,10 +34,10 @@ from psycopg import Error as PsycopgError
 from psycopg.types.json import Jsonb
 from starlette.concurrency import run_in_threadpool
 
+from cloud.aggregator import is_infrastructure_error, is_row_error
 from cloud.api.auth import IngestEdge
 from cloud.api.deps import Services
 from cloud.api.errors import ApiError
-from cloud.consumer import is_infrastructure_error, is_row_error
 from cloud.ingest_producer import Delivery, Failure, KafkaUnavailable, Outcome
 from cloud.storage import Conflict, StoreResult, store_readings
 from shared.failpoints import failpoint
