@@ -16,7 +16,6 @@ start, RIG_BOOTSTRAP_ADMIN_PASSWORD(_FILE) creates ``admin`` if the database has
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import signal
 import sys
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from cloud.cli_accounts import add_account_commands
 from cloud.cli_models import add_model_commands
-from cloud.settings import CloudSettings, SettingsError, secret
+from cloud.settings import CloudSettings, DatabaseSettings, SettingsError
 from shared.logs import configure_logging, log_event
 
 if TYPE_CHECKING:
@@ -42,24 +41,24 @@ DEFAULT_DATA_DIR = Path("var/cloud-postgres")
 
 def _settings_with_database(
     args: argparse.Namespace,
-) -> tuple[CloudSettings, EmbeddedPostgres | None]:
+) -> tuple[DatabaseSettings, EmbeddedPostgres | None]:
     """Settings from the environment; starts the embedded PostgreSQL when no DATABASE_URL."""
     settings = CloudSettings.from_env()
     if settings.database_url:
-        return settings, None
+        return settings.with_database(), None
     from cloud.db.embedded import EmbeddedPostgres
 
     pg = EmbeddedPostgres(args.data_dir, port=args.db_port)
     url = pg.start()
     log_event(log, logging.INFO, "using embedded postgres", url=url, data_dir=str(args.data_dir))
-    return dataclasses.replace(settings, database_url=url), pg
+    return settings.with_database(url), pg
 
 
-def _maintain(settings: CloudSettings) -> MaintenanceResult:
+def _maintain(settings: DatabaseSettings) -> MaintenanceResult:
     from cloud.db.partitions import maintain_partitions
 
     return maintain_partitions(
-        settings.database_url or "",
+        settings.database_url,
         ahead_days=settings.partition_ahead_days,
         retention_days=settings.retention_days,
         window=settings.window,
@@ -71,7 +70,7 @@ def cmd_maintain(args: argparse.Namespace) -> int:
 
     settings, pg = _settings_with_database(args)
     try:
-        apply_migrations(settings.database_url or "")
+        apply_migrations(settings.database_url)
         result = _maintain(settings)
         if args.rebuild_rollups_days:
             import psycopg
@@ -79,7 +78,7 @@ def cmd_maintain(args: argparse.Namespace) -> int:
             from cloud.storage import rebuild_minute_rollups
 
             end = datetime.now(UTC) + timedelta(minutes=1)
-            with psycopg.connect(settings.database_url or "") as conn, conn.transaction():
+            with psycopg.connect(settings.database_url) as conn, conn.transaction():
                 minutes = rebuild_minute_rollups(
                     conn, end - timedelta(days=args.rebuild_rollups_days), end
                 )
@@ -104,7 +103,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     settings, pg = _settings_with_database(args)
     try:
-        applied = apply_migrations(settings.database_url or "")
+        applied = apply_migrations(settings.database_url)
         print(f"applied: {applied or 'nothing (up to date)'}")
     finally:
         if pg is not None:
@@ -112,7 +111,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bootstrap_admin(settings: CloudSettings) -> None:
+def _bootstrap_admin(settings: DatabaseSettings) -> None:
     """First start of an installation: with RIG_BOOTSTRAP_ADMIN_PASSWORD(_FILE) set and no
     user in the database yet, create the user ``admin`` with that password. Never touches an
     installation that has users, so leaving the variable set is harmless."""
@@ -120,10 +119,10 @@ def _bootstrap_admin(settings: CloudSettings) -> None:
 
     from cloud.auth import create_user
 
-    password = secret("RIG_BOOTSTRAP_ADMIN_PASSWORD")
+    password = settings.bootstrap_admin_password
     if not password:
         return
-    with psycopg.connect(settings.database_url or "") as conn, conn.transaction():
+    with psycopg.connect(settings.database_url) as conn, conn.transaction():
         conn.execute("LOCK TABLE users IN EXCLUSIVE MODE")  # two API processes starting at once
         if conn.execute("SELECT 1 FROM users LIMIT 1").fetchone():
             return
@@ -141,7 +140,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings, pg = _settings_with_database(args)
     maintainer: MaintenanceThread | None = None
     try:
-        apply_migrations(settings.database_url or "")
+        apply_migrations(settings.database_url)
         _bootstrap_admin(settings)
         # Off the start-up path: the API listens at once; partitions follow in the
         # background (and hourly, for installations without an aggregator).
@@ -179,17 +178,18 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     from cloud.db.migrate import apply_migrations
 
     settings, pg = _settings_with_database(args)
-    if not settings.kafka_bootstrap:
-        raise SettingsError("KAFKA_BOOTSTRAP_SERVERS is not set; the aggregator consumes Kafka")
     try:
-        apply_migrations(settings.database_url or "")
+        # Inside the try: an embedded database started above is stopped again.
+        if not settings.kafka_bootstrap:
+            raise SettingsError("KAFKA_BOOTSTRAP_SERVERS is not set; the aggregator consumes Kafka")
+        apply_migrations(settings.database_url)
         aggregator = Aggregator(
             settings.kafka_bootstrap,
-            settings.database_url or "",
+            settings.database_url,
             topic=settings.topic,
             group=settings.consumer_group,
             batch_size=args.batch_size,
-            kafka_extra=settings.kafka_extra,
+            kafka_extra=settings.kafka_client_config,
             dead_letter_topic=settings.dead_letter_topic,
             maintenance=lambda: _maintain(settings),
             window=settings.window,

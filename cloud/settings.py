@@ -1,13 +1,29 @@
-"""Cloud settings, from the environment (12-factor). Secrets come from the environment or a
-file named by ``*_FILE``; nothing secret has a default in code."""
+"""Cloud settings, from the environment (12-factor), declared as one pydantic model.
+
+Each field names its environment variable (``validation_alias``); ``CloudSettings.from_env()``
+reads exactly those variables and validates them at the boundary, so a bad value fails at
+start-up with the variable named (``RIG_DB_POOL_MAX=abc: ...``). Secret variables (marked
+``secret``) also accept ``NAME_FILE``, the path of a file holding the value (Docker/K8s
+secrets, systemd credentials); the file wins when both are set. Nothing secret has a default
+in code. An empty variable counts as unset.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import timedelta
-from pathlib import Path
+from typing import Any, Literal
 
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
+
+from shared.configtypes import (
+    KAFKA_CONSUMER_GROUP,
+    KAFKA_DEAD_LETTER_TOPIC,
+    KAFKA_TOPIC,
+    SecretRef,
+)
 from shared.message import TimeWindow
 
 
@@ -15,59 +31,85 @@ class SettingsError(ValueError):
     """A setting that cannot be used; the message names the variable."""
 
 
-def secret(name: str) -> str | None:
-    """``NAME`` or the contents of the file named by ``NAME_FILE`` (Docker/K8s secrets)."""
-    path = os.environ.get(f"{name}_FILE")
-    if path:
-        try:
-            value = Path(path).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise SettingsError(f"{name}_FILE={path}: cannot read ({exc})") from None
-        if not value:
-            raise SettingsError(f"{name}_FILE={path}: file is empty")
-        return value
-    value = os.environ.get(name)
-    return value or None
+_TOPIC = r"^[A-Za-z0-9._-]{1,249}$"
+# Marks a field whose variable also accepts NAME_FILE and whose value is never echoed.
+_SECRET: dict[str, Any] = {"secret": True}
 
 
-def _int(name: str, default: int, low: int, high: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r}: expected an integer") from None
-    if not low <= value <= high:
-        raise SettingsError(f"{name}={value}: expected {low}..{high}")
-    return value
+def _secret(name: str) -> Any:
+    return Field(
+        default=None, min_length=1, validation_alias=name, repr=False, json_schema_extra=_SECRET
+    )
 
 
-@dataclass(frozen=True)
-class CloudSettings:
-    database_url: str | None = None
-    kafka_bootstrap: str | None = None
-    topic: str = "sensor-data"
-    consumer_group: str = "sensor-consumer-group"
-    dead_letter_topic: str = "sensor-data-dlq"
-    ingest_api_key: str | None = None
-    max_body_bytes: int = 1_048_576
-    max_batch_readings: int = 5000
-    pool_min: int = 2
-    pool_max: int = 10
-    partition_ahead_days: int = 3
-    retention_days: int = 0  # 0: keep every partition
+class CloudSettings(BaseModel):
+    """Every variable the cloud reads. Constructed by field name in code and tests
+    (``CloudSettings(database_url=...)``), from the environment by ``from_env()``."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True
+    )
+
+    # Unset: ``rig-cloud serve|aggregate|migrate|maintain`` start an embedded PostgreSQL
+    # (demo and tests); everything else that needs the database refuses to start.
+    database_url: str | None = _secret("DATABASE_URL")
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        min_length=1,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BROKER_URL"),
+    )
+    topic: str = Field(default=KAFKA_TOPIC, pattern=_TOPIC, validation_alias="KAFKA_TOPIC")
+    consumer_group: str = Field(
+        default=KAFKA_CONSUMER_GROUP, min_length=1, validation_alias="KAFKA_CONSUMER_GROUP"
+    )
+    dead_letter_topic: str = Field(
+        default=KAFKA_DEAD_LETTER_TOPIC, pattern=_TOPIC, validation_alias="KAFKA_DEAD_LETTER_TOPIC"
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = (
+        Field(default=None, validation_alias="KAFKA_SECURITY_PROTOCOL")
+    )
+    kafka_sasl_mechanism: Literal[
+        "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER"
+    ] = Field(default="PLAIN", validation_alias="KAFKA_SASL_MECHANISM")
+    kafka_sasl_username: str | None = Field(default=None, validation_alias="KAFKA_SASL_USERNAME")
+    kafka_sasl_password: str | None = _secret("KAFKA_SASL_PASSWORD")
+    # Further librdkafka settings, merged last (code and tests; not read from the environment).
+    kafka_extra: dict[str, str] = Field(default_factory=dict)
+    # Optional bootstrap ingest key for any edge (per-edge keys live in the database).
+    ingest_api_key: str | None = _secret("RIG_INGEST_API_KEY")
+    # First start only: creates ``admin`` when the database has no users.
+    bootstrap_admin_password: str | None = _secret("RIG_BOOTSTRAP_ADMIN_PASSWORD")
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, le=64 * 1_048_576, validation_alias="RIG_MAX_BODY_BYTES"
+    )
+    max_batch_readings: int = Field(
+        default=5000, ge=1, le=100_000, validation_alias="RIG_MAX_BATCH_READINGS"
+    )
+    pool_min: int = Field(default=2, ge=1, le=100, validation_alias="RIG_DB_POOL_MIN")
+    pool_max: int = Field(default=10, ge=1, le=500, validation_alias="RIG_DB_POOL_MAX")
+    partition_ahead_days: int = Field(
+        default=3, ge=1, le=366, validation_alias="RIG_PARTITION_AHEAD_DAYS"
+    )
+    # 0: keep every partition.
+    retention_days: int = Field(default=0, ge=0, le=36_500, validation_alias="RIG_RETENTION_DAYS")
     # The acceptance window for reading timestamps (API and aggregator): a backfill may
     # reach 400 days back (an edge offline for a year still delivers its buffer), a sender's
     # clock may run 10 minutes fast. Anything outside is refused / dead-lettered.
-    accept_max_age_days: int = 400
-    accept_max_ahead_s: int = 600
+    accept_max_age_days: int = Field(
+        default=400, ge=1, le=36_500, validation_alias="RIG_ACCEPT_MAX_AGE_DAYS"
+    )
+    accept_max_ahead_s: int = Field(
+        default=600, ge=0, le=86_400, validation_alias="RIG_ACCEPT_MAX_AHEAD_S"
+    )
     # Ingest in Kafka mode: how long one request waits for the broker's confirmation before
     # answering 503, and how many messages may wait for confirmation across all requests
     # before new ones are refused at once (a Kafka outage must not pile up memory).
-    ingest_delivery_timeout_ms: int = 2000
-    ingest_max_in_flight: int = 50_000
-    kafka_extra: dict[str, str] = field(default_factory=dict)
+    ingest_delivery_timeout_ms: int = Field(
+        default=2000, ge=100, le=60_000, validation_alias="RIG_INGEST_DELIVERY_TIMEOUT_MS"
+    )
+    ingest_max_in_flight: int = Field(
+        default=50_000, ge=100, le=1_000_000, validation_alias="RIG_INGEST_MAX_IN_FLIGHT"
+    )
 
     @property
     def window(self) -> TimeWindow:
@@ -76,34 +118,85 @@ class CloudSettings:
             max_ahead=timedelta(seconds=self.accept_max_ahead_s),
         )
 
+    @property
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka settings for every client (security from the environment, then
+        ``kafka_extra``)."""
+        config: dict[str, str] = {}
+        if self.kafka_security_protocol:
+            config["security.protocol"] = self.kafka_security_protocol
+        if self.kafka_sasl_username:
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+            config["sasl.username"] = self.kafka_sasl_username
+            config["sasl.password"] = self.kafka_sasl_password or ""
+        config.update(self.kafka_extra)
+        return config
+
+    def require_database_url(self) -> str:
+        """The database URL, for what cannot run without one."""
+        if not self.database_url:
+            raise SettingsError("DATABASE_URL (or DATABASE_URL_FILE) is not set")
+        return self.database_url
+
+    def with_database(self, url: str | None = None) -> DatabaseSettings:
+        """These settings for a command that needs the database: ``url`` (an embedded
+        server's) or DATABASE_URL; SettingsError naming DATABASE_URL without either."""
+        values = self.model_dump()
+        values["database_url"] = url or self.require_database_url()
+        return DatabaseSettings(**values)
+
     @classmethod
-    def from_env(cls) -> CloudSettings:
-        extra: dict[str, str] = {}
-        protocol = os.environ.get("KAFKA_SECURITY_PROTOCOL")
-        if protocol:
-            extra["security.protocol"] = protocol
-        if os.environ.get("KAFKA_SASL_USERNAME"):
-            extra["sasl.mechanism"] = os.environ.get("KAFKA_SASL_MECHANISM", "PLAIN")
-            extra["sasl.username"] = os.environ["KAFKA_SASL_USERNAME"]
-            extra["sasl.password"] = secret("KAFKA_SASL_PASSWORD") or ""
-        return cls(
-            database_url=secret("DATABASE_URL"),
-            kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-            or os.environ.get("KAFKA_BROKER_URL")
-            or None,
-            topic=os.environ.get("KAFKA_TOPIC", "sensor-data"),
-            consumer_group=os.environ.get("KAFKA_CONSUMER_GROUP", "sensor-consumer-group"),
-            dead_letter_topic=os.environ.get("KAFKA_DEAD_LETTER_TOPIC", "sensor-data-dlq"),
-            ingest_api_key=secret("RIG_INGEST_API_KEY"),
-            max_body_bytes=_int("RIG_MAX_BODY_BYTES", 1_048_576, 1024, 64 * 1_048_576),
-            max_batch_readings=_int("RIG_MAX_BATCH_READINGS", 5000, 1, 100_000),
-            pool_min=_int("RIG_DB_POOL_MIN", 2, 1, 100),
-            pool_max=_int("RIG_DB_POOL_MAX", 10, 1, 500),
-            partition_ahead_days=_int("RIG_PARTITION_AHEAD_DAYS", 3, 1, 366),
-            retention_days=_int("RIG_RETENTION_DAYS", 0, 0, 36_500),
-            accept_max_age_days=_int("RIG_ACCEPT_MAX_AGE_DAYS", 400, 1, 36_500),
-            accept_max_ahead_s=_int("RIG_ACCEPT_MAX_AHEAD_S", 600, 0, 86_400),
-            ingest_delivery_timeout_ms=_int("RIG_INGEST_DELIVERY_TIMEOUT_MS", 2000, 100, 60_000),
-            ingest_max_in_flight=_int("RIG_INGEST_MAX_IN_FLIGHT", 50_000, 100, 1_000_000),
-            kafka_extra=extra,
-        )
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> CloudSettings:
+        """The settings from ``environ`` (default: the process environment); SettingsError
+        naming the variable(s) at fault."""
+        env = os.environ if environ is None else environ
+        data: dict[str, str] = {}
+        raw: dict[str, str] = {}
+        for info in cls.model_fields.values():
+            for var in _env_names(info):
+                if _is_secret(info):
+                    ref = SecretRef.from_environ(var, dict(env))
+                    if ref is None:
+                        continue
+                    try:
+                        data[var] = ref.read(dict(env))
+                    except ValueError as exc:
+                        raise SettingsError(str(exc)) from None
+                    raw[var] = "(secret)"
+                    break
+                value = env.get(var)
+                if value:
+                    data[var] = raw[var] = value
+                    break
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = []
+            for err in exc.errors(include_url=False):
+                var = str(err["loc"][0]) if err["loc"] else "(settings)"
+                shown = raw.get(var)
+                given = f"={shown!r}" if shown is not None and shown != "(secret)" else ""
+                problems.append(f"{var}{given}: {err['msg']}")
+            raise SettingsError("; ".join(problems)) from None
+
+
+class DatabaseSettings(CloudSettings):
+    """Settings of a command that uses the database: ``database_url`` is always set."""
+
+    database_url: str = Field(
+        min_length=1, validation_alias="DATABASE_URL", repr=False, json_schema_extra=_SECRET
+    )
+
+
+def _env_names(info: FieldInfo) -> list[str]:
+    alias = info.validation_alias
+    if isinstance(alias, str):
+        return [alias]
+    if isinstance(alias, AliasChoices):
+        return [choice for choice in alias.choices if isinstance(choice, str)]
+    return []
+
+
+def _is_secret(info: FieldInfo) -> bool:
+    extra = info.json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get("secret"))

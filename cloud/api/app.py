@@ -26,7 +26,7 @@ from cloud.api.schemas import ErrorOut
 from cloud.dashboard import router as dashboard_router
 from cloud.ingest_producer import IngestProducer
 from cloud.live import LiveHub
-from cloud.settings import CloudSettings, SettingsError
+from cloud.settings import CloudSettings
 
 # Every router of the API; cloud/api/test_access.py walks these to check each endpoint's guard.
 API_ROUTERS: tuple[APIRouter, ...] = (
@@ -55,13 +55,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 
 
 def create_app(settings: CloudSettings) -> FastAPI:
-    if not settings.database_url:
-        raise SettingsError("DATABASE_URL is not set")
+    database_url = settings.require_database_url()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = ConnectionPool(
-            settings.database_url or "",
+            database_url,
             min_size=settings.pool_min,
             max_size=settings.pool_max,
             open=False,
@@ -71,11 +70,11 @@ def create_app(settings: CloudSettings) -> FastAPI:
         # Do not block start-up on the database: the API answers 503 until it is back.
         pool.open(wait=False)
         producer = (
-            IngestProducer(settings.kafka_bootstrap, settings.topic, settings.kafka_extra)
+            IngestProducer(settings.kafka_bootstrap, settings.topic, settings.kafka_client_config)
             if settings.kafka_bootstrap
             else None
         )
-        live = LiveHub(settings.database_url or "")
+        live = LiveHub(database_url)
         live.start()
         app.state.services = AppServices(settings=settings, pool=pool, producer=producer, live=live)
         try:
