@@ -38,6 +38,7 @@ from cloud.aggregator import is_infrastructure_error, is_row_error
 from cloud.api.auth import IngestEdge
 from cloud.api.deps import Services
 from cloud.api.errors import ApiError
+from cloud.api.schemas import ErrorOut, IngestConflictsOut, IngestNotTakenOut, IngestOut
 from cloud.ingest_producer import Delivery, Failure, KafkaUnavailable, Outcome
 from cloud.storage import Conflict, StoreResult, store_readings
 from shared.failpoints import failpoint
@@ -114,22 +115,26 @@ _IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Durably accepted"},
-    400: {"description": "Not JSON"},
-    401: {"description": "Missing or wrong X-API-KEY"},
-    403: {"description": "A per-edge key writing another edge's readings"},
+    400: {"model": ErrorOut, "description": "Not JSON"},
+    401: {"model": ErrorOut, "description": "Missing or wrong X-API-KEY"},
+    403: {"model": ErrorOut, "description": "A per-edge key writing another edge's readings"},
     409: {
+        "model": IngestConflictsOut,
         "description": "Without Kafka: a reading reuses a stored (edge_id, seq) with other "
-        "content; nothing of the body is stored, `conflicts` names both versions"
+        "content; nothing of the body is stored, `conflicts` names both versions",
     },
-    413: {"description": "Body or batch too large"},
+    413: {"model": ErrorOut, "description": "Body or batch too large"},
     422: {
+        "model": ErrorOut | IngestNotTakenOut,
         "description": "Invalid reading (`field` names the offending JSON path), or an "
-        "Idempotency-Key reused with another body"
+        "Idempotency-Key reused with another body; with Kafka, a reading the broker refuses "
+        "for good (too large, invalid), with per-reading `results`",
     },
     503: {
+        "model": ErrorOut | IngestNotTakenOut,
         "description": "Storage or Kafka unavailable; retry after Retry-After. With Kafka, "
         "`results` says per reading which were accepted (partition, offset), failed, or "
-        "unconfirmed"
+        "unconfirmed",
     },
 }
 
@@ -137,6 +142,8 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.post(
     "/api/v1/ingest",
     summary="Ingest one reading or a batch",
+    # Documents the body: the handler answers with a ready JSONResponse, passed through.
+    response_model=IngestOut,
     openapi_extra={
         "requestBody": {
             "required": True,
