@@ -5,6 +5,7 @@ import pytest
 from edge.cli import main
 from edge.config import load_edge_config
 from edge.inputs.modbus.config import ModbusInputConfig
+from edge.outputs.http.config import HttpOutputConfig
 from shared.configfile import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "deploy/edge-systemd/edge.example.yaml"
@@ -90,3 +91,36 @@ def test_check_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["check-config", "-c", str(_write(tmp_path, GOOD))]) == 0
     assert main(["check-config", "-c", str(tmp_path / "missing.yaml")]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+def test_secrets_are_named_never_inline(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD.replace("api_key_env: KEY", "api_key: s3cret"))
+    with pytest.raises(ConfigError, match="never written in YAML"):
+        load_edge_config(path)
+    path = _write(tmp_path, GOOD.replace("api_key_env: KEY", "api_key_env: 'not a name'"))
+    with pytest.raises(ConfigError, match=r"output\.http\.api_key_env"):
+        load_edge_config(path)
+
+
+def test_check_secrets_names_each_unreadable_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RIG_TEST_EDGE_KEY", raising=False)
+    text = GOOD.replace("api_key_env: KEY", "api_key_env: RIG_TEST_EDGE_KEY") + (
+        "models: {cloud_url: 'https://cloud', api_key_file: KEYFILE, public_key_file: PUB}\n"
+    )
+    key_file = tmp_path / "api-key"
+    path = _write(tmp_path, text.replace("KEYFILE", str(key_file)).replace("PUB", "/x.pub"))
+    # Structure only by default: the file may be provisioned after the config.
+    config = load_edge_config(path)
+    with pytest.raises(ConfigError) as info:
+        load_edge_config(path, check_secrets=True)
+    assert "output.api_key_env=RIG_TEST_EDGE_KEY: environment variable" in str(info.value)
+    assert f"models.api_key_file={key_file}: no such file" in str(info.value)
+    key_file.write_text("edge-key\n", encoding="utf-8")
+    monkeypatch.setenv("RIG_TEST_EDGE_KEY", "env-key")
+    assert load_edge_config(path, check_secrets=True).secret_problems() == []
+    # The HTTP output and the model sync read the key the same way (one ApiKeySource).
+    assert isinstance(config.output, HttpOutputConfig)
+    assert config.output.api_key() == "env-key"
+    assert config.models is not None and config.models.api_key() == "edge-key"
