@@ -25,7 +25,6 @@ class HealthServer:
         registry: CollectorRegistry,
         health: Callable[[], dict[str, Any]],
     ) -> None:
-        outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -61,7 +60,6 @@ class HealthServer:
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        _ = outer
 
     def start(self) -> None:
         self._thread.start()
