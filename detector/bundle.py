@@ -42,6 +42,25 @@ from shared.model_bundle import (
     verify_bundle,
 )
 
+BUNDLE_FORMAT = "rig-alpha-model-bundle"
+# The manifest layout this scorer reads. models.export writes it; a bundle from a newer
+# trainer (a higher number) is refused on load instead of being scored by guesswork.
+BUNDLE_FORMAT_VERSION = 1
+
+
+def check_format(manifest: Mapping[str, Any]) -> None:
+    """Refuse a manifest of another format or of a newer format version than this scorer
+    reads. Manifests written before the fields existed (none in either field) pass."""
+    kind = manifest.get("format", BUNDLE_FORMAT)
+    if kind != BUNDLE_FORMAT:
+        raise BundleError(f"format: {kind!r} is not a {BUNDLE_FORMAT} manifest")
+    version = manifest.get("format_version", BUNDLE_FORMAT_VERSION)
+    if not isinstance(version, int) or version > BUNDLE_FORMAT_VERSION:
+        raise BundleError(
+            f"format_version: {version!r} is newer than this runtime reads "
+            f"({BUNDLE_FORMAT_VERSION}); update rig-edge before deploying this bundle"
+        )
+
 
 @dataclass
 class _MachineState:
@@ -98,6 +117,7 @@ class BundleScorer:
             for name, digest in manifest.get("files", {}).items():
                 if sha256_file(path / name) != digest:
                     raise TamperedBundleError(f"{name} does not match its SHA-256")
+        check_format(manifest)
         self.manifest: dict[str, Any] = manifest
         self.version: str = manifest["version"]
         self.strategy: str = strategy or manifest["strategy"]

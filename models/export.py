@@ -11,12 +11,10 @@ from typing import Any
 
 from sklearn.utils.validation import check_is_fitted
 
+from detector.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION
 from models.ensemble import HybridDetector
 from models.lstm_autoencoder import LSTMAutoencoder
 from shared.model_bundle import PrivateKeyLike, sign_bundle, write_manifest
-
-BUNDLE_FORMAT = "rig-alpha-model-bundle"
-BUNDLE_FORMAT_VERSION = 1
 
 
 def export_bundle(
