@@ -191,8 +191,10 @@ def test_simulator_values_arrive_through_restarts_and_downtime(tmp_path: Path) -
         stop.set()
         await task
 
-    asyncio.run(scenario())
-    broker.stop()
+    try:
+        asyncio.run(scenario())
+    finally:
+        broker.stop()
 
     served: dict[tuple[str, int], list] = {}
     for run in range(3):
@@ -288,8 +290,10 @@ def test_messages_are_acknowledged_only_when_the_daemon_says_so(tmp_path: Path) 
         await task
         return stamps
 
-    stamps = asyncio.run(scenario())
-    broker.stop()
+    try:
+        stamps = asyncio.run(scenario())
+    finally:
+        broker.stop()
     assert [stamp(r) for r, _ in held] == stamps
     assert sorted(stamp(r) for r, _ in again) == stamps[4:]  # exactly the unacknowledged six
     assert all(h.redelivered for _, h in again)
