@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from cloud.api.app import create_app
 from cloud.api.deps import CACHE_SECONDS
+from cloud.api.schemas import IngestConflictsOut
 from cloud.settings import CloudSettings
 from tests.support.accounts import add_user, login
 
@@ -301,6 +302,7 @@ def test_key_conflict_refuses_the_batch_naming_both_versions(
     response = _post(client, batch)
     assert response.status_code == 409, response.text
     body = response.json()
+    IngestConflictsOut.model_validate(body)  # what /openapi.json says a 409 holds
     assert body["field"] == "$.readings[1]"
     assert [c["field"] for c in body["conflicts"]] == ["$.readings[1]", "$.readings[2]"]
     assert "another timestamp" in body["conflicts"][0]["error"]
