@@ -117,7 +117,7 @@ def _bootstrap_admin(settings: DatabaseSettings) -> None:
     installation that has users, so leaving the variable set is harmless."""
     import psycopg
 
-    from cloud.auth import create_user
+    from cloud.accounts import create_user
 
     password = settings.bootstrap_admin_password
     if not password:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from cloud import auth
+from cloud import accounts
 from cloud.fielderror import FieldError
 from cloud.settings import CloudSettings, SettingsError
 
@@ -58,22 +58,23 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     machines = [m for m in args.machines.split(",") if m] if args.machines else None
     password = _password(args)
     return _with_db(
-        args, lambda c: auth.create_user(c, args.username, password, args.role, machines).as_json()
+        args,
+        lambda c: accounts.create_user(c, args.username, password, args.role, machines).as_json(),
     )
 
 
 def cmd_user_passwd(args: argparse.Namespace) -> int:
     password = _password(args)
-    return _with_db(args, lambda c: auth.set_password(c, args.username, password))
+    return _with_db(args, lambda c: accounts.set_password(c, args.username, password))
 
 
 def cmd_user_list(args: argparse.Namespace) -> int:
-    return _with_db(args, auth.list_users)
+    return _with_db(args, accounts.list_users)
 
 
 def cmd_user_remove(args: argparse.Namespace) -> int:
     def work(conn: psycopg.Connection) -> None:
-        if not auth.delete_user(conn, args.username):
+        if not accounts.delete_user(conn, args.username):
             raise FieldError("username", f"no user {args.username!r}")
 
     return _with_db(args, work)
@@ -81,7 +82,7 @@ def cmd_user_remove(args: argparse.Namespace) -> int:
 
 def cmd_key_create(args: argparse.Namespace) -> int:
     def work(conn: psycopg.Connection) -> dict[str, str] | None:
-        key = auth.create_edge_key(conn, args.edge_id, "cli")
+        key = accounts.create_edge_key(conn, args.edge_id, "cli")
         if args.out:
             # Written 0600: the key is a credential, like the edge's api_key_file.
             fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -94,12 +95,12 @@ def cmd_key_create(args: argparse.Namespace) -> int:
 
 
 def cmd_key_list(args: argparse.Namespace) -> int:
-    return _with_db(args, lambda c: auth.list_edge_keys(c, args.edge_id))
+    return _with_db(args, lambda c: accounts.list_edge_keys(c, args.edge_id))
 
 
 def cmd_key_revoke(args: argparse.Namespace) -> int:
     def work(conn: psycopg.Connection) -> None:
-        if not auth.revoke_edge_key(conn, args.key_id):
+        if not accounts.revoke_edge_key(conn, args.key_id):
             raise FieldError("key_id", f"no active key {args.key_id!r}")
 
     return _with_db(args, work)
@@ -112,7 +113,7 @@ def add_account_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         "add", help="create a user; password from --password-file, RIG_USER_PASSWORD or a prompt"
     )
     add.add_argument("username")
-    add.add_argument("--role", required=True, choices=[r.value for r in auth.Role])
+    add.add_argument("--role", required=True, choices=[r.value for r in accounts.Role])
     add.add_argument("--machines", help="comma-separated machine ids (default: every machine)")
     add.add_argument("--password-file")
     add.set_defaults(func=cmd_user_add)

@@ -22,8 +22,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from cloud.ingest_stats import record_batch
 from cloud.live import notify_readings
-from cloud.rollup import record_batch
 from shared.catalog import CORE_SENSOR_NAMES
 from shared.message import Reading, format_ts
 

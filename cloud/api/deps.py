@@ -1,7 +1,7 @@
 """FastAPI dependencies: the database pool, the Kafka producer, the live-stream hub and the
 credential cache are injected, never global, so tests and several app instances can coexist
-in one process. Routers reach the store (``cloud/store``, ``cloud/auth.py``, ...) through
-``Db``. Authentication guards are in ``cloud.api.auth``."""
+in one process. Routers reach the store (``cloud/store``, ``cloud/accounts.py``, ...) through
+``Db``. Authentication guards are in ``cloud.api.guards``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from fastapi import Depends, Request
 from psycopg_pool import ConnectionPool
 from starlette.concurrency import run_in_threadpool
 
-from cloud.auth import EdgeKey, User
+from cloud.accounts import EdgeKey, User
 from cloud.ingest_producer import IngestProducer
 from cloud.live import LiveHub
 from cloud.settings import CloudSettings

@@ -14,9 +14,9 @@ from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request, WebSocket
 
+from cloud.accounts import EdgeKey, Role, User, session_user, verify_edge_key
 from cloud.api.deps import CACHE_SECONDS, AppServices, Database, Services, get_services
 from cloud.api.errors import ApiError
-from cloud.auth import EdgeKey, Role, User, session_user, verify_edge_key
 
 SESSION_COOKIE = "rig_session"
 _CACHE_LIMIT = 10_000

@@ -16,7 +16,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from cloud.auth import USERNAME_RE
+from cloud.accounts import USERNAME_RE
 from shared.message import CUSTOM_NAME_RE, EDGE_ID_RE, MACHINE_ID_RE
 
 MachineId = Annotated[

@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cloud.auth import Role
+from cloud.accounts import Role
 from shared.catalog import Category
 
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]

@@ -17,9 +17,9 @@ from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
+from cloud.accounts import Role
 from cloud.api.app import API_ROUTERS, create_app
-from cloud.api.auth import Allow, IngestKeyGuard
-from cloud.auth import Role
+from cloud.api.guards import Allow, IngestKeyGuard
 from cloud.settings import CloudSettings
 from tests.support.accounts import add_user, bearer, login
 
@@ -145,7 +145,7 @@ def _relogin(client: TestClient, role: Role) -> str:
     # add_user made random passwords; a fresh session comes from setting a known one.
     import psycopg
 
-    from cloud.auth import set_password
+    from cloud.accounts import set_password
 
     url = client.app.state.services.settings.database_url  # type: ignore[attr-defined]
     with psycopg.connect(url) as conn, conn.transaction():

@@ -70,8 +70,8 @@ def _secure(response: Response, *, cache: str = "no-store") -> Response:
 
 async def _current_user(request: Request) -> Any:
     # Imported here: the dashboard package must import without the API package's services.
-    from cloud.api.auth import optional_user
     from cloud.api.deps import get_services
+    from cloud.api.guards import optional_user
 
     return await optional_user(request, get_services(request))
 

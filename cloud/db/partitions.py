@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime, timedelta
 import psycopg
 from psycopg import sql
 
-from cloud.rollup import prune
+from cloud.ingest_stats import prune
 from shared.logs import log_event
 from shared.message import DEFAULT_WINDOW, TimeWindow
 

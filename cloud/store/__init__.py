@@ -7,6 +7,6 @@ wrong field. The API's routers reach these through the ``Db`` dependency
 (``cloud/api/schemas.py``).
 
 Not here: the write path of readings (``cloud/storage.py``), users and keys
-(``cloud/auth.py``), thresholds (``cloud/thresholds.py``) and the model registry
+(``cloud/accounts.py``), thresholds (``cloud/thresholds.py``) and the model registry
 (``cloud/lifecycle/registry.py``), which are shared with the aggregator and the CLI.
 """

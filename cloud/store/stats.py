@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import class_row, dict_row
 
-from cloud.rollup import recent
+from cloud.ingest_stats import recent
 from shared.catalog import CORE_SENSOR_NAMES
 
 # How recent a consumer's lag report must be to count: aggregators report every few seconds.
@@ -52,7 +52,7 @@ class EdgeBacklog:
 class StatsSnapshot:
     machines: list[MachineLatest]
     # Readings stored in the window and their end-to-end latency histogram
-    # (cloud.rollup.LATENCY_BOUNDS_MS).
+    # (cloud.ingest_stats.LATENCY_BOUNDS_MS).
     window_count: int
     latency_buckets: list[int]
     lag: list[ConsumerLag]

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from cloud.auth import create_user
+from cloud.accounts import create_user
 
 
 def add_user(database_url: str, username: str, role: str, machines: list[str] | None = None) -> str:

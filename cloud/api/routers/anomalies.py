@@ -12,8 +12,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from cloud.api.auth import AnyUser, check_machine
 from cloud.api.deps import Db
+from cloud.api.guards import AnyUser, check_machine
 from cloud.api.params import MachineId, RowId
 from cloud.api.schemas import AnomalyDetailOut, AnomalyPageOut
 from cloud.fielderror import FieldError, NotFoundError

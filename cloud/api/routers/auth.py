@@ -8,10 +8,10 @@ import psycopg
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from cloud import auth
-from cloud.api.auth import SESSION_COOKIE, Admin, AnyUser, token_from
+from cloud import accounts
 from cloud.api.deps import Db, Services
 from cloud.api.errors import ApiError
+from cloud.api.guards import SESSION_COOKIE, Admin, AnyUser, token_from
 from cloud.api.params import EdgeId, KeyId, MachineId, Username
 from cloud.api.schemas import (
     EdgeKeysOut,
@@ -34,7 +34,7 @@ class LoginBody(BaseModel):
 class NewUser(BaseModel):
     model_config = ConfigDict(extra="forbid")
     username: Username
-    password: str = Field(min_length=auth.MIN_PASSWORD_LENGTH, max_length=1024)
+    password: str = Field(min_length=accounts.MIN_PASSWORD_LENGTH, max_length=1024)
     role: Literal["admin", "operator", "viewer"]
     machines: list[MachineId] | None = Field(
         default=None, max_length=10_000, description="null: every machine"
@@ -47,7 +47,9 @@ class UserChange(BaseModel):
     machines: list[MachineId] | None = Field(default=None, max_length=10_000)
     all_machines: bool = Field(default=False, description="true: give access to every machine")
     disabled: bool | None = None
-    password: str | None = Field(default=None, min_length=auth.MIN_PASSWORD_LENGTH, max_length=1024)
+    password: str | None = Field(
+        default=None, min_length=accounts.MIN_PASSWORD_LENGTH, max_length=1024
+    )
 
 
 @router.post(
@@ -57,9 +59,9 @@ class UserChange(BaseModel):
     responses={401: {"description": "Wrong user name or password"}},
 )
 async def login(body: LoginBody, request: Request, response: Response, db: Db) -> dict[str, Any]:
-    def work(conn: psycopg.Connection) -> tuple[auth.User, str] | None:
-        user = auth.authenticate(conn, body.username, body.password)
-        return None if user is None else (user, auth.create_session(conn, user.username))
+    def work(conn: psycopg.Connection) -> tuple[accounts.User, str] | None:
+        user = accounts.authenticate(conn, body.username, body.password)
+        return None if user is None else (user, accounts.create_session(conn, user.username))
 
     result = await db.run(work)
     if result is None:
@@ -68,7 +70,7 @@ async def login(body: LoginBody, request: Request, response: Response, db: Db) -
     response.set_cookie(
         SESSION_COOKIE,
         token,
-        max_age=int(auth.SESSION_LIFETIME.total_seconds()),
+        max_age=int(accounts.SESSION_LIFETIME.total_seconds()),
         httponly=True,
         samesite="strict",
         path="/",
@@ -81,7 +83,7 @@ async def login(body: LoginBody, request: Request, response: Response, db: Db) -
 async def logout(request: Request, services: Services, db: Db, user: AnyUser) -> Response:
     token = token_from(request.headers, request.cookies)
     if token:
-        await db.run(auth.end_session, token)
+        await db.run(accounts.end_session, token)
         services.credentials.forget(token)
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/")
@@ -95,12 +97,14 @@ async def me(user: AnyUser) -> dict[str, Any]:
 
 @router.get("/users", response_model=UsersOut, summary="All users (admin)")
 async def users(db: Db, admin: Admin) -> dict[str, Any]:
-    return {"users": await db.run(auth.list_users)}
+    return {"users": await db.run(accounts.list_users)}
 
 
 @router.post("/users", status_code=201, response_model=UserOut, summary="Create a user (admin)")
 async def create_user(body: NewUser, db: Db, admin: Admin) -> dict[str, Any]:
-    user = await db.run(auth.create_user, body.username, body.password, body.role, body.machines)
+    user = await db.run(
+        accounts.create_user, body.username, body.password, body.role, body.machines
+    )
     return user.as_json()
 
 
@@ -117,17 +121,17 @@ async def change_user(
     if username == admin.username and (body.disabled or (body.role and body.role != "admin")):
         raise FieldError("role", "an admin cannot demote or disable their own account")
 
-    def work(conn: psycopg.Connection) -> auth.User:
+    def work(conn: psycopg.Connection) -> accounts.User:
         machines: object = ...
         if body.all_machines:
             machines = None
         elif body.machines is not None:
             machines = body.machines
-        user = auth.update_user(
+        user = accounts.update_user(
             conn, username, role=body.role, machines=machines, disabled=body.disabled
         )
         if body.password is not None:
-            auth.set_password(conn, username, body.password)
+            accounts.set_password(conn, username, body.password)
         return user
 
     user = await db.run(work)
@@ -139,7 +143,7 @@ async def change_user(
 async def delete_user(username: Username, services: Services, db: Db, admin: Admin) -> Response:
     if username == admin.username:
         raise FieldError("username", "an admin cannot delete their own account")
-    if not await db.run(auth.delete_user, username):
+    if not await db.run(accounts.delete_user, username):
         raise NotFoundError("username", f"no user {username!r}")
     services.credentials.sessions.clear()
     return Response(status_code=204)
@@ -151,7 +155,7 @@ async def delete_user(username: Username, services: Services, db: Db, admin: Adm
     summary="Ingest API keys of all edges, without the secrets (admin)",
 )
 async def edge_keys(db: Db, admin: Admin) -> dict[str, Any]:
-    return {"keys": await db.run(auth.list_edge_keys)}
+    return {"keys": await db.run(accounts.list_edge_keys)}
 
 
 @router.post(
@@ -161,13 +165,13 @@ async def edge_keys(db: Db, admin: Admin) -> dict[str, Any]:
     summary="Issue an ingest API key for an edge (admin); shown once",
 )
 async def create_edge_key(edge_id: EdgeId, db: Db, admin: Admin) -> dict[str, Any]:
-    key = await db.run(auth.create_edge_key, edge_id, admin.username)
+    key = await db.run(accounts.create_edge_key, edge_id, admin.username)
     return {"edge_id": edge_id, "key_id": key.split("_")[1], "api_key": key}
 
 
 @router.delete("/edge-keys/{key_id}", status_code=204, summary="Revoke an ingest key (admin)")
 async def revoke_edge_key(key_id: KeyId, services: Services, db: Db, admin: Admin) -> Response:
-    if not await db.run(auth.revoke_edge_key, key_id):
+    if not await db.run(accounts.revoke_edge_key, key_id):
         raise NotFoundError("key_id", f"no active key {key_id!r}")
     services.credentials.keys.clear()
     return Response(status_code=204)

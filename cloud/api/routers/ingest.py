@@ -35,9 +35,9 @@ from psycopg.types.json import Jsonb
 from starlette.concurrency import run_in_threadpool
 
 from cloud.aggregator import is_infrastructure_error, is_row_error
-from cloud.api.auth import IngestEdge
 from cloud.api.deps import Services
 from cloud.api.errors import ApiError
+from cloud.api.guards import IngestEdge
 from cloud.api.schemas import ErrorOut, IngestConflictsOut, IngestNotTakenOut, IngestOut
 from cloud.ingest_producer import Delivery, Failure, KafkaUnavailable, Outcome
 from cloud.storage import Conflict, StoreResult, store_readings

@@ -14,8 +14,8 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query, Response
 
-from cloud.api.auth import AnyUser, check_machine
 from cloud.api.deps import Db
+from cloud.api.guards import AnyUser, check_machine
 from cloud.api.params import MachineId, SensorName
 from cloud.api.schemas import HistoryOut, LatestOut, MachinesOut
 from cloud.readings import latest_readings

@@ -7,8 +7,8 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from cloud.api.auth import Admin, AnyUser, IngestEdge, Operator, check_machine
 from cloud.api.deps import Db
+from cloud.api.guards import Admin, AnyUser, IngestEdge, Operator, check_machine
 from cloud.api.params import MachineId, RowId
 from cloud.api.schemas import (
     EdgeModelOut,

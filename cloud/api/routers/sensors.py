@@ -10,11 +10,11 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from cloud.api.auth import Admin, AnyUser, check_machine
+from cloud.accounts import User
 from cloud.api.deps import Db
+from cloud.api.guards import Admin, AnyUser, check_machine
 from cloud.api.params import CustomSensorName, MachineId
 from cloud.api.schemas import CatalogOut, CustomSensorOut, CustomSensorsOut
-from cloud.auth import User
 from cloud.fielderror import NotFoundError
 from cloud.store import custom_sensors as registry
 from cloud.store.custom_sensors import CustomSensor

@@ -11,10 +11,10 @@ import orjson
 from fastapi import APIRouter, Response
 from psycopg import Error as PsycopgError
 
-from cloud.api.auth import AnyUser
 from cloud.api.deps import AppServices, Database, Db, Services
+from cloud.api.guards import AnyUser
 from cloud.api.schemas import StatsOut
-from cloud.rollup import percentile
+from cloud.ingest_stats import percentile
 from cloud.store.stats import StatsSnapshot, stats_snapshot
 from shared.message import format_ts
 

@@ -14,8 +14,8 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
-from cloud.api.auth import websocket_user
 from cloud.api.deps import get_services
+from cloud.api.guards import websocket_user
 from shared.message import MACHINE_ID_RE
 
 router = APIRouter(tags=["stream"])

@@ -11,8 +11,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud import thresholds
-from cloud.api.auth import Admin, AnyUser, check_machine
 from cloud.api.deps import Db
+from cloud.api.guards import Admin, AnyUser, check_machine
 from cloud.api.params import MachineId, SensorName
 from cloud.api.schemas import ThresholdClearedOut, ThresholdSetOut, ThresholdTableOut
 

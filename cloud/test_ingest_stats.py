@@ -1,4 +1,4 @@
-from cloud.rollup import LATENCY_BOUNDS_MS, histogram, percentile
+from cloud.ingest_stats import LATENCY_BOUNDS_MS, histogram, percentile
 
 
 def test_histogram_and_interpolated_percentiles() -> None:

@@ -1,4 +1,4 @@
-"""Per-second ingest rollups: throughput and end-to-end latency without scanning readings.
+"""Per-second ingest statistics: throughput and end-to-end latency without scanning readings.
 
 Writers add each committed batch to the row of the current second (same transaction);
 readers sum the last few seconds. Latency percentiles come from fixed histogram buckets,
