@@ -169,10 +169,11 @@ class Mosquitto:
         if tls is not None:
             ca, cert, key = tls
             listener += f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
-            if os.geteuid() == 0:
-                # Started as root, mosquitto drops to its own user before reading the
-                # certificates, which then cannot open the test's private temporary files.
-                listener += "user root\n"
+        if os.geteuid() == 0:
+            # Started as root, mosquitto drops to its own user before it reads certificates
+            # or writes its persistence file, and that user cannot open the test's private
+            # (0700) temporary folders: persistent sessions would not survive a restart.
+            listener += "user root\n"
         self.conf.write_text(
             f"{listener}allow_anonymous true\n"
             f"persistence true\npersistence_location {base}/\nautosave_interval 1\n"
