@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             server = f"http://127.0.0.1:{port}"
             env = {"DATABASE_URL": url, "RIG_INGEST_API_KEY": INGEST_KEY}
             api = Service(
-                "api", ["cloud.dashboard.devserver", "--port", str(port)], work, env
+                "api", ["cloud.cli", "serve", "--port", str(port)], work, env
             ).start()
             wait_until(lambda: http_ok(f"{server}/readyz"), 60, "api up", services=[api])
             password = add_user(url, "bench", "operator")

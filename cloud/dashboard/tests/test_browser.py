@@ -65,7 +65,7 @@ def module_database(pg_server: Any) -> Iterator[str]:
 
 def _start_api(database_url: str, log_dir: Path, port: int, name: str = "api") -> Service:
     env = {"DATABASE_URL": database_url, "RIG_INGEST_API_KEY": INGEST_KEY}
-    api = Service(name, ["cloud.dashboard.devserver", "--port", str(port)], log_dir, env).start()
+    api = Service(name, ["cloud.cli", "serve", "--port", str(port)], log_dir, env).start()
     wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), 60, "api up", services=[api])
     return api
 
