@@ -116,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             port = free_port()
             server = f"http://127.0.0.1:{port}"
             env = {"DATABASE_URL": url, "RIG_INGEST_API_KEY": INGEST_KEY}
-            api = Service(
-                "api", ["cloud.cli", "serve", "--port", str(port)], work, env
-            ).start()
+            api = Service("api", ["cloud.cli", "serve", "--port", str(port)], work, env).start()
             wait_until(lambda: http_ok(f"{server}/readyz"), 60, "api up", services=[api])
             password = add_user(url, "bench", "operator")
             ingest = Ingest(server)
