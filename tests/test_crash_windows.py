@@ -202,3 +202,76 @@ def test_kafka_broker_killed_with_sigkill_mid_stream(
     runs = result.incarnations  # type: ignore[attr-defined]
     assert len(runs) == 1  # the edge never restarted: it rode the outage out
     assert all(result.runs[m] == [result.runs[m][0]] for m in MACHINES)  # type: ignore[attr-defined]
+
+
+def test_ingest_api_killed_after_the_broker_confirmed_then_retried_stores_each_reading_once(
+    log_dir: Path, database_url: str, kafka_broker: object, kafka_topic: str
+) -> None:
+    """The broker confirmed an integrator's batch but the API died before answering: the
+    client saw a broken connection and retries with the same Idempotency-Key. The retry
+    reuses the seq/ts the first attempt was given, so the second copies in Kafka are
+    duplicates by key and PostgreSQL holds each reading once."""
+    import httpx
+    import orjson
+    import psycopg
+
+    from tests.support.processes import free_port, http_ok, wait_until
+
+    bootstrap = kafka_broker.bootstrap  # type: ignore[attr-defined]
+    key = "crash-window-bootstrap-key-0123456789abcdef"
+    port = free_port()
+    env = {
+        "DATABASE_URL": database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KAFKA_TOPIC": kafka_topic,
+        "RIG_INGEST_API_KEY": key,
+    }
+    serve = ["cloud.cli", "serve", "--port", str(port)]
+    base = f"http://127.0.0.1:{port}"
+    # Integrator shape without seq/ts: only the Idempotency-Key makes the retry safe.
+    body = orjson.dumps([{"machine_id": "A", "temperature": 60.0 + i} for i in range(20)])
+    headers = {
+        "X-API-KEY": key,
+        "Idempotency-Key": "batch-0001",
+        "Content-Type": "application/json",
+    }
+    api = Service("api", serve, log_dir, {**env, "RIG_FAILPOINTS": "cloud.ingest.after_produce"})
+    api.start()
+    agg = start_aggregator(log_dir, database_url, bootstrap, kafka_topic)
+    services = [api, agg]
+    try:
+        wait_until(lambda: http_ok(f"{base}/healthz"), 60, "the API", services=services)
+        with pytest.raises(httpx.TransportError):
+            httpx.post(f"{base}/api/v1/ingest", content=body, headers=headers, timeout=30)
+        api.wait_failpoint("cloud.ingest.after_produce")
+
+        api = Service("api-restarted", serve, log_dir, env).start()
+        services = [api, agg]
+        wait_until(lambda: http_ok(f"{base}/healthz"), 60, "the restarted API", services=services)
+        retry = httpx.post(f"{base}/api/v1/ingest", content=body, headers=headers, timeout=30)
+        assert retry.status_code == 200, retry.text
+        # A later reading of the same machine goes to the same partition (key = machine):
+        # once it is stored, both copies of the batch have been consumed.
+        sentinel = orjson.dumps({"machine_id": "A", "temperature": 99.5})
+        answer = httpx.post(
+            f"{base}/api/v1/ingest",
+            content=sentinel,
+            headers={"X-API-KEY": key, "Content-Type": "application/json"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+
+        def rows() -> list[tuple[str, int, float]]:
+            with psycopg.connect(database_url) as conn:
+                return conn.execute(
+                    "SELECT edge_id, seq, temperature FROM sensor_readings ORDER BY temperature"
+                ).fetchall()
+
+        wait_until(lambda: any(r[2] == 99.5 for r in rows()), 60, "the sentinel", services=services)
+        stored = [r for r in rows() if r[2] != 99.5]
+        assert [r[2] for r in stored] == [60.0 + i for i in range(20)]
+        assert len({(r[0], r[1]) for r in stored}) == 20
+        in_topic = [m for m in kafka_messages(bootstrap, kafka_topic) if m["values"]]
+        assert len(in_topic) == 41, "both copies of the batch (and the sentinel) reached Kafka"
+    finally:
+        _stop_all(*services)
