@@ -220,7 +220,8 @@ def test_idempotency_key_makes_a_retry_store_nothing_new(
     settings = CloudSettings(
         database_url=database_url, ingest_api_key=KEY, kafka_bootstrap=bootstrap, topic=kafka_topic
     )
-    # The manifest's integrator shape: no edge_id, seq or timestamp; the server assigns them.
+    # The integrator shape (docs/manifest.md §3.2): no edge_id, seq or timestamp; the server
+    # assigns them.
     batch = orjson.dumps({"readings": [{"machine_id": "B", "rpm": float(i)} for i in range(5)]})
     key = {"X-API-KEY": KEY, "Idempotency-Key": f"batch-{uuid.uuid4()}"}
     with TestClient(create_app(settings)) as client:

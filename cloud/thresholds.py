@@ -38,7 +38,7 @@ class ThresholdEntry:
 
 
 def _entry(t: Thresholds, source: str) -> ThresholdEntry:
-    # Warning bands are resolved by the manifest rule here, once, so every client colours alike.
+    # Warning bands are resolved by the catalog's rule here, once, so every client colours alike.
     return ThresholdEntry(t.low, t.high, t.effective_warn_low, t.effective_warn_high, source)
 
 

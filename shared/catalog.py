@@ -1,4 +1,4 @@
-"""The 50 core sensors of a rig (manifest section 3.3): category, unit, typical value,
+"""The 50 core sensors of a rig (``docs/manifest.md`` §3.3): category, unit, typical value,
 plausible range and default thresholds.
 
 This module is the single source of truth for sensor names and their order. The order is
@@ -31,8 +31,9 @@ class ThresholdState(enum.StrEnum):
 class SensorSpec:
     """One core sensor.
 
-    ``low``/``high`` are the critical limits. The warning band is the manifest's rule
-    (below ``low * 1.1`` or above ``high * 0.9``) unless ``warn_low``/``warn_high`` are set:
+    ``low``/``high`` are the critical limits. The warning band is the rule of
+    ``docs/manifest.md`` §4.2 (below ``low * 1.1`` or above ``high * 0.9``) unless
+    ``warn_low``/``warn_high`` are set:
     the multiplicative rule misbehaves for narrow bands around a large value (mains
     frequency 58..62 Hz would always warn), so those sensors carry an explicit band.
     """
@@ -77,7 +78,8 @@ class Thresholds:
         return self.high - 0.1 * abs(self.high)
 
     def classify(self, value: float | None) -> ThresholdState | None:
-        """Manifest 4.2 colour rule; ``None`` for a missing or non-finite value."""
+        """The colour rule of ``docs/manifest.md`` §4.2; ``None`` for a missing or non-finite
+        value."""
         if value is None or not math.isfinite(value):
             return None
         if (self.low is not None and value < self.low) or (
@@ -161,7 +163,7 @@ CORE_SENSOR_NAMES: tuple[str, ...] = tuple(s.name for s in CORE_SENSORS)
 SENSORS_BY_NAME: dict[str, SensorSpec] = {s.name: s for s in CORE_SENSORS}
 SENSOR_INDEX: dict[str, int] = {name: i for i, name in enumerate(CORE_SENSOR_NAMES)}
 
-# The dashboard's eight priority tiles (manifest 4.2), in display order.
+# The dashboard's eight priority tiles (``docs/manifest.md`` §4.2), in display order.
 PRIORITY_SENSORS: tuple[str, ...] = (
     "temperature",
     "pressure",

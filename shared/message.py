@@ -18,8 +18,8 @@ Wire format (JSON, UTF-8, schema version 1)::
 that could not be read is ``null`` with its quality set; ``quality`` lists only the sensors
 whose quality is not ``good``. Non-finite numbers never travel: JSON has no NaN.
 
-``parse_reading`` also accepts the manifest's integrator shape (sensor fields at top level
-plus ``custom_sensors``) so that ``POST /api/v1/ingest`` takes both.
+``parse_reading`` also accepts the integrator shape of ``docs/manifest.md`` §3.2 (sensor fields
+at top level plus ``custom_sensors``) so that ``POST /api/v1/ingest`` takes both.
 """
 
 from __future__ import annotations
@@ -253,7 +253,8 @@ def _parse_ts(path: str, value: Any) -> datetime:
     except ValueError:
         raise MessageError(path, f"not an ISO 8601 timestamp: {value!r}") from None
     if ts.tzinfo is None:
-        # The prototype sent naive local timestamps and got negative latencies; naive
+        # The prototype sent naive local timestamps (``docs/manifest.md`` §3.3) and got
+        # negative latencies; naive
         # input is taken as UTC, which is what every edge of ours sends.
         ts = ts.replace(tzinfo=UTC)
     try:

@@ -167,7 +167,7 @@ def test_latest_readings_oldest_first(api: Api) -> None:
 def test_thresholds_resolve_machine_then_fleet_then_catalog(api: Api) -> None:
     default = api.get("viewer", "/api/v1/machines/A/thresholds").json()["thresholds"]["rpm"]
     assert default["source"] == "default" and default["critical_high"] == 4200.0
-    assert default["warn_high"] == pytest.approx(3780.0)  # manifest rule: high * 0.9
+    assert default["warn_high"] == pytest.approx(3780.0)  # default rule: high * 0.9
 
     fleet = api.send(
         "admin", "PUT", "/api/v1/thresholds/rpm", {"critical_low": 900, "critical_high": 4000}

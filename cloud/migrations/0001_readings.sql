@@ -1,4 +1,4 @@
--- 0001: readings, machines, totals, dead letters (manifest 5.1, keyed by (edge_id, seq)).
+-- 0001: readings, machines, totals, dead letters (docs/manifest.md §5.1, keyed by (edge_id, seq)).
 -- The 50 core sensor columns follow shared/catalog.py CORE_SENSORS order; a test checks it.
 
 CREATE TABLE machines (

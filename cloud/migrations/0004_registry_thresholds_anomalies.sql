@@ -1,5 +1,5 @@
 -- 0004: the custom-sensor registry (filled automatically from ingest), per-sensor thresholds
--- with per-machine overrides, and anomaly detections (manifest 5.2, keyed to the reading).
+-- with per-machine overrides, and anomaly detections (docs/manifest.md §5.2, keyed to the reading).
 
 CREATE TABLE custom_sensors (
     name          TEXT PRIMARY KEY,

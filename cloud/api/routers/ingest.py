@@ -177,8 +177,8 @@ async def ingest(
     now = datetime.now(UTC)
     window = settings.window
     # The bootstrap key (RIG_INGEST_API_KEY) may write for any edge, like the prototype's one
-    # shared key; a per-edge key writes only its own edge's readings, so a stolen rig's key
-    # cannot forge or shadow another rig's sequence numbers.
+    # shared key (docs/manifest.md §3.2); a per-edge key writes only its own edge's
+    # readings, so a stolen rig's key cannot forge or shadow another rig's sequence numbers.
     bootstrap = key_edge == "default"
     default_edge = "ingest:default" if bootstrap else key_edge
 

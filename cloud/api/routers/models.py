@@ -24,7 +24,7 @@ from cloud.store.predictions import latest_predictions
 from shared.message import format_ts
 
 router = APIRouter(prefix="/api/v1", tags=["models"])
-# The manifest's prototype path, outside /api/v1.
+# The prototype's path (docs/manifest.md, API Reference Quick Card), outside /api/v1.
 legacy_router = APIRouter(tags=["models"])
 
 

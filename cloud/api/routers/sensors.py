@@ -1,6 +1,7 @@
 """The sensor catalog and the custom-sensor registry (filled by ingest, annotated by admins).
 
-``/api/admin/custom-sensors`` (GET/POST) keeps the manifest's prototype path working.
+``/api/admin/custom-sensors`` (GET/POST) keeps the prototype's path working
+(``docs/manifest.md``, API Reference Quick Card).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Thresholds: read by every user, changed by admins, fleet-wide or per machine.
 
-``/api/thresholds`` (GET/POST) keeps the manifest's prototype path working.
+``/api/thresholds`` (GET/POST) keeps the prototype's path working
+(``docs/manifest.md``, API Reference Quick Card).
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ class ThresholdBody(BaseModel):
     warn_low: float | None = Field(
         default=None,
         allow_inf_nan=False,
-        description="null: the manifest rule (critical_low × 1.1)",
+        description="null: the default rule, critical_low × 1.1",
     )
     warn_high: float | None = Field(
         default=None,
         allow_inf_nan=False,
-        description="null: the manifest rule (critical_high × 0.9)",
+        description="null: the default rule, critical_high × 0.9",
     )
 
 

@@ -21,7 +21,8 @@ const WORDS = {
   critical_high: "critical high",
 };
 
-/** The warning limit the manifest rule derives from a critical limit (null: none). */
+/** The warning limit the default rule (docs/manifest.md §4.2) derives from a critical limit
+ *  (null: none). */
 function ruleWarn(field, entry) {
   if (field === "warn_low" && typeof entry.critical_low === "number") {
     return entry.critical_low + 0.1 * Math.abs(entry.critical_low);

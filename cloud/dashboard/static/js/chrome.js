@@ -7,8 +7,8 @@ import { el } from "./format.js";
 const BOOT_KEY = "rig-alpha-booted";
 const MACHINE_KEY = "rig-alpha-machine";
 
-/** Manifest 4.1: INITIALIZING → CONNECTING SATELLITE → SYSTEM NOMINAL, fade, reveal. Shown
- *  once per browser session, not on every page change. */
+/** docs/manifest.md §4.1: INITIALIZING → CONNECTING SATELLITE → SYSTEM NOMINAL, fade,
+ *  reveal. Shown once per browser session, not on every page change. */
 export function bootSequence() {
   const overlay = document.getElementById("boot");
   if (!overlay) return Promise.resolve();

@@ -19,7 +19,7 @@ import { createTwin } from "./twin.js";
 
 const STATS_MS = 2000;
 const CATEGORIES = ["environmental", "mechanical", "thermal", "electrical", "fluid"];
-// Manifest 4.2 display order of the eight priority tiles.
+// docs/manifest.md §4.2: display order of the eight priority tiles.
 const PRIORITY = [
   "temperature",
   "pressure",

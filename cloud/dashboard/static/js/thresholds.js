@@ -1,4 +1,4 @@
-// Threshold colouring: the manifest's rule (section 4.2), as shared/catalog.py applies it.
+// Threshold colouring: the rule of docs/manifest.md §4.2, as shared/catalog.py applies it.
 //   critical: below critical_low or above critical_high
 //   warning:  below warn_low or above warn_high (when null: low + 10 % of |low|,
 //             high - 10 % of |high|, i.e. low × 1.1 and high × 0.9 for positive limits)

@@ -1,5 +1,5 @@
-// A telemetry tile (manifest 4.2): value, unit, trend arrow, 30-reading sparkline, average
-// and range, threshold colour and LSTM prediction dots.
+// A telemetry tile (docs/manifest.md §4.2): value, unit, trend arrow, 30-reading sparkline,
+// average and range, threshold colour and LSTM prediction dots.
 
 import { el, fmt, label } from "./format.js";
 import { classify } from "./thresholds.js";

@@ -1,4 +1,5 @@
-// The 3D digital twin (study guide part 2): a low-poly wireframe drilling rig in three.js.
+// The 3D digital twin (docs/manifest.md, study guide part 2): a low-poly wireframe drilling
+// rig in three.js.
 //   vibration  → shake of the rig (position jitter)
 //   rpm        → rotation speed of the drill string and bit
 //   temperature→ colour from cyan to neon red past its warning/critical threshold
