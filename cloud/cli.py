@@ -11,6 +11,8 @@ Ingest keys: per edge, issued with ``rig-cloud edge-key create EDGE_ID`` (stored
 RIG_INGEST_API_KEY or RIG_INGEST_API_KEY_FILE optionally adds one bootstrap key for any edge.
 Users: ``rig-cloud user add NAME --role admin|operator|viewer [--machines A,B]``; on first
 start, RIG_BOOTSTRAP_ADMIN_PASSWORD(_FILE) creates ``admin`` if the database has no users.
+Every variable is declared in cloud/settings.py (``CloudSettings``); every secret variable
+also accepts NAME_FILE; a bad value stops the command with exit code 2, naming the variable.
 """
 
 from __future__ import annotations
