@@ -36,6 +36,16 @@ class Trained:
     public_pem: bytes
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test of this folder that uses ``trained`` waits for TensorFlow and the LSTM's
+    training: it is ``slow``, so ``make test-unit`` (seconds, no training) leaves it out."""
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here) and "trained" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     from models.ensemble import EnsembleConfig, HybridDetector

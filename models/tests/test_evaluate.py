@@ -25,6 +25,7 @@ def test_confusion_metrics_follow_the_skab_formulas() -> None:
     assert abs(c.mar - 100 / 3) < 1e-9
 
 
+@pytest.mark.slow  # trains the LSTM (TensorFlow) on SKAB files
 def test_skab_cli_on_two_files_prints_json_last(tmp_path: Path) -> None:
     source = shared_data_dir() / "skab" / "valve1"
     data = tmp_path / "skab" / "valve1"
@@ -48,6 +49,7 @@ def test_skab_cli_on_two_files_prints_json_last(tmp_path: Path) -> None:
     assert any(line.startswith("hybrid_smart") for line in lines)
 
 
+@pytest.mark.slow  # trains every component, the LSTM (TensorFlow) too
 def test_sim_cli_prints_every_strategy_and_json_last(capsys: pytest.CaptureFixture[str]) -> None:
     from models.evaluate import main
 
