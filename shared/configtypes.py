@@ -154,9 +154,9 @@ class SecretRef(StrictModel):
             if not value:
                 raise ValueError(f"{where}: file is empty")
             return value
-        value = env.get(self.env or "")
-        if not value:
+        from_env = env.get(self.env or "")
+        if not from_env:
             raise ValueError(
                 f"{self.env_label}={self.env}: environment variable {self.env} is not set"
             )
-        return value
+        return from_env
