@@ -71,7 +71,9 @@ _MAX_BACKLOG_HEADER = 24
 
 def _backlog_header(msg: Message) -> int | None:
     """The edge's buffer depth sent along with the message (edge/outputs/kafka)."""
-    for name, value in msg.headers() or ():
+    headers = msg.headers() or []
+    # A consumed message's headers are a list of pairs; the type also allows a dict.
+    for name, value in headers.items() if isinstance(headers, dict) else headers:
         if name == "edge_backlog" and value is not None:
             if len(value) > _MAX_BACKLOG_HEADER:
                 return None
@@ -81,6 +83,15 @@ def _backlog_header(msg: Message) -> int | None:
                 return None
             return reported if 0 <= reported <= MAX_BACKLOG else None
     return None
+
+
+def _position(msg: Message) -> tuple[tuple[str, int], int] | None:
+    """Where a consumed message sits: ((topic, partition), offset). librdkafka sets all three
+    on every message without an error; None for one without them."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    if topic is None or partition is None or offset is None:
+        return None
+    return (topic, partition), offset
 
 
 def is_infrastructure_error(exc: BaseException) -> bool:
@@ -184,7 +195,10 @@ class Aggregator:
     ) -> Producer | None:
         """The dead-letter topic mirrors the dead_letters table for Kafka tooling; the table
         is the durable record, so a topic we cannot create only costs the mirror."""
-        config: dict[str, object] = {"bootstrap.servers": bootstrap, **(extra or {})}
+        config: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": bootstrap,
+            **(extra or {}),
+        }
         admin = AdminClient(config)
         futures = admin.create_topics([NewTopic(topic, num_partitions=1)], operation_timeout=10)
         try:
@@ -303,9 +317,10 @@ class Aggregator:
         """Seek each partition back to the first message of the failed batch."""
         first: dict[tuple[str, int], int] = {}
         for msg in messages:
-            if msg.error() is None:
-                key = (msg.topic(), msg.partition())
-                first[key] = min(first.get(key, msg.offset()), msg.offset())
+            position = _position(msg) if msg.error() is None else None
+            if position is not None:
+                key, offset = position
+                first[key] = min(first.get(key, offset), offset)
         for (topic, partition), offset in first.items():
             try:
                 self._consumer.seek(TopicPartition(topic, partition, offset))
@@ -341,8 +356,10 @@ class Aggregator:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log_event(log, logging.WARNING, "kafka error", error=str(err))
                 continue
-            key = (msg.topic(), msg.partition())
-            offsets[key] = max(offsets.get(key, -1), msg.offset())
+            position = _position(msg)
+            if position is not None:
+                key, offset = position
+                offsets[key] = max(offsets.get(key, -1), offset)
             decoded = self._decode(msg, now)
             if isinstance(decoded, DeadLetter):
                 letters.append(decoded)
