@@ -230,7 +230,8 @@ class EdgeDaemon:
         self._source_last[source] = wall
         self.metrics.source_last_reading.labels(source).set(wall)
         key: bytes | None = getattr(on_commit, "message_key", None)
-        if key is not None and getattr(on_commit, "redelivered", False):
+        # A key comes only with an acknowledgement (an MQTT delivery), never without one.
+        if on_commit is not None and key is not None and getattr(on_commit, "redelivered", False):
             if key in self._uncommitted_keys:
                 self._pending.append(_Item(None, on_commit, None, source, now))
                 self._pending_event.set()
@@ -1022,6 +1023,7 @@ class EdgeDaemon:
             self._output.close()
             if self._health_server is not None:
                 self._health_server.stop()
+            left: int | None
             try:
                 left = self.buffer.stats().depth
             except Exception:
