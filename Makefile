@@ -78,6 +78,7 @@ lint: venv dashboard-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 	cd cloud/dashboard && npx --no-install eslint .
 
 demo: venv dashboard-deps
