@@ -125,11 +125,12 @@ class CombinedDetector:
         return self.score_batch([reading])[0]
 
     def score_batch(self, readings: list[Reading]) -> list[dict[str, Any]]:
-        results = self.score_batch_checked(readings)
-        for result in results:
+        scored: list[dict[str, Any]] = []
+        for result in self.score_batch_checked(readings):
             if isinstance(result, Exception):
                 raise result
-        return results  # type: ignore[return-value]
+            scored.append(result)
+        return scored
 
     def score_batch_checked(self, readings: list[Reading]) -> list[dict[str, Any] | Exception]:
         """Like ``score_batch``, but a reading even the thresholds cannot score gets the
@@ -143,18 +144,20 @@ class CombinedDetector:
         models = self._models
         if not models:
             return results
-        by_machine: dict[str, list[int]] = {}
-        for i, reading in enumerate(readings):
-            if reading.machine_id in models and not isinstance(results[i], Exception):
-                by_machine.setdefault(reading.machine_id, []).append(i)
-        for machine_id, indexes in by_machine.items():
+        # Per machine with a model: the readings the thresholds scored, with that verdict.
+        by_machine: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        for i, (reading, result) in enumerate(zip(readings, results, strict=True)):
+            if reading.machine_id in models and not isinstance(result, Exception):
+                by_machine.setdefault(reading.machine_id, []).append((i, result))
+        for machine_id, scored_by_thresholds in by_machine.items():
+            indexes = [i for i, _ in scored_by_thresholds]
             try:
                 scored = models[machine_id].score_batch([readings[i] for i in indexes])
                 if len(scored) != len(indexes):
                     raise ValueError(f"model returned {len(scored)} results for {len(indexes)}")
                 merged = [
-                    _merge(results[i], ml)  # type: ignore[arg-type]
-                    for i, ml in zip(indexes, scored, strict=True)
+                    _merge(threshold, ml)
+                    for (_, threshold), ml in zip(scored_by_thresholds, scored, strict=True)
                 ]
             except Exception as exc:
                 self.model_failed(machine_id, exc)

@@ -28,7 +28,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal, overload
 
 import orjson
 
@@ -211,10 +211,17 @@ def _number(path: str, value: Any) -> float:
     return number
 
 
-def _numbers(path: str, raw: dict[str, Any], *, allow_null: bool) -> dict[str, float | None]:
-    """Validate a mapping of sensor values. The fast path is a type check and one chained
-    comparison per value (NaN and infinities fail the comparison); the slow path only runs
-    to word the error."""
+@overload
+def _numbers(path: str, raw: dict[str, Any], *, allow_null: Literal[False]) -> dict[str, float]: ...
+@overload
+def _numbers(path: str, raw: dict[str, Any], *, allow_null: bool) -> dict[str, float | None]: ...
+def _numbers(
+    path: str, raw: dict[str, Any], *, allow_null: bool
+) -> dict[str, float] | dict[str, float | None]:
+    """Validate a mapping of sensor values (null only with ``allow_null``: the overloads
+    give the caller a mapping without None otherwise). The fast path is a type check and
+    one chained comparison per value (NaN and infinities fail the comparison); the slow
+    path only runs to word the error."""
     values = raw.values()
     # All floats (the normal case): one C-level pass each. A finite sum rules out NaN and
     # infinities, after which max/min are reliable.
@@ -356,7 +363,7 @@ def parse_reading(
             raise MessageError(f"{custom_path}.{name}", "is a core sensor; send it as a value")
         _check_custom_name(f"{custom_path}.{name}", name)
     if raw_custom:
-        custom.update(_numbers(custom_path, raw_custom, allow_null=False))  # type: ignore[arg-type]
+        custom.update(_numbers(custom_path, raw_custom, allow_null=False))
     if len(custom) > MAX_CUSTOM_SENSORS:
         raise MessageError(custom_path, f"more than {MAX_CUSTOM_SENSORS} custom sensors")
 
