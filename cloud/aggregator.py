@@ -52,6 +52,7 @@ from cloud.storage import (
     store_dead_letters,
     store_readings,
 )
+from shared.configtypes import KAFKA_CONSUMER_GROUP, KAFKA_TOPIC
 from shared.failpoints import failpoint
 from shared.logs import log_event
 from shared.message import DEFAULT_WINDOW, MessageError, Reading, TimeWindow, decode_reading
@@ -140,8 +141,8 @@ class Aggregator:
         bootstrap: str,
         database_url: str,
         *,
-        topic: str = "sensor-data",
-        group: str = "sensor-consumer-group",
+        topic: str = KAFKA_TOPIC,
+        group: str = KAFKA_CONSUMER_GROUP,
         batch_size: int = 2000,
         kafka_extra: dict[str, str] | None = None,
         on_stored: Callable[[int], None] | None = None,

@@ -39,12 +39,10 @@ def _password(args: argparse.Namespace) -> str:
 def _with_db(args: argparse.Namespace, work: Callable[[psycopg.Connection], object]) -> int:
     from cloud.db.migrate import apply_migrations
 
-    settings = CloudSettings.from_env()
-    if not settings.database_url:
-        raise SettingsError("DATABASE_URL is not set")
-    apply_migrations(settings.database_url)
+    url = CloudSettings.from_env().require_database_url()
+    apply_migrations(url)
     try:
-        with psycopg.connect(settings.database_url) as conn:
+        with psycopg.connect(url) as conn:
             result = work(conn)
     except FieldError as exc:
         print(f"error: {exc.field}: {exc.message}", file=sys.stderr)

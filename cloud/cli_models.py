@@ -34,13 +34,11 @@ log = logging.getLogger("rig-cloud.trainer")
 
 
 def _database_url() -> str:
-    settings = CloudSettings.from_env()
-    if not settings.database_url:
-        raise SettingsError("DATABASE_URL is not set")
+    url = CloudSettings.from_env().require_database_url()
     from cloud.db.migrate import apply_migrations
 
-    apply_migrations(settings.database_url)
-    return settings.database_url
+    apply_migrations(url)
+    return url
 
 
 def _signing_key() -> bytes:

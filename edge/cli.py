@@ -42,6 +42,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args.config, log_deprecations=False)  # shown here instead
     for note in config.deprecations:
         print(f"{args.config}: note: {note}", file=sys.stderr)
+    # Run on the host that runs the daemon: a secret it cannot read is a config error now,
+    # not a failed connection later.
+    unreadable = config.secret_problems()
+    for problem in unreadable:
+        print(f"{args.config}: {problem}", file=sys.stderr)
+    if unreadable:
+        return 2
     if args.probe:
         import asyncio
 

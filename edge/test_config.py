@@ -87,8 +87,16 @@ def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
         load_edge_config(path)
 
 
-def test_check_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check-config", "-c", str(_write(tmp_path, GOOD))]) == 0
+def test_check_config_exit_codes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(_write(tmp_path, GOOD))
+    # check-config runs on the rig: a secret the daemon could not read fails it, named.
+    monkeypatch.delenv("KEY", raising=False)
+    assert main(["check-config", "-c", path]) == 2
+    assert "output.api_key_env=KEY" in capsys.readouterr().err
+    monkeypatch.setenv("KEY", "k" * 32)
+    assert main(["check-config", "-c", path]) == 0
     assert main(["check-config", "-c", str(tmp_path / "missing.yaml")]) == 2
     assert "file not found" in capsys.readouterr().err
 

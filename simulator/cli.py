@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from shared.configfile import describe_validation_error
+from shared.configtypes import KAFKA_TOPIC
 
 if TYPE_CHECKING:
     from simulator.config import SimConfig
@@ -142,7 +143,7 @@ def cmd_edge_config(args: argparse.Namespace) -> int:
 
     machines = [m.strip() for m in args.machines.split(",") if m.strip()]
     output = (
-        {"kind": "kafka", "bootstrap_servers": args.kafka, "topic": "sensor-data"}
+        {"kind": "kafka", "bootstrap_servers": args.kafka, "topic": KAFKA_TOPIC}
         if args.kafka
         else {"kind": "http", "url": args.ingest_url, "api_key_env": "RIG_INGEST_API_KEY"}
     )

@@ -9,24 +9,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from shared.configfile import load_yaml_model
-from shared.configtypes import CoreSensorName
+from shared.configtypes import CoreSensorName, StrictModel
 from shared.message import MACHINE_ID_RE
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ModbusSettings(_Strict):
+class ModbusSettings(StrictModel):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=5020, ge=1, le=65535)
 
 
-class ModbusRtuSettings(_Strict):
+class ModbusRtuSettings(StrictModel):
     """Modbus RTU over a pseudo-terminal pair: the simulator serves one end, and ``link`` is
     a symlink to the other end for the client (e.g. rig-edge with an RTU source)."""
 
@@ -35,7 +31,7 @@ class ModbusRtuSettings(_Strict):
     baudrate: int = Field(default=19200, gt=0)
 
 
-class OpcUaUser(_Strict):
+class OpcUaUser(StrictModel):
     username: str = Field(min_length=1)
     password_env: str | None = None
     password: str | None = Field(default=None, description="for tests and demos only")
@@ -47,7 +43,7 @@ class OpcUaUser(_Strict):
         return self
 
 
-class OpcUaSettings(_Strict):
+class OpcUaSettings(StrictModel):
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = Field(default=4840, ge=1, le=65535)
@@ -59,7 +55,7 @@ class OpcUaSettings(_Strict):
     cert_dir: Path = Path("var/sim-opcua-pki")
 
 
-class MqttSettings(_Strict):
+class MqttSettings(StrictModel):
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
@@ -80,7 +76,7 @@ FaultKind = Literal["bearing_wear", "spike", "stuck", "drift", "dropout", "cavit
 MAX_CLOCK_OFFSET_S = 253_402_300_800.0
 
 
-class FaultSpec(_Strict):
+class FaultSpec(StrictModel):
     kind: FaultKind
     machine: str
     start_s: float = Field(ge=0)
@@ -102,13 +98,13 @@ class FaultSpec(_Strict):
         return self
 
 
-class StateChange(_Strict):
+class StateChange(StrictModel):
     machine: str
     at_s: float = Field(ge=0)
     state: Literal["running", "idle", "stopped"]
 
 
-class ReplaySpec(_Strict):
+class ReplaySpec(StrictModel):
     """Play a CSV data set as one machine: each row is one sample, in order."""
 
     machine: str
@@ -120,7 +116,7 @@ class ReplaySpec(_Strict):
     loop: bool = False
 
 
-class SimConfig(_Strict):
+class SimConfig(StrictModel):
     machines: list[str] = Field(
         default_factory=lambda: ["A", "B", "C"], min_length=1, max_length=247
     )

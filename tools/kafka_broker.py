@@ -25,6 +25,8 @@ from pathlib import Path
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from shared.configtypes import KAFKA_TOPIC
+
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -294,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run a local single-node Kafka broker (KRaft).")
     parser.add_argument("--port", type=int, default=9092, help="client port (default 9092)")
     parser.add_argument("--data-dir", type=Path, default=ROOT / "var" / "kafka")
-    parser.add_argument("--topic", default="sensor-data", help="topic to create (3 partitions)")
+    parser.add_argument("--topic", default=KAFKA_TOPIC, help="topic to create (3 partitions)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     fetch = subprocess.run(["bash", str(ROOT / "tools" / "fetch_kafka.sh")])

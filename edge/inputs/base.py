@@ -27,10 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from edge.inputs.common import DeviceSanity
 from edge.metrics import EdgeMetrics
+from shared.configtypes import StrictModel
 from shared.message import TimeWindow
 
 # ``emit(reading, on_commit=None)``: returns False when the daemon could not take the reading
@@ -39,11 +40,9 @@ from shared.message import TimeWindow
 Emit = Callable[..., Any]
 
 
-class InputConfig(BaseModel):
+class InputConfig(StrictModel):
     """Base of every input's config model: strict (a misspelt key is an error that names
     it), with a ``name`` that labels the input's metrics, logs and health entry."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=64)
 
