@@ -265,7 +265,7 @@ def test_tiles_update_live_and_turn_critical(
     ingest.post({"machine_id": machine, "temperature": 73.25, "pressure": 10.5})
     _wait_tile(page, "temperature", "73.25", "nominal")
     _wait_tile(page, "pressure", "10.50", "nominal")
-    # 85 > 90 × 0.9: warning by the manifest rule; 95 > 90: critical.
+    # 85 > 90 × 0.9: warning by the default rule; 95 > 90: critical.
     ingest.post({"machine_id": machine, "temperature": 85.0})
     _wait_tile(page, "temperature", "85.00", "warning")
     ingest.post({"machine_id": machine, "temperature": 95.0})
@@ -752,7 +752,7 @@ def test_screenshots_for_the_readme(
 
 def test_browser_colour_rule_matches_the_catalog(browser: Any, server: str) -> None:
     """thresholds.js classifies every core sensor's values exactly as shared/catalog.py does
-    (critical / warning by the manifest rule or the explicit band / nominal)."""
+    (critical / warning by the default rule or the explicit band / nominal)."""
     from shared.catalog import CORE_SENSORS
 
     cases = []
