@@ -14,6 +14,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from types import EllipsisType
 
 import psycopg
 from argon2 import PasswordHasher
@@ -130,20 +131,20 @@ def update_user(
     username: str,
     *,
     role: Role | str | None = None,
-    machines: list[str] | object | None = ...,
+    machines: list[str] | EllipsisType | None = ...,
     disabled: bool | None = None,
 ) -> User:
     current = get_user(conn, username, include_disabled=True)
     if current is None:
         raise NotFoundError("username", f"no user {username!r}")
     new_role = Role(role) if role is not None else current.role
-    new_machines = current.machines if machines is ... else machines
+    new_machines = current.machines if isinstance(machines, EllipsisType) else machines
     conn.execute(
         "UPDATE users SET role = %s, machines = %s, disabled = coalesce(%s, disabled), "
         "updated_at = now() WHERE username = %s",
         (
             new_role.value,
-            list(new_machines) if new_machines is not None else None,  # type: ignore[call-overload]
+            list(new_machines) if new_machines is not None else None,
             disabled,
             username,
         ),

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
-from fastapi import Depends, Request
+from fastapi import Depends
 from psycopg_pool import ConnectionPool
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
 
 from cloud.accounts import EdgeKey, User
 from cloud.ingest_producer import IngestProducer
@@ -54,8 +55,9 @@ class AppServices:
     live: LiveHub | None = None
 
 
-def get_services(request: Request) -> AppServices:
-    return request.app.state.services
+def get_services(connection: HTTPConnection) -> AppServices:
+    # HTTPConnection: a request or a WebSocket (the live stream authenticates with it too).
+    return connection.app.state.services
 
 
 Services = Annotated[AppServices, Depends(get_services)]

@@ -62,7 +62,7 @@ async def optional_user(request: Request, services: Services) -> User | None:
 
 
 async def websocket_user(websocket: WebSocket) -> User | None:
-    services = get_services(websocket)  # type: ignore[arg-type]
+    services = get_services(websocket)
     token = token_from(websocket.headers, websocket.cookies)
     return await _lookup_session(services, token) if token else None
 

@@ -82,12 +82,15 @@ class EmbeddedPostgres:
             ensure_folder_permissions(bin_dir.parent / "share", 0o044)
 
     def _run(self, args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        kwargs: dict[str, object] = {}
-        if self._run_as:
-            kwargs["user"] = self._run_as
+        # user=None runs the command as ourselves.
         return subprocess.run(
-            args, check=True, capture_output=True, text=True, timeout=timeout, **kwargs
-        )  # type: ignore[call-overload]
+            args,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            user=self._run_as or None,
+        )
 
     def _prepare_dir(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)

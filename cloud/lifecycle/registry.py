@@ -56,10 +56,12 @@ def register(
     """Record a trained model: accepted ones go into service (the previous active one is
     retired), refused ones are kept as ``rejected`` with the reason, for the audit trail."""
     conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"models:{candidate.machine_id}",))
-    version = conn.execute(
+    next_version = conn.execute(
         "SELECT coalesce(max(version), 0) + 1 FROM model_registry WHERE machine_id = %s",
         (candidate.machine_id,),
-    ).fetchone()[0]  # type: ignore[index]
+    ).fetchone()
+    # An aggregate always answers one row.
+    version = next_version[0] if next_version is not None else 1
     if accepted:
         conn.execute(
             "UPDATE model_registry SET status = 'retired' "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import EllipsisType
 from typing import Any, Literal
 
 import psycopg
@@ -122,7 +123,7 @@ async def change_user(
         raise FieldError("role", "an admin cannot demote or disable their own account")
 
     def work(conn: psycopg.Connection) -> accounts.User:
-        machines: object = ...
+        machines: list[str] | EllipsisType | None = ...  # ...: keep the user's machines
         if body.all_machines:
             machines = None
         elif body.machines is not None:

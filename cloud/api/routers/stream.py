@@ -58,7 +58,7 @@ async def stream(
     elif user.machines is not None:
         wanted = frozenset(user.machines)
 
-    hub = get_services(websocket).live  # type: ignore[arg-type]
+    hub = get_services(websocket).live
     if hub is None:
         await websocket.close(code=1011, reason="live stream not running")
         return
