@@ -6,12 +6,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
 
 from cloud.db.embedded import EmbeddedPostgres
 from cloud.db.migrate import apply_migrations
+
+if TYPE_CHECKING:
+    from tools.kafka_broker import KafkaBroker
 
 
 @pytest.fixture(scope="session")
@@ -28,16 +32,16 @@ def database_url(pg_server: EmbeddedPostgres) -> Iterator[str]:
     name = f"t_{uuid.uuid4().hex[:12]}"
     admin = f"postgresql://postgres@127.0.0.1:{pg_server.port}/postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+        conn.execute(f'CREATE DATABASE "{name}"')
     url = f"postgresql://postgres@127.0.0.1:{pg_server.port}/{name}"
     apply_migrations(url)
     yield url
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
-def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     from tools.kafka_broker import KafkaBroker
 
     broker = KafkaBroker(
@@ -50,10 +54,10 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
 
 @pytest.fixture
-def kafka_topic(kafka_broker: object) -> str:
+def kafka_topic(kafka_broker: KafkaBroker) -> str:
     """A fresh 3-partition topic (the production layout) for one test."""
     name = f"sensor-data-{uuid.uuid4().hex[:8]}"
-    kafka_broker.create_topic(name, partitions=3)  # type: ignore[attr-defined]
+    kafka_broker.create_topic(name, partitions=3)
     return name
 
 

@@ -15,6 +15,7 @@ from confluent_kafka import Producer
 from cloud.aggregator import Aggregator
 from shared.message import Reading, encode_reading
 from tests.support.processes import wait_until
+from tools.kafka_broker import KafkaBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -26,7 +27,7 @@ def _reading(seq: int, **values: float) -> Reading:
 
 
 def test_rows_the_database_refuses_are_isolated_and_dead_lettered(
-    database_url: str, kafka_broker: object, kafka_topic: str
+    database_url: str, kafka_broker: KafkaBroker, kafka_topic: str
 ) -> None:
     # Rules the codec does not know, so that valid readings meet a refusal in PostgreSQL:
     # a check constraint (IntegrityError) and a failing cast (DataError).
@@ -39,7 +40,7 @@ def test_rows_the_database_refuses_are_isolated_and_dead_lettered(
             "ALTER TABLE sensor_readings ADD CONSTRAINT test_boom_int CHECK "
             "((custom_sensors->>'boom') IS NULL OR (custom_sensors->>'boom')::int >= 0)"
         )
-    bootstrap = kafka_broker.bootstrap  # type: ignore[attr-defined]
+    bootstrap = kafka_broker.bootstrap
     producer = Producer({"bootstrap.servers": bootstrap})
     for seq in range(1, 41):
         reading = _reading(seq)
@@ -77,7 +78,7 @@ def test_rows_the_database_refuses_are_isolated_and_dead_lettered(
 
 
 def test_hand_built_readings_past_validation_are_isolated(
-    database_url: str, kafka_broker: object, kafka_topic: str
+    database_url: str, kafka_broker: KafkaBroker, kafka_topic: str
 ) -> None:
     """Readings built in process, bypassing shared.message: a NUL in a text column (refused
     by the client library), a NUL in JSONB (refused by PostgreSQL), a string where a double
@@ -91,7 +92,7 @@ def test_hand_built_readings_past_validation_are_isolated(
     readings = [_reading(s) for s in range(1, 11)]
     readings[2], readings[5], readings[7] = bad_text, bad_json, bad_number
 
-    aggregator = Aggregator(kafka_broker.bootstrap, database_url, topic=kafka_topic)  # type: ignore[attr-defined]
+    aggregator = Aggregator(kafka_broker.bootstrap, database_url, topic=kafka_topic)
     try:
         with psycopg.connect(database_url) as conn, conn.transaction():
             result, refused = aggregator._store_isolating(conn, readings)

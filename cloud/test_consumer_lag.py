@@ -17,14 +17,15 @@ from cloud.api.app import create_app
 from cloud.settings import CloudSettings
 from shared.message import Reading, encode_reading
 from tests.support.accounts import add_user, login
+from tools.kafka_broker import KafkaBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 def test_lag_is_reported_while_behind_and_zero_when_caught_up(
-    database_url: str, kafka_broker: object, kafka_topic: str
+    database_url: str, kafka_broker: KafkaBroker, kafka_topic: str
 ) -> None:
-    bootstrap = kafka_broker.bootstrap  # type: ignore[attr-defined]
+    bootstrap = kafka_broker.bootstrap
     now = datetime.now(UTC)
     producer = Producer({"bootstrap.servers": bootstrap})
     for i in range(300):

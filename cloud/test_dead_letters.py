@@ -14,14 +14,15 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from cloud.aggregator import Aggregator
 from shared.message import Reading, encode_reading
+from tools.kafka_broker import KafkaBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 def test_bad_messages_are_dead_lettered_and_the_rest_flows(
-    database_url: str, kafka_broker: object, kafka_topic: str
+    database_url: str, kafka_broker: KafkaBroker, kafka_topic: str
 ) -> None:
-    bootstrap = kafka_broker.bootstrap  # type: ignore[attr-defined]
+    bootstrap = kafka_broker.bootstrap
     dlq = f"dlq-{uuid.uuid4().hex[:6]}"
     now = datetime.now(UTC)
     good = [encode_reading(Reading("A", "e1", i, now, {"rpm": 3000.0})) for i in (1, 2)]
@@ -76,14 +77,14 @@ def test_bad_messages_are_dead_lettered_and_the_rest_flows(
 
 
 def test_a_redelivered_poison_message_is_one_dead_letter(
-    database_url: str, kafka_broker: object, kafka_topic: str
+    database_url: str, kafka_broker: KafkaBroker, kafka_topic: str
 ) -> None:
     """A crash between the database commit and the offset commit redelivers the batch: the
     message's position keeps its dead letter single (here: a second consumer group reads
     the same positions)."""
     from tests.support.processes import wait_until
 
-    bootstrap = kafka_broker.bootstrap  # type: ignore[attr-defined]
+    bootstrap = kafka_broker.bootstrap
     producer = Producer({"bootstrap.servers": bootstrap})
     good = encode_reading(Reading("A", "e1", 1, datetime.now(UTC), {"rpm": 1.0}))
     for value in (b"{broken", good):

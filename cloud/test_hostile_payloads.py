@@ -23,6 +23,7 @@ from cloud.api.app import create_app
 from cloud.settings import CloudSettings
 from shared.message import format_ts
 from tests.support.processes import wait_until
+from tools.kafka_broker import KafkaBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -168,23 +169,23 @@ class Harness:
 
 
 @pytest.fixture
-def big_topic(kafka_broker: object) -> str:
+def big_topic(kafka_broker: KafkaBroker) -> str:
     """Three partitions that take messages up to 8 MB, so a 2 MB reading reaches the
     aggregator (the broker's default limit of 1 MB would refuse it at the door)."""
     name = f"hostile-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap})  # type: ignore[attr-defined]
+    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap})
     futures = admin.create_topics(
         [NewTopic(name, num_partitions=3, config={"max.message.bytes": str(4 * TWO_MB)})]
     )
     futures[name].result(timeout=60)
-    kafka_broker.create_topic(name, partitions=3)  # type: ignore[attr-defined]  # waits for leaders
+    kafka_broker.create_topic(name, partitions=3)  # waits for leaders
     return name
 
 
 def test_hostile_messages_in_the_topic_are_dead_lettered_and_the_stream_flows(
-    database_url: str, kafka_broker: object, big_topic: str
+    database_url: str, kafka_broker: KafkaBroker, big_topic: str
 ) -> None:
-    bootstrap = kafka_broker.bootstrap  # type: ignore[attr-defined]
+    bootstrap = kafka_broker.bootstrap
     dlq = f"dlq-{big_topic}"
     seq = iter(range(1, 10_000))
     harness = Harness(database_url, bootstrap, big_topic, dlq)
@@ -261,9 +262,9 @@ def _drain(consumer: Consumer, reasons: list[str]) -> int:
 
 
 def test_hostile_bodies_through_the_api_get_4xx_and_the_stream_flows(
-    database_url: str, kafka_broker: object, big_topic: str
+    database_url: str, kafka_broker: KafkaBroker, big_topic: str
 ) -> None:
-    bootstrap = kafka_broker.bootstrap  # type: ignore[attr-defined]
+    bootstrap = kafka_broker.bootstrap
     settings = CloudSettings(
         database_url=database_url, ingest_api_key=KEY, kafka_bootstrap=bootstrap, topic=big_topic
     )

@@ -15,6 +15,7 @@ from cloud.api.deps import CACHE_SECONDS
 from cloud.api.schemas import IngestConflictsOut
 from cloud.settings import CloudSettings
 from tests.support.accounts import add_user, login
+from tools.kafka_broker import KafkaBroker
 
 pytestmark = pytest.mark.integration
 
@@ -206,13 +207,13 @@ def test_per_edge_key_writes_only_its_own_edge_and_can_be_revoked(
 
 
 def test_with_kafka_ingest_answers_after_the_broker_confirmed(
-    database_url: str, kafka_broker: object, kafka_topic: str
+    database_url: str, kafka_broker: KafkaBroker, kafka_topic: str
 ) -> None:
     from confluent_kafka import Consumer, TopicPartition
 
     from shared.message import decode_reading
 
-    bootstrap = kafka_broker.bootstrap  # type: ignore[attr-defined]
+    bootstrap = kafka_broker.bootstrap
     settings = CloudSettings(
         database_url=database_url, ingest_api_key=KEY, kafka_bootstrap=bootstrap, topic=kafka_topic
     )

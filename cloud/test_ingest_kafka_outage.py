@@ -24,6 +24,7 @@ from cloud.settings import CloudSettings
 from shared.message import format_ts
 from tests.support.accounts import add_user, bearer, login
 from tests.support.processes import Service, free_port, http_ok, wait_until
+from tools.kafka_broker import KafkaBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -50,8 +51,6 @@ def _now() -> Any:
 def test_kafka_killed_ingest_fails_fast_and_other_endpoints_answer(
     tmp_path: Path, log_dir: Path, database_url: str
 ) -> None:
-    from tools.kafka_broker import KafkaBroker
-
     broker = KafkaBroker(tmp_path / "kafka", log_file=log_dir / "kafka.log")
     broker.start()
     topic = "sensor-data"
@@ -160,14 +159,14 @@ def _post_batch(settings: CloudSettings, batch: dict[str, Any]) -> Any:
 
 
 def test_partly_produced_batch_answers_503_per_reading(
-    database_url: str, kafka_broker: object, kafka_topic: str
+    database_url: str, kafka_broker: KafkaBroker, kafka_topic: str
 ) -> None:
     # A producer queue of two messages: the batch's first two readings are produced and
     # confirmed, the other three find the queue full (as when the broker lags behind).
     settings = CloudSettings(
         database_url=database_url,
         ingest_api_key=KEY,
-        kafka_bootstrap=kafka_broker.bootstrap,  # type: ignore[attr-defined]
+        kafka_bootstrap=kafka_broker.bootstrap,
         topic=kafka_topic,
         kafka_extra={"queue.buffering.max.messages": "2", "linger.ms": "50"},
     )
@@ -187,14 +186,14 @@ def test_partly_produced_batch_answers_503_per_reading(
 
 
 def test_reading_kafka_refuses_for_good_answers_422_per_reading(
-    database_url: str, kafka_broker: object, kafka_topic: str
+    database_url: str, kafka_broker: KafkaBroker, kafka_topic: str
 ) -> None:
     # The producer refuses messages over 2,000 bytes: a reading with many custom sensors is
     # refused for good while the others of its batch are confirmed.
     settings = CloudSettings(
         database_url=database_url,
         ingest_api_key=KEY,
-        kafka_bootstrap=kafka_broker.bootstrap,  # type: ignore[attr-defined]
+        kafka_bootstrap=kafka_broker.bootstrap,
         topic=kafka_topic,
         kafka_extra={"message.max.bytes": "2000"},
     )
@@ -214,9 +213,9 @@ def test_reading_kafka_refuses_for_good_answers_422_per_reading(
 
 
 def test_idempotency_key_makes_a_retry_store_nothing_new(
-    database_url: str, kafka_broker: object, kafka_topic: str
+    database_url: str, kafka_broker: KafkaBroker, kafka_topic: str
 ) -> None:
-    bootstrap = kafka_broker.bootstrap  # type: ignore[attr-defined]
+    bootstrap = kafka_broker.bootstrap
     settings = CloudSettings(
         database_url=database_url, ingest_api_key=KEY, kafka_bootstrap=bootstrap, topic=kafka_topic
     )

@@ -20,6 +20,7 @@ from cloud.db.partitions import (
 from cloud.storage import store_readings
 from shared.message import Reading
 from tests.support.processes import Service, free_port, http_ok, wait_until
+from tools.kafka_broker import KafkaBroker
 
 pytestmark = pytest.mark.integration
 
@@ -194,12 +195,12 @@ def test_serve_listens_at_once_and_maintains_in_the_background(
 
 
 def test_the_aggregator_maintains_partitions_on_a_thread_of_its_own(
-    database_url: str, kafka_broker: object, kafka_topic: str
+    database_url: str, kafka_broker: KafkaBroker, kafka_topic: str
 ) -> None:
     from cloud.aggregator import Aggregator
 
     aggregator = Aggregator(
-        kafka_broker.bootstrap,  # type: ignore[attr-defined]
+        kafka_broker.bootstrap,
         database_url,
         topic=kafka_topic,
         group=f"g-{kafka_topic}",

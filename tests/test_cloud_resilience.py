@@ -23,6 +23,7 @@ from tests.support.pipeline import (
     wait_all_stored,
 )
 from tests.support.processes import Service, free_port, http_ok, wait_until
+from tools.kafka_broker import KafkaBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -41,14 +42,14 @@ def _status(url: str, headers: dict[str, str]) -> int | None:
 
 
 def test_postgres_restart_mid_stream_loses_nothing(
-    tmp_path: Path, log_dir: Path, kafka_broker: object, kafka_topic: str
+    tmp_path: Path, log_dir: Path, kafka_broker: KafkaBroker, kafka_topic: str
 ) -> None:
     pg = EmbeddedPostgres(tmp_path / "pg")
     url = pg.start()
     apply_migrations(url)
     record = tmp_path / "served.db"
     sim, sim_port = start_simulator(log_dir, record, MACHINES, 2.5)
-    bootstrap = kafka_broker.bootstrap  # type: ignore[attr-defined]
+    bootstrap = kafka_broker.bootstrap
     cfg = edge_config(
         tmp_path,
         sim_port=sim_port,
@@ -127,11 +128,11 @@ def test_postgres_restart_mid_stream_loses_nothing(
 
 
 def test_one_of_three_aggregators_killed_mid_run(
-    tmp_path: Path, log_dir: Path, database_url: str, kafka_broker: object, kafka_topic: str
+    tmp_path: Path, log_dir: Path, database_url: str, kafka_broker: KafkaBroker, kafka_topic: str
 ) -> None:
     record = tmp_path / "served.db"
     sim, sim_port = start_simulator(log_dir, record, MACHINES, 5.0)
-    bootstrap = kafka_broker.bootstrap  # type: ignore[attr-defined]
+    bootstrap = kafka_broker.bootstrap
     cfg = edge_config(
         tmp_path,
         sim_port=sim_port,

@@ -29,6 +29,7 @@ from tests.support.pipeline import (
     wait_stored_beyond,
 )
 from tests.support.processes import Service
+from tools.kafka_broker import KafkaBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -56,11 +57,11 @@ def _stop_all(*services: Service) -> None:
 
 
 def test_edge_killed_right_after_its_buffer_commit(
-    tmp_path: Path, log_dir: Path, database_url: str, kafka_broker: object, kafka_topic: str
+    tmp_path: Path, log_dir: Path, database_url: str, kafka_broker: KafkaBroker, kafka_topic: str
 ) -> None:
     """Readings committed to SQLite, nothing after that line ran: the next run finds them,
     forwards them, and numbers on from the next sequence number."""
-    bootstrap = kafka_broker.bootstrap  # type: ignore[attr-defined]
+    bootstrap = kafka_broker.bootstrap
     record = tmp_path / "served.db"
     sim, sim_port = start_simulator(log_dir, record, MACHINES, SIM_RATE_HZ)
     cfg = edge_config(
@@ -85,11 +86,11 @@ def test_edge_killed_right_after_its_buffer_commit(
 
 
 def test_edge_killed_after_kafka_confirmed_before_the_buffer_delete(
-    tmp_path: Path, log_dir: Path, database_url: str, kafka_broker: object, kafka_topic: str
+    tmp_path: Path, log_dir: Path, database_url: str, kafka_broker: KafkaBroker, kafka_topic: str
 ) -> None:
     """Kafka has the batch, the edge died before deleting it: the next run sends it again
     (the topic holds those sequence numbers twice) and PostgreSQL stores each once."""
-    bootstrap = kafka_broker.bootstrap  # type: ignore[attr-defined]
+    bootstrap = kafka_broker.bootstrap
     record = tmp_path / "served.db"
     sim, sim_port = start_simulator(log_dir, record, MACHINES, SIM_RATE_HZ)
     cfg = edge_config(
@@ -120,11 +121,11 @@ def test_edge_killed_after_kafka_confirmed_before_the_buffer_delete(
 
 
 def test_aggregator_killed_after_the_database_commit_before_the_offset_commit(
-    tmp_path: Path, log_dir: Path, database_url: str, kafka_broker: object, kafka_topic: str
+    tmp_path: Path, log_dir: Path, database_url: str, kafka_broker: KafkaBroker, kafka_topic: str
 ) -> None:
     """Rows committed to PostgreSQL, offsets not committed: the next aggregator reads the
     batch again and the (edge_id, seq) key drops every row of it."""
-    bootstrap = kafka_broker.bootstrap  # type: ignore[attr-defined]
+    bootstrap = kafka_broker.bootstrap
     record = tmp_path / "served.db"
     sim, sim_port = start_simulator(log_dir, record, MACHINES, SIM_RATE_HZ)
     cfg = edge_config(
@@ -161,8 +162,6 @@ def test_kafka_broker_killed_with_sigkill_mid_stream(
 ) -> None:
     """kill -9 of the broker: the edge keeps everything buffered while it is gone and both
     the edge and the aggregator carry on by themselves once it is back."""
-    from tools.kafka_broker import KafkaBroker
-
     broker = KafkaBroker(tmp_path / "kafka", log_file=log_dir / "kafka.log")
     bootstrap = broker.start()
     broker.create_topic("sensor-data", partitions=3)
@@ -205,7 +204,7 @@ def test_kafka_broker_killed_with_sigkill_mid_stream(
 
 
 def test_ingest_api_killed_after_the_broker_confirmed_then_retried_stores_each_reading_once(
-    log_dir: Path, database_url: str, kafka_broker: object, kafka_topic: str
+    log_dir: Path, database_url: str, kafka_broker: KafkaBroker, kafka_topic: str
 ) -> None:
     """The broker confirmed an integrator's batch but the API died before answering: the
     client saw a broken connection and retries with the same Idempotency-Key. The retry
@@ -217,7 +216,7 @@ def test_ingest_api_killed_after_the_broker_confirmed_then_retried_stores_each_r
 
     from tests.support.processes import free_port, http_ok, wait_until
 
-    bootstrap = kafka_broker.bootstrap  # type: ignore[attr-defined]
+    bootstrap = kafka_broker.bootstrap
     key = "crash-window-bootstrap-key-0123456789abcdef"
     port = free_port()
     env = {

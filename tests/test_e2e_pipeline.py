@@ -27,6 +27,7 @@ from tests.support.pipeline import (
     wait_stored_beyond,
 )
 from tests.support.processes import Service, free_port, http_ok, wait_until
+from tools.kafka_broker import KafkaBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -48,11 +49,11 @@ def _finish(
 
 
 def test_kafka_path_survives_edge_and_aggregator_kills(
-    tmp_path: Path, log_dir: Path, database_url: str, kafka_broker: object, kafka_topic: str
+    tmp_path: Path, log_dir: Path, database_url: str, kafka_broker: KafkaBroker, kafka_topic: str
 ) -> None:
     record = tmp_path / "served.db"
     sim, sim_port = start_simulator(log_dir, record, MACHINES, SIM_RATE_HZ)
-    bootstrap = kafka_broker.bootstrap  # type: ignore[attr-defined]
+    bootstrap = kafka_broker.bootstrap
     cfg = edge_config(
         tmp_path,
         sim_port=sim_port,
@@ -158,8 +159,6 @@ def test_http_path_survives_edge_kill_and_cloud_outage(
 def test_kafka_broker_stop_and_start_loses_and_duplicates_nothing(
     tmp_path: Path, log_dir: Path, database_url: str
 ) -> None:
-    from tools.kafka_broker import KafkaBroker
-
     broker = KafkaBroker(tmp_path / "kafka", log_file=log_dir / "kafka.log")
     bootstrap = broker.start()
     broker.create_topic("sensor-data", partitions=3)

@@ -30,6 +30,7 @@ import psycopg
 import pytest
 import yaml
 
+from cloud.db.embedded import EmbeddedPostgres
 from tests.support.pipeline import (
     EdgeRun,
     Verification,
@@ -46,6 +47,7 @@ from tests.support.pipeline import (
     wait_stored_beyond,
 )
 from tests.support.processes import Service, free_port, http_ok, wait_until
+from tools.kafka_broker import KafkaBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -165,14 +167,14 @@ def test_mqtt_killed_after_commit_before_the_ack_stores_each_message_once(
     tmp_path: Path,
     log_dir: Path,
     database_url: str,
-    kafka_broker: object,
+    kafka_broker: KafkaBroker,
     kafka_topic: str,
     mqtt_broker: tuple[str, int],
 ) -> None:
     """The edge dies right after committing a batch of messages, before acknowledging them
     to the broker: the broker delivers them again (flagged DUP) and the restarted edge must
     recognise them instead of committing them under new sequence numbers."""
-    bootstrap = kafka_broker.bootstrap  # type: ignore[attr-defined]
+    bootstrap = kafka_broker.bootstrap
     cfg, scenario, prefix = _mqtt_pipeline(tmp_path, log_dir, mqtt_broker, bootstrap, kafka_topic)
     edge = start_edge(cfg, log_dir, failpoints="edge.buffer.after_commit=40")
     agg = start_aggregator(log_dir, database_url, bootstrap, kafka_topic)
@@ -204,7 +206,7 @@ def test_mqtt_messages_received_but_not_committed_come_back_after_a_kill(
     tmp_path: Path,
     log_dir: Path,
     database_url: str,
-    kafka_broker: object,
+    kafka_broker: KafkaBroker,
     kafka_topic: str,
     mqtt_broker: tuple[str, int],
 ) -> None:
@@ -212,7 +214,7 @@ def test_mqtt_messages_received_but_not_committed_come_back_after_a_kill(
     edge receives messages it cannot commit; it is then killed. A connector that
     acknowledged on receipt would have lost those messages; the broker must deliver them to
     the restarted edge."""
-    bootstrap = kafka_broker.bootstrap  # type: ignore[attr-defined]
+    bootstrap = kafka_broker.bootstrap
     cfg, scenario, prefix = _mqtt_pipeline(tmp_path, log_dir, mqtt_broker, bootstrap, kafka_topic)
     edge = start_edge(cfg, log_dir)
     agg = start_aggregator(log_dir, database_url, bootstrap, kafka_topic)
@@ -257,9 +259,9 @@ def test_mqtt_messages_received_but_not_committed_come_back_after_a_kill(
 
 
 def test_opcua_readings_through_the_daemon_survive_a_kill(
-    tmp_path: Path, log_dir: Path, database_url: str, kafka_broker: object, kafka_topic: str
+    tmp_path: Path, log_dir: Path, database_url: str, kafka_broker: KafkaBroker, kafka_topic: str
 ) -> None:
-    bootstrap = kafka_broker.bootstrap  # type: ignore[attr-defined]
+    bootstrap = kafka_broker.bootstrap
     opcua_port = free_port()
     scenario = tmp_path / "opcua-scenario.yaml"
     scenario.write_text(
@@ -416,8 +418,8 @@ def test_sighup_switches_the_output_without_losing_or_repeating_a_reading(
     tmp_path: Path,
     log_dir: Path,
     database_url: str,
-    pg_server: object,
-    kafka_broker: object,
+    pg_server: EmbeddedPostgres,
+    kafka_broker: KafkaBroker,
     kafka_topic: str,
 ) -> None:
     """HTTP ingest into one database, then (SIGHUP with a Kafka output section) Kafka and an
@@ -426,10 +428,10 @@ def test_sighup_switches_the_output_without_losing_or_repeating_a_reading(
     from cloud.db.migrate import apply_migrations
 
     second = f"t_{uuid.uuid4().hex[:12]}"
-    admin = f"postgresql://postgres@127.0.0.1:{pg_server.port}/postgres"  # type: ignore[attr-defined]
+    admin = f"postgresql://postgres@127.0.0.1:{pg_server.port}/postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{second}"')  # type: ignore[arg-type]
-    second_url = f"postgresql://postgres@127.0.0.1:{pg_server.port}/{second}"  # type: ignore[attr-defined]
+        conn.execute(f'CREATE DATABASE "{second}"')
+    second_url = f"postgresql://postgres@127.0.0.1:{pg_server.port}/{second}"
     apply_migrations(second_url)
 
     key_file = tmp_path / "api-key"
@@ -447,7 +449,7 @@ def test_sighup_switches_the_output_without_losing_or_repeating_a_reading(
     cfg = edge_config(
         tmp_path, sim_port=sim_port, machines=["A", "B", "C"], poll_interval_s=0.05, output=http_out
     )
-    bootstrap = kafka_broker.bootstrap  # type: ignore[attr-defined]
+    bootstrap = kafka_broker.bootstrap
     edge = start_edge(cfg, log_dir)
     agg = start_aggregator(log_dir, second_url, bootstrap, kafka_topic)
     try:
@@ -474,7 +476,7 @@ def test_sighup_switches_the_output_without_losing_or_repeating_a_reading(
     assert len(before) + len(after) == result.stored
     assert len(result.incarnations) == 1  # one run of the edge: the reload kept it up
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{second}" WITH (FORCE)')  # type: ignore[arg-type]
+        conn.execute(f'DROP DATABASE IF EXISTS "{second}" WITH (FORCE)')
 
 
 def _seqs(database_url: str) -> list[int]:

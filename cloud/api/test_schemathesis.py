@@ -41,7 +41,7 @@ def live_api(
     name = f"fuzz_{uuid.uuid4().hex[:8]}"
     admin = f"postgresql://postgres@127.0.0.1:{pg_server.port}/postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+        conn.execute(f'CREATE DATABASE "{name}"')
     url = f"postgresql://postgres@127.0.0.1:{pg_server.port}/{name}"
     apply_migrations(url)
     port = free_port()
@@ -60,7 +60,7 @@ def live_api(
     finally:
         api.stop()
         with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @schema.parametrize()

@@ -55,12 +55,12 @@ def module_database(pg_server: Any) -> Iterator[str]:
     name = f"t_dash_{uuid.uuid4().hex[:10]}"
     admin = f"postgresql://postgres@127.0.0.1:{pg_server.port}/postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+        conn.execute(f'CREATE DATABASE "{name}"')
     url = f"postgresql://postgres@127.0.0.1:{pg_server.port}/{name}"
     apply_migrations(url)
     yield url
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _start_api(database_url: str, log_dir: Path, port: int, name: str = "api") -> Service:

@@ -20,6 +20,7 @@ from edge.outputs.kafka.config import KafkaOutputConfig
 from edge.outputs.kafka.output import KafkaOutput
 from shared.message import Reading
 from tests.support.processes import wait_until
+from tools.kafka_broker import KafkaBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -59,9 +60,9 @@ def _consume(bootstrap: str, topic: str, expected: int) -> list[int]:
 
 
 def test_oversize_message_is_set_aside_and_the_rest_delivered(
-    tmp_path: Path, kafka_broker: object, kafka_topic: str
+    tmp_path: Path, kafka_broker: KafkaBroker, kafka_topic: str
 ) -> None:
-    bootstrap = kafka_broker.bootstrap  # type: ignore[attr-defined]
+    bootstrap = kafka_broker.bootstrap
     buffer = StoreAndForwardBuffer(tmp_path / "buffer.db")
     # A reading written by an edge before the size limit existed: 100,000 custom sensors,
     # over Kafka's default message limit (1,000,000 bytes). The buffer itself does not judge.
