@@ -36,6 +36,8 @@ async def _measure(machines: int, rate_hz: float, seconds: float) -> dict[str, f
         }
     )
     stop, started = asyncio.Event(), asyncio.Event()
+    # run_simulator puts its engine in here once built; a finished run always has one, so
+    # the field is not Optional for everyone else who reads a SimulatorRun.
     run = SimulatorRun(engine=None)  # type: ignore[arg-type]
     task = asyncio.create_task(run_simulator(config, stop, started=started, run=run))
     await started.wait()

@@ -123,8 +123,8 @@ class Engine:
 
     @property
     def replays_finished(self) -> bool:
-        replaying = [m for m in self.machines if m.replayer is not None]
-        return bool(replaying) and all(m.replayer.finished for m in replaying)  # type: ignore[union-attr]
+        replayers = [m.replayer for m in self.machines if m.replayer is not None]
+        return bool(replayers) and all(r.finished for r in replayers)
 
 
 def as_mapping(sample: Sample) -> dict[str, float | None]:

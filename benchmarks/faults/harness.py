@@ -418,29 +418,30 @@ class Scenario:
             self.edge = self._proc(
                 "rig-edge", ["edge.cli", "run", "-c", str(self.edge_cfg), "--log-level", "INFO"]
             )
-        self.edge.env = {**os.environ, **(env or {})}
-        before = len(self.edge.events("edge starting"))
-        connects = len(self.edge.events(self.connect_event))
+        edge = self.edge
+        edge.env = {**os.environ, **(env or {})}
+        before = len(edge.events("edge starting"))
+        connects = len(edge.events(self.connect_event))
         down_since = self._edge_down_since or self.sim_started
-        self.edge.start()
+        edge.start()
         if not wait:
-            return self.edge
+            return edge
         wait_for(
-            lambda: len(self.edge.events("edge starting")) > before,  # type: ignore[union-attr]
+            lambda: len(edge.events("edge starting")) > before,
             60,
             "the edge to start",
-            [self.edge],
+            [edge],
         )
-        start = self.edge.events("edge starting")[-1]
+        start = edge.events("edge starting")[-1]
         self.ledger.started(int(start["next_seq"]))
         # Polling starts once the source is connected: the down window ends there.
         try:
             wait_for(
-                lambda: len(self.edge.events(self.connect_event)) > connects,  # type: ignore[union-attr]
+                lambda: len(edge.events(self.connect_event)) > connects,
                 15,
                 "the edge's source connection",
             )
-            polling_from = log_time(self.edge.events(self.connect_event)[-1])
+            polling_from = log_time(edge.events(self.connect_event)[-1])
         except ScenarioFailed:
             polling_from = time.time()
         self.ledger.down.append((down_since, polling_from))
@@ -468,8 +469,8 @@ class Scenario:
 
     def edge_died(self) -> None:
         """The edge ended itself (a failpoint): its down window starts now (at the latest)."""
-        assert self.edge is not None
-        self.edge.proc.wait(30)  # type: ignore[union-attr]
+        assert self.edge is not None and self.edge.proc is not None
+        self.edge.proc.wait(30)
         # The failpoint logs its name and the moment just before the process ends itself.
         died = [d for d in self.edge.log_text().splitlines() if '"failpoint ' in d]
         self._edge_down_since = time.time() - 0.5

@@ -16,6 +16,7 @@ import math
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from asyncua import Server, ua
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
@@ -27,6 +28,9 @@ from shared.catalog import CORE_SENSORS
 from simulator.config import OpcUaSettings
 from simulator.engine import Sample
 from simulator.protocols.modbus import check_port_free
+
+if TYPE_CHECKING:
+    from asyncua.server.internal_server import InternalServer
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,13 @@ class _PasswordUsers(UserManager):
                 raise ValueError(f"OPC-UA user {user.username}: ${user.password_env} is not set")
             self.passwords[user.username] = password
 
-    def get_user(self, iserver, username=None, password=None, certificate=None):  # type: ignore[no-untyped-def]
+    def get_user(
+        self,
+        iserver: InternalServer,
+        username: str | None = None,
+        password: str | None = None,
+        certificate: Any = None,
+    ) -> User | None:
         if username is None:
             return User(role=UserRole.User) if self.allow_anonymous else None
         expected = self.passwords.get(username)
