@@ -17,6 +17,10 @@ scored; TP/FP/FN/TN are counted per point and summed over files. It prints one l
 strategy and, as one JSON object on the last line, ``f1``/``far``/``mar`` of the default
 strategy.
 
+``python -m models.evaluate cmapss --data DIR`` is the NASA C-MAPSS remaining-useful-life
+benchmark (``models.rul.cmapss``): trains on ``DIR/train_FD001.txt``, scores the exported edge
+bundle on ``DIR/test_FD001.txt`` against ``DIR/RUL_FD001.txt``.
+
 Global hyper-parameters (smoothing window, decision quantile and factor, hybrid weights,
 drift filter) were tuned on valve1 as the data README allows; nothing looks at test labels
 per file.
@@ -37,6 +41,7 @@ import numpy as np
 
 from models.ensemble import DEFAULT_STRATEGY, EnsembleConfig, HybridDetector
 from models.lstm_autoencoder import LSTMAutoencoder
+from models.rul.cmapss import add_cmapss_parser, cmapss_main
 from shared.catalog import CORE_SENSOR_NAMES
 from simulator.config import FaultSpec
 from simulator.signals import MachineSignals
@@ -310,6 +315,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     sim.add_argument("--factor", type=float, default=None, help="decision factor")
     sim.add_argument("--quantile", type=float, default=None, help="decision quantile")
     sim.add_argument("--quiet", action="store_true", help="no per-machine progress on stderr")
+    add_cmapss_parser(sub)
     return parser.parse_args(argv)
 
 
@@ -317,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.WARNING)
     args = _parse(argv)
+    if args.benchmark == "cmapss":
+        return cmapss_main(args)
     config = EnsembleConfig(strategy=args.strategy)
     if args.epochs is not None:
         config = replace(config, lstm=LSTMAutoencoder(epochs=args.epochs))
