@@ -88,7 +88,7 @@ def test_hand_built_readings_past_validation_are_isolated(
     bad_json = _reading(6)
     bad_json.detection = {"method": "t", "score": 0.5, "note": "\u0000"}
     bad_number = _reading(8)
-    bad_number.values["temperature"] = "hot"  # type: ignore[assignment]
+    bad_number.values["temperature"] = "hot"  # type: ignore[assignment]  # deliberately
     readings = [_reading(s) for s in range(1, 11)]
     readings[2], readings[5], readings[7] = bad_text, bad_json, bad_number
 

@@ -130,7 +130,7 @@ def test_a_bad_message_key_is_refused_before_anything_is_written(
 ) -> None:
     buf = StoreAndForwardBuffer(tmp_path / "b.db")
     with pytest.raises(ValueError, match="message_keys"):
-        buf.append_many(_readings(1), [b"good", bad])  # type: ignore[list-item]
+        buf.append_many(_readings(1), [b"good", bad])  # type: ignore[list-item]  # on purpose
     assert buf.stats().depth == 0 and not buf.has_message(b"good")
     buf.close()
 
@@ -158,7 +158,7 @@ def test_set_aside_keeps_odd_input_with_its_reason(tmp_path: Path) -> None:
         [
             ("A", b'{"time":"0001-01-01T00:00:00+01:00"}', "timestamp: date value out of range"),
             ("bad\udcff\x00id", huge, "reading is 200001 bytes"),
-            ("B", "not bytes \udc80", 12345),  # type: ignore[list-item]
+            ("B", "not bytes \udc80", 12345),  # type: ignore[list-item]  # wrong on purpose
         ]
     )
     assert stored == 3
@@ -280,7 +280,7 @@ def test_sqlite_full_rolls_back_without_masking_and_the_buffer_recovers(
             committed += buf.append_many(_big_readings(20), keys)
             committed_keys += keys
         except sqlite3.Error as exc:
-            assert exc.sqlite_errorcode == sqlite3.SQLITE_FULL, exc  # type: ignore[attr-defined]
+            assert exc.sqlite_errorcode == sqlite3.SQLITE_FULL, exc
             failed_keys = keys
             break
     else:

@@ -74,7 +74,7 @@ def test_full_disk_raises_commits_nothing_and_recovers(small_disk: Path) -> None
         committed_keys += keys
     assert error is not None, "the disk never filled"
     assert isinstance(error, sqlite3.OperationalError)
-    assert error.sqlite_errorcode == sqlite3.SQLITE_FULL  # type: ignore[attr-defined]
+    assert error.sqlite_errorcode == sqlite3.SQLITE_FULL
     assert free_bytes(small_disk) < MiB // 4
     # Nothing of the failed batch, everything before it, and exact counters.
     stats = buf.stats()

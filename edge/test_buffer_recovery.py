@@ -81,7 +81,7 @@ def test_corrupt_file_is_moved_aside_and_a_fresh_buffer_starts(
     assert moved.read_bytes() == damaged  # kept for a technician, untouched
     assert any(
         r.levelno == logging.CRITICAL and str(moved) in str(r.fields) for r in caplog.records
-    )  # type: ignore[attr-defined]
+    )
     # The fresh buffer works and starts above anything the old file can have used.
     seqs = buf.append_many(_readings(3), [b"m"])
     assert seqs[0] > before.timestamp() * 1_000_000

@@ -70,7 +70,8 @@ def test_a_failing_model_leaves_the_threshold_verdict_and_is_reported() -> None:
 
 def test_a_reading_thresholds_cannot_score_is_returned_as_its_error() -> None:
     bad = _reading()
-    bad.values["rpm"] = "fast"  # type: ignore[assignment]
+    bad.values["rpm"] = "fast"  # type: ignore[assignment]  # deliberately not a number
     results = CombinedDetector().score_batch_checked([_reading(), bad])
-    assert results[0]["method"] == "thresholds"  # type: ignore[index]
+    first = results[0]
+    assert isinstance(first, dict) and first["method"] == "thresholds"
     assert isinstance(results[1], TypeError)

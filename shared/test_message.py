@@ -21,7 +21,7 @@ RECENT = datetime.now(UTC).replace(microsecond=123456) - timedelta(hours=1)
 
 
 def _reading(**overrides: object) -> Reading:
-    fields: dict[str, object] = {
+    fields: dict[str, Any] = {
         "machine_id": "A",
         "edge_id": "rig-1",
         "seq": 42,
@@ -31,7 +31,7 @@ def _reading(**overrides: object) -> Reading:
         "quality": {"rpm": "bad"},
     }
     fields.update(overrides)
-    return Reading(**fields)  # type: ignore[arg-type]
+    return Reading(**fields)
 
 
 def test_wire_round_trip_keeps_every_field() -> None:

@@ -7,6 +7,7 @@ import gzip
 import io
 import tarfile
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -65,13 +66,13 @@ def _tar_gz_with_zeros(
     return path
 
 
-def _peak_while(call: object) -> int:
+def _peak_while(call: Callable[[], object]) -> int:
     """Peak Python allocation while ``call`` runs (bytes objects from zlib and tar included)."""
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
         try:
-            call()  # type: ignore[operator]
+            call()
         finally:
             peak = tracemalloc.get_traced_memory()[1]
     finally:

@@ -116,7 +116,7 @@ def test_modbus_opcua_and_mqtt_serve_the_wrong_clock_and_the_record_the_true_one
     plant: list[dict] = []
     lock = threading.Lock()
 
-    def on_message(client, userdata, message) -> None:  # type: ignore[no-untyped-def]
+    def on_message(client, userdata, message) -> None:
         with lock:
             target = docs if message.topic.startswith("clockrig/") else plant
             target.append(orjson.loads(message.payload))

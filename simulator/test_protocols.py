@@ -66,7 +66,7 @@ def test_modbus_opcua_and_mqtt_serve_the_recorded_values(
     plant_msgs: list[tuple[str, dict]] = []
     lock = threading.Lock()
 
-    def on_message(client, userdata, message) -> None:  # type: ignore[no-untyped-def]
+    def on_message(client, userdata, message) -> None:
         with lock:
             if message.topic.startswith("t1rig/"):
                 mqtt_docs.append(orjson.loads(message.payload))
@@ -87,7 +87,7 @@ def test_modbus_opcua_and_mqtt_serve_the_recorded_values(
         def __init__(self, names: dict) -> None:
             self.names = names
 
-        def datachange_notification(self, node, val, data) -> None:  # type: ignore[no-untyped-def]
+        def datachange_notification(self, node, val, data) -> None:
             name = self.names[node.nodeid.Identifier]
             if name == "SampleCounter":
                 counters_seen.append(val)

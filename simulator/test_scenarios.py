@@ -23,7 +23,7 @@ from tests.support.processes import free_port, shared_data_dir
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(config: SimConfig, seconds: float, during=None) -> None:  # type: ignore[no-untyped-def]
+def _run(config: SimConfig, seconds: float, during=None) -> None:
     async def scenario() -> None:
         stop, started = asyncio.Event(), asyncio.Event()
         task = asyncio.create_task(run_simulator(config, stop, started=started))

@@ -19,7 +19,7 @@ from tests.support.processes import free_port
 pytestmark = pytest.mark.integration
 
 
-async def _with_sim(config: SimConfig, body) -> object:  # type: ignore[no-untyped-def]
+async def _with_sim(config: SimConfig, body) -> object:
     stop, started = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(run_simulator(config, stop, started=started))
     await asyncio.wait_for(started.wait(), 30)
@@ -30,7 +30,7 @@ async def _with_sim(config: SimConfig, body) -> object:  # type: ignore[no-untyp
         await task
 
 
-async def _until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+async def _until(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -146,7 +146,7 @@ def _recording_ticks(monkeypatch: pytest.MonkeyPatch, stall_at: int | None = Non
     tick_times: list[float] = []
     original = Engine.tick
 
-    def tick(self: Engine, t: float, now_ms: int) -> list:  # type: ignore[type-arg]
+    def tick(self: Engine, t: float, now_ms: int) -> list:
         tick_times.append(time.monotonic())
         if len(tick_times) == stall_at:
             time.sleep(0.2)

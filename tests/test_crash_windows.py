@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.pipeline import (
     EdgeRun,
+    Verification,
     edge_config,
     kafka_messages,
     kafka_output,
@@ -41,7 +42,7 @@ POLL_INTERVAL_S = 0.05
 
 def _finish(
     database_url: str, cfg: Path, log_dir: Path, record: Path, sim: Service, others: list[Service]
-) -> object:
+) -> Verification:
     """Stop the simulator, wait until the edge has forwarded everything it committed, stop
     the rest, and judge the delivery."""
     assert sim.stop() == 0
@@ -80,9 +81,9 @@ def test_edge_killed_right_after_its_buffer_commit(
         result = _finish(database_url, cfg, log_dir, record, sim, [edge, agg])
     finally:
         _stop_all(edge, agg, sim)
-    runs = result.incarnations  # type: ignore[attr-defined]
+    runs = result.incarnations
     assert [r.end for r in runs] == ["failpoint edge.buffer.after_commit", "stopped"]
-    print(f"stored {result.stored}; buffered at restart {runs[1].buffered_at_start}")  # type: ignore[attr-defined]
+    print(f"stored {result.stored}; buffered at restart {runs[1].buffered_at_start}")
 
 
 def test_edge_killed_after_kafka_confirmed_before_the_buffer_delete(
@@ -109,7 +110,7 @@ def test_edge_killed_after_kafka_confirmed_before_the_buffer_delete(
         result = _finish(database_url, cfg, log_dir, record, sim, [edge, agg])
     finally:
         _stop_all(edge, agg, sim)
-    runs = result.incarnations  # type: ignore[attr-defined]
+    runs = result.incarnations
     assert runs[0].end == "failpoint edge.forwarder.after_send"
     # The confirmed batch was still in the buffer when the edge came back ...
     assert runs[1].buffered_at_start >= 1
@@ -117,7 +118,7 @@ def test_edge_killed_after_kafka_confirmed_before_the_buffer_delete(
     seqs = [m["seq"] for m in kafka_messages(bootstrap, kafka_topic) if m["edge_id"] == "edge-e2e"]
     resent = {s for s in seqs if seqs.count(s) > 1}
     assert resent, "no reading reached Kafka twice: the kill did not fall in the window"
-    assert len(seqs) == result.stored + sum(seqs.count(s) - 1 for s in resent)  # type: ignore[attr-defined]
+    assert len(seqs) == result.stored + sum(seqs.count(s) - 1 for s in resent)
 
 
 def test_aggregator_killed_after_the_database_commit_before_the_offset_commit(
@@ -154,7 +155,7 @@ def test_aggregator_killed_after_the_database_commit_before_the_offset_commit(
     # crossed, and the key kept them single.
     stopped = last_log_event(log_dir / "aggregator.log", "aggregator stopped")
     assert stopped["duplicates"] >= 1, stopped
-    assert result.stored > 0  # type: ignore[attr-defined]
+    assert result.stored > 0
 
 
 def test_kafka_broker_killed_with_sigkill_mid_stream(
@@ -198,9 +199,9 @@ def test_kafka_broker_killed_with_sigkill_mid_stream(
         _stop_all(edge, agg, sim)
         broker.stop()
     assert down["buffer"]["depth"] > 0
-    runs = result.incarnations  # type: ignore[attr-defined]
+    runs = result.incarnations
     assert len(runs) == 1  # the edge never restarted: it rode the outage out
-    assert all(result.runs[m] == [result.runs[m][0]] for m in MACHINES)  # type: ignore[attr-defined]
+    assert all(result.runs[m] == [result.runs[m][0]] for m in MACHINES)
 
 
 def test_ingest_api_killed_after_the_broker_confirmed_then_retried_stores_each_reading_once(

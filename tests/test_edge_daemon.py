@@ -111,7 +111,7 @@ def test_buffer_cap_drops_oldest_and_counts_in_metrics(tmp_path: Path, log_dir: 
 def test_bad_config_never_starts_a_half_configured_daemon(
     tmp_path: Path,
     mutate,
-    message: str,  # type: ignore[no-untyped-def]
+    message: str,
 ) -> None:
     metrics_port = free_port()
     cfg = edge_config(

@@ -7,6 +7,7 @@ import random
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import psycopg
@@ -63,21 +64,21 @@ def _store(database_url: str, readings: list[Reading]) -> None:
         store_readings(conn, readings)
 
 
-def _ledger(end: int, **kwargs: object) -> Ledger:
+def _ledger(end: int, **kwargs: Any) -> Ledger:
     ledger = Ledger(EDGE)
     ledger.started(FIRST_SEQ)
-    ledger.close(end, **kwargs)  # type: ignore[arg-type]
+    ledger.close(end, **kwargs)
     return ledger
 
 
-def _account(database_url: str, record: Path, ledger: Ledger, **kwargs: object) -> dict:
+def _account(database_url: str, record: Path, ledger: Ledger, **kwargs: Any) -> dict:
     return account(
         database_url=database_url,
         record=record,
         ledger=ledger,
         topic=TOPIC,
-        final_metrics=kwargs.pop("metrics", None),  # type: ignore[arg-type]
-        **kwargs,  # type: ignore[arg-type]
+        final_metrics=kwargs.pop("metrics", None),
+        **kwargs,
     )
 
 

@@ -110,7 +110,7 @@ def test_each_endpoint_refuses_everybody_it_does_not_allow(
 ) -> None:
     test_client, tokens = client
     checked = 0
-    for route in _http_routes(test_client.app):  # type: ignore[arg-type]
+    for route in _http_routes(test_client.app):
         if route.path in PUBLIC:
             continue
         (guard,) = _guards(route.dependant)
@@ -147,6 +147,7 @@ def _relogin(client: TestClient, role: Role) -> str:
 
     from cloud.accounts import set_password
 
+    # TestClient types its app as any ASGI app; this one is ours, with its services.
     url = client.app.state.services.settings.database_url  # type: ignore[attr-defined]
     with psycopg.connect(url) as conn, conn.transaction():
         set_password(conn, f"u-{role.value}", "relogin-password")

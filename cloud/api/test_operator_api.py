@@ -30,10 +30,10 @@ class Api:
         self.client = client
         self.tokens = tokens
 
-    def get(self, who: str, url: str, **kw: object):  # type: ignore[no-untyped-def]
-        return self.client.get(url, headers=bearer(self.tokens[who]), **kw)  # type: ignore[arg-type]
+    def get(self, who: str, url: str, **kw: object):
+        return self.client.get(url, headers=bearer(self.tokens[who]), **kw)
 
-    def send(self, who: str, method: str, url: str, body: object = None):  # type: ignore[no-untyped-def]
+    def send(self, who: str, method: str, url: str, body: object = None):
         return self.client.request(method, url, json=body, headers=bearer(self.tokens[who]))
 
 

@@ -113,7 +113,7 @@ def edge_health(config_path: Path, timeout: float = 5.0) -> dict[str, Any] | Non
     """One read of the edge's /healthz (any status code), or None if it does not answer.
     Use ``wait_health`` to wait for a state: a busy edge may answer late."""
     try:
-        return httpx.get(_health_url(config_path), timeout=timeout).json()  # type: ignore[no-any-return]
+        return httpx.get(_health_url(config_path), timeout=timeout).json()
     except (httpx.HTTPError, json.JSONDecodeError):
         return None
 
@@ -244,7 +244,7 @@ class EdgeRun:
 
     @property
     def doc(self) -> dict[str, Any]:
-        return yaml.safe_load(self.config.read_text())  # type: ignore[no-any-return]
+        return yaml.safe_load(self.config.read_text())
 
     @property
     def edge_id(self) -> str:

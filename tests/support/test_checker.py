@@ -49,7 +49,7 @@ def _one_run(up_ms: int = T0 + 50) -> list[Incarnation]:
     return [Incarnation(T0, FIRST_SEQ, 0, {"*": up_ms})]
 
 
-def _check(served: list[Served], stored: list[Stored], runs: list[Incarnation], **kw):  # type: ignore[no-untyped-def]
+def _check(served: list[Served], stored: list[Stored], runs: list[Incarnation], **kw):
     next_seq = kw.pop("next_seq", max((r.seq for r in stored), default=FIRST_SEQ - 1) + 1)
     return check_delivery(served, stored, runs, next_seq=next_seq, **kw)
 

@@ -120,7 +120,7 @@ def test_simulator_values_arrive_through_restarts_and_downtime(tmp_path: Path) -
     metrics = EdgeMetrics()
     readings: list[Reading] = []
 
-    def emit(reading: Reading, ack=None) -> None:  # type: ignore[no-untyped-def]
+    def emit(reading: Reading, ack=None) -> None:
         readings.append(reading)  # committed: acknowledge, as the daemon does after commit
         if ack is not None:
             ack()

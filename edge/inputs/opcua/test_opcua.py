@@ -79,9 +79,7 @@ def test_subscription_readings_match_the_simulator_and_survive_a_restart(tmp_pat
             before = {m: sum(r.machine_id == m for r in readings) for m in ("A", "B")}
             await until(
                 lambda before=before: (
-                    all(  # type: ignore[misc]
-                        sum(r.machine_id == m for r in readings) >= before[m] + 10 for m in before
-                    )
+                    all(sum(r.machine_id == m for r in readings) >= before[m] + 10 for m in before)
                     and all(connector.health().values())
                 ),
                 60,
