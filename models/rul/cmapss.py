@@ -183,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     split.add_argument("--test-units", type=int, default=20)
     split.add_argument("--seed", type=int, default=0)
     split.add_argument("--subset", default="FD001")
+    split.add_argument("--fold", type=int, default=None, help="disjoint block of test units")
     args = parser.parse_args(argv)
-    out = make_holdout(args.train, args.out, args.test_units, args.seed, args.subset)
+    out = make_holdout(args.train, args.out, args.test_units, args.seed, args.subset, args.fold)
     print(out)  # noqa: T201
     return 0
 

@@ -74,18 +74,29 @@ def make_holdout(
     n_test: int = 30,
     seed: int = 0,
     name: str = "FD001",
+    fold: int | None = None,
 ) -> Path:
     """Build a validation set from a run-to-failure file the way NASA built the test set:
     ``n_test`` whole units are held out and each is cut at a random cycle. Writes
     ``train_<name>.txt`` (the other units, whole), ``test_<name>.txt`` (the cut units,
     renumbered 1..n) and ``RUL_<name>.txt`` (their true remaining cycles) into ``out_dir``,
     in the standard format. The cut keeps at least ``MIN_OBSERVED`` cycles and a true RUL in
-    ``TEST_RUL_RANGE`` (where the published test set lies) whenever the unit is long enough."""
+    ``TEST_RUL_RANGE`` (where the published test set lies) whenever the unit is long enough.
+
+    With ``fold`` (0-based), the units are shuffled by ``seed`` and dealt into consecutive
+    blocks of ``n_test``; block ``fold`` is held out, so folds 0..k-1 of one seed hold out
+    disjoint units (cross-validation over engines)."""
     units = read_units(train_path)
     if not 0 < n_test < len(units):
         raise ValueError(f"n_test: {n_test} must be between 1 and {len(units) - 1}")
     rng = np.random.default_rng(seed)
-    held = set(rng.choice(len(units), size=n_test, replace=False).tolist())
+    if fold is None:
+        held = set(rng.choice(len(units), size=n_test, replace=False).tolist())
+    else:
+        order = rng.permutation(len(units))
+        held = set(order[fold * n_test : (fold + 1) * n_test].tolist())
+        if not held or len(held) == len(units):
+            raise ValueError(f"fold: {fold} holds out {len(held)} of {len(units)} units")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train = [u for i, u in enumerate(units) if i not in held]

@@ -62,9 +62,9 @@ class RulEstimator(BaseEstimator):
         filters: int = 32,
         dense: int = 64,
         dropout: float = 0.2,
-        epochs: int = 40,
+        epochs: int = 50,
         batch_size: int = 256,
-        learning_rate: float = 2e-3,
+        learning_rate: float = 1e-3,
         random_state: int = 42,
     ) -> None:
         self.window = window

@@ -164,3 +164,13 @@ def test_estimator_names_bad_inputs() -> None:
         RulEstimator(members=2).fit(runs, targets=[np.zeros(5)] * 3)
     with pytest.raises(ValueError, match=r"runs\[1\]"):
         RulEstimator(members=2).fit([np.zeros((20, 3)), np.zeros((20, 2)), np.zeros((5, 3))])
+
+
+def test_holdout_folds_hold_out_disjoint_units(train_file: Path, tmp_path: Path) -> None:
+    seen: list[tuple[float, ...]] = []
+    for fold in range(3):
+        out = make_holdout(train_file, tmp_path / f"f{fold}", n_test=4, seed=2, fold=fold)
+        seen += [tuple(np.round(u.values[0], 4)) for u in read_units(out / "test_FD001.txt")]
+    assert len(set(seen)) == 12
+    with pytest.raises(ValueError, match="fold"):
+        make_holdout(train_file, tmp_path / "f9", n_test=4, seed=2, fold=9)
