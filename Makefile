@@ -16,7 +16,7 @@ help:
 	@echo "make demo        simulator + edge + cloud (embedded PostgreSQL) on http://127.0.0.1:8080"
 	@echo "make test        the whole test suite against real Kafka, PostgreSQL and Modbus"
 	@echo "make test-unit   fast tests only (no services)"
-	@echo "make lint        ruff, import directions, ESLint for the dashboard"
+	@echo "make lint        ruff, import directions, types (mypy), ESLint for the dashboard"
 	@echo "make kafka       a local Kafka broker for manual use"
 	@echo "make bench-e2e   end-to-end throughput and latency benchmark (JSON on the last line)"
 	@echo "make bench-sim   simulator rate for 1, 10 and 100 machines at 100 Hz (JSON)"
