@@ -61,7 +61,7 @@ def _default_sanity() -> DeviceSanity:
     return DeviceSanity("mqtt", EdgeMetrics(), DEFAULT_WINDOW)
 
 
-def message_key(topic: str, payload: bytes) -> bytes:
+def message_key(topic: str, payload: bytes | bytearray) -> bytes:
     """The digest a message is recognised by when the broker delivers it again."""
     digest = hashlib.blake2b(topic.encode("utf-8", "surrogatepass"), digest_size=16)
     digest.update(b"\0")
@@ -106,7 +106,7 @@ def _timestamp(value: Any, fmt: str, sanity: DeviceSanity, machine: str) -> date
 def map_message(
     sub: MqttSubscription,
     topic: str,
-    payload: bytes,
+    payload: bytes | bytearray,
     edge_id: str,
     sanity: DeviceSanity | None = None,
 ) -> Reading:
