@@ -114,8 +114,8 @@ def evaluate_cmapss(
 
     native = model.predict(test)
     results = [
-        CmapssResult("cnn-ensemble (onnx, edge)", edge.rul, edge.low, edge.high, true),
-        CmapssResult("cnn-ensemble (keras)", native, *model.predict_interval(test), true),
+        CmapssResult("rul-ensemble (onnx, edge)", edge.rul, edge.low, edge.high, true),
+        CmapssResult("rul-ensemble (keras)", native, *model.predict_interval(test), true),
         CmapssResult(
             "ridge baseline",
             _linear_baseline(train, test, model.window, model.max_rul),

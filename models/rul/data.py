@@ -35,8 +35,16 @@ class Unit:
     cycles: np.ndarray  # (cycles,)
 
     def features(self, names: Sequence[str]) -> np.ndarray:
-        idx = [COLUMNS.index(n) - 2 for n in names]
-        return self.values[:, idx]
+        """Columns by name; ``cycle`` is the unit's age (cycles since it entered service)."""
+        cols = []
+        for n in names:
+            if n == "cycle":
+                cols.append(self.cycles.astype(np.float64))
+            elif n in COLUMNS[2:]:
+                cols.append(self.values[:, COLUMNS.index(n) - 2])
+            else:
+                raise ValueError(f"features: {n!r} is not a C-MAPSS column")
+        return np.column_stack(cols)
 
 
 def read_units(path: Path | str) -> list[Unit]:
