@@ -61,14 +61,14 @@ class RulEstimator(BaseEstimator):
 
     def __init__(
         self,
-        window: int = 30,
+        window: int = 40,
         max_rul: float = 125.0,
         interval: float = 0.8,
         members: int = 5,
         filters: int = 32,
         dense: int = 64,
         dropout: float = 0.2,
-        epochs: int = 50,
+        epochs: int = 80,
         batch_size: int = 256,
         learning_rate: float = 1e-3,
         random_state: int = 42,
