@@ -6,7 +6,7 @@ JSON object on the last line of stdout:
 - rul_us_batch64: µs per prediction when 64 machines' windows go in one ``session.run``;
 - bundle_bytes: the signed bundle (ONNX graph, manifest, signature) on disk.
 
-The bundle has the default ``RulEstimator`` architecture (5 members, 40-cycle window) on the 14
+The bundle has the default ``RulEstimator`` architecture (5 members, 50-cycle window) on the 14
 FD001 sensors. Cost and size depend on the architecture, not on how well it is trained, so it
 is trained for ``--epochs`` (default 1) on the shared C-MAPSS training file when present, else
 on synthetic run-to-failure histories of the same shape. Training runs in a child process:

@@ -28,6 +28,7 @@ import numpy as np
 from models.rul.data import (
     FD001_FEATURES,
     coverage,
+    last_window,
     make_holdout,
     nasa_score,
     read_rul,
@@ -103,7 +104,7 @@ def evaluate_cmapss(
         edge = bundle.predict_histories(test)
         bundle_bytes = sum(p.stat().st_size for p in Path(out).iterdir() if p.is_file())
         onnx_bytes = (Path(out) / bundle.manifest["model"]["file"]).stat().st_size
-        window = np.stack([h[-model.window :] for h in test[:1]]).astype(np.float32)
+        window = last_window(test[0], model.window)[None].astype(np.float32)
         for _ in range(20):
             bundle.run_windows(window)
         t0 = time.perf_counter()

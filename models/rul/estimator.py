@@ -61,7 +61,7 @@ class RulEstimator(BaseEstimator):
 
     def __init__(
         self,
-        window: int = 40,
+        window: int = 50,
         max_rul: float = 125.0,
         interval: float = 0.8,
         members: int = 5,
