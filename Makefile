@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 PYTEST_ARGS ?=
 
 .PHONY: help venv system-deps kafka-jars test test-unit test-integration lint demo kafka \
-        bench-e2e bench-sim bench-edge bench-cloud bench-ml bench-dashboard bench-faults dashboard-deps clean
+        bench-e2e bench-sim bench-edge bench-cloud bench-ml bench-dashboard bench-faults bench-rul dashboard-deps clean
 
 help:
 	@echo "make demo        simulator + edge + cloud (embedded PostgreSQL) on http://127.0.0.1:8080"
@@ -25,6 +25,7 @@ help:
 	@echo "make bench-ml    edge ONNX scoring cost and SKAB F1/FAR/MAR (JSON)"
 	@echo "make bench-dashboard  push latency ingest -> screen, 3D view fps in Chromium (JSON)"
 	@echo "make bench-faults  fault suite: kills, outages, full disk, poison, bad clocks (JSON)"
+	@echo "make bench-rul   remaining-useful-life model: edge prediction cost and bundle size (JSON)"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "python3 is required"; exit 1; }
@@ -108,6 +109,9 @@ bench-cloud: venv kafka-jars
 # Runs as root for the network-namespace and tmpfs scenarios (skipped, and said so, otherwise).
 bench-faults: venv system-deps kafka-jars
 	$(PY) -m benchmarks.bench_faults
+
+bench-rul: venv
+	$(PY) -m benchmarks.bench_rul
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
