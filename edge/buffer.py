@@ -24,6 +24,12 @@ redelivers every message it had no PUBACK for; ``has_message`` recognises exactl
 readings were committed. The newest ``recent_message_keys`` digests are kept (the broker only
 redelivers its in-flight window, which is far smaller).
 
+Polled devices: a Modbus or OPC-UA device shows its newest sample until it makes the next,
+numbered by its sample counter. ``append_many`` commits the counter each input recorded last
+per machine (``sample_marks``) with the readings, so a restarted edge does not record the
+sample still on show a second time (as a new reading with a new seq, which the cloud's key
+cannot recognise).
+
 Disk: ``max_bytes`` bounds what the buffer occupies on disk, not just its payload: the pages
 in use in the database file (readings, set-aside rows, message digests, indexes, the schema)
 must fit ``max_bytes`` minus a reserve for the WAL, whose size a checkpoint policy bounds
@@ -60,7 +66,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,7 +77,7 @@ from shared.message import Reading, encode_reading
 
 log = logging.getLogger(__name__)
 
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 
 MAX_MESSAGE_KEY_BYTES = 32
 # A reading that could not be encoded may be anything (a 60,000-key MQTT payload): keep
@@ -106,6 +112,15 @@ _REJECTED_DDL = (
 # lookup set lives in memory instead (loaded at start-up).
 _RECENT_DDL = "CREATE TABLE IF NOT EXISTS recent_messages (id INTEGER PRIMARY KEY, key BLOB)"
 _META_DDL = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER)"
+# The device sample counter each input recorded last per machine, committed with the
+# readings: after a restart the sample still on show is not recorded a second time.
+_SAMPLE_MARKS_DDL = (
+    "CREATE TABLE IF NOT EXISTS sample_marks ("
+    "input TEXT NOT NULL, machine_id TEXT NOT NULL, sample INTEGER NOT NULL, "
+    "PRIMARY KEY (input, machine_id))"
+)
+# (input name, machine id) -> the device's sample counter
+SampleMarks = Mapping[tuple[str, str], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +145,20 @@ class BufferStats:
 
 class _CorruptBufferError(Exception):
     """``PRAGMA quick_check`` found damage SQLite did not report as an error code."""
+
+
+def _checked_marks(marks: SampleMarks | None) -> dict[tuple[str, str], int]:
+    """SQLite keeps 64-bit integers: a counter beyond them is a caller's bug, said before
+    anything is written."""
+    checked: dict[tuple[str, str], int] = {}
+    for (input_name, machine_id), sample in (marks or {}).items():
+        if isinstance(sample, bool) or not isinstance(sample, int) or abs(sample) >= 1 << 63:
+            raise ValueError(
+                f"sample_marks[{input_name!r}, {machine_id!r}]: a 64-bit integer, "
+                f"got {sample!r:.40}"
+            )
+        checked[(str(input_name), str(machine_id))] = sample
+    return checked
 
 
 def is_corruption(exc: BaseException) -> bool:
@@ -369,13 +398,22 @@ class StoreAndForwardBuffer:
                 f"rig-edge understands ({_SCHEMA_VERSION}); run the newer rig-edge or move "
                 "the file aside"
             )
-        if version == _SCHEMA_VERSION and {"readings", "rejected", "recent_messages"} <= tables:
+        if (
+            version == _SCHEMA_VERSION
+            and {
+                "readings",
+                "rejected",
+                "recent_messages",
+                "sample_marks",
+            }
+            <= tables
+        ):
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
             if "rejected" in tables and version in (None, 1):
                 self._migrate_rejected_v1()
-            for ddl in (_READINGS_DDL, _REJECTED_DDL, _RECENT_DDL, _META_DDL):
+            for ddl in (_READINGS_DDL, _REJECTED_DDL, _RECENT_DDL, _META_DDL, _SAMPLE_MARKS_DDL):
                 conn.execute(ddl)
             conn.executemany(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES (?, 0)",
@@ -442,6 +480,10 @@ class StoreAndForwardBuffer:
         ).fetchone()
         self._rejected_rows, self._rejected_bytes = int(rows), int(rbytes)
         self._load_message_keys()
+        self._sample_marks: dict[tuple[str, str], int] = {
+            (str(i), str(m)): int(v)
+            for i, m, v in conn.execute("SELECT input, machine_id, sample FROM sample_marks")
+        }
 
     def _load_message_keys(self) -> None:
         conn = self._conn
@@ -527,10 +569,14 @@ class StoreAndForwardBuffer:
 
     # -- writer -------------------------------------------------------------------------
     def append_many(
-        self, readings: Sequence[Reading], message_keys: Collection[bytes] = ()
+        self,
+        readings: Sequence[Reading],
+        message_keys: Collection[bytes] = (),
+        sample_marks: SampleMarks | None = None,
     ) -> list[int]:
         """Assign sequence numbers and commit, together with the digests of the messages the
-        readings came from; returns the sequence numbers. After this returns the readings are
+        readings came from and the device sample counters they carry (``sample_marks``);
+        returns the sequence numbers. After this returns the readings are
         durable (per the synchronous policy). Raises ``sqlite3.Error`` with nothing of this
         batch committed (disk full, I/O error); an encoding error is raised before anything
         is written."""
@@ -541,7 +587,8 @@ class StoreAndForwardBuffer:
                     f"message_keys: each key is 1 to {MAX_MESSAGE_KEY_BYTES} bytes, got {key!r:.80}"
                 )
             keys.append(key)
-        if not readings and not keys:
+        marks = _checked_marks(sample_marks)
+        if not readings and not keys and not marks:
             return []
         with self._lock:
             seqs: list[int] = []
@@ -600,6 +647,7 @@ class StoreAndForwardBuffer:
                             "DELETE FROM recent_messages WHERE id < ?",
                             (self._msg_first_id + prune,),
                         )
+                self._write_marks_locked(marks)
                 if measure:
                     more, more_bytes = self._enforce_limits_locked(first_seq, seq, wm_budget)
                     dropped += more
@@ -614,6 +662,7 @@ class StoreAndForwardBuffer:
             self._bytes += added - dropped_bytes
             self._depth += len(rows) - dropped
             self._dropped += dropped
+            self._sample_marks.update(marks)
             if new_keys:
                 self._msg_queue.extend(new_keys)
                 self._msg_set.update(new_keys)
@@ -639,6 +688,20 @@ class StoreAndForwardBuffer:
                 new.append(key)
         # More new keys than the table holds: only the newest can be kept anyway.
         return new[len(new) - self._key_limit :] if len(new) > self._key_limit else new
+
+    def _write_marks_locked(self, marks: dict[tuple[str, str], int]) -> None:
+        changed = [(i, m, v) for (i, m), v in marks.items() if self._sample_marks.get((i, m)) != v]
+        if changed:
+            self._conn.executemany(
+                "INSERT INTO sample_marks (input, machine_id, sample) VALUES (?, ?, ?) "
+                "ON CONFLICT(input, machine_id) DO UPDATE SET sample = excluded.sample",
+                changed,
+            )
+
+    def sample_marks(self, input_name: str) -> dict[str, int]:
+        """The sample counter input ``input_name`` committed last, per machine id."""
+        with self._lock:
+            return {m: v for (i, m), v in self._sample_marks.items() if i == input_name}
 
     def has_message(self, key: bytes) -> bool:
         """Whether a message with this digest had its readings committed (among the newest
@@ -830,12 +893,16 @@ class StoreAndForwardBuffer:
             self._wal_warned_at = now
             log_event(log, logging.WARNING, event, path=str(self.path), **fields)
 
-    def set_aside(self, items: Sequence[tuple[str, bytes, str]]) -> int:
+    def set_aside(
+        self, items: Sequence[tuple[str, bytes, str]], sample_marks: SampleMarks | None = None
+    ) -> int:
         """Keep readings that could not be encoded or validated — so never got a seq — in
-        ``rejected`` with their reason: ``(machine_id, best-effort payload, reason)``. Never
+        ``rejected`` with their reason: ``(machine_id, best-effort payload, reason)``, and
+        the sample counters they carried (``sample_marks``, as in ``append_many``). Never
         fails on odd values (they are sanitised and truncated); raises only ``sqlite3.Error``.
         Returns how many rows were stored (some may be evicted at once by the cap)."""
-        if not items:
+        marks = _checked_marks(sample_marks)
+        if not items and not marks:
             return 0
         now = time.time()
         rows: list[tuple[str, bytes, str, float, int]] = []
@@ -857,11 +924,13 @@ class StoreAndForwardBuffer:
                     "VALUES (NULL, ?, ?, ?, ?, ?)",
                     rows,
                 )
-                evicted, freed = self._cap_rejected_locked(added)
+                evicted, freed = self._cap_rejected_locked(added) if rows else (0, 0)
+                self._write_marks_locked(marks)
                 conn.execute("COMMIT")
             except BaseException:
                 self._rollback_quietly()
                 raise
+            self._sample_marks.update(marks)
             self._rejected_rows += len(rows) - evicted
             self._rejected_bytes += added - freed
             self._rejected_dropped += evicted

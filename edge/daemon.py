@@ -81,13 +81,18 @@ def build_inputs(
     config: EdgeConfig, emit: Callable[..., bool | None], metrics: EdgeMetrics
 ) -> list[Input[Any]]:
     """One input per entry of ``inputs:``, of the class the registry names for its type.
-    ``emit(reading, on_commit=None, *, source=name)``: each input's readings are labelled
-    with its name (metrics, drops, last-reading age)."""
+    ``emit(reading, on_commit=None, *, sample=None, source=name)``: each input's readings are
+    labelled with its name (metrics, drops, last-reading age)."""
     window = config.time_window.window()
 
     def bound(name: str) -> Callable[..., bool | None]:
-        def emit_from(reading: Reading, on_commit: Callable[[], None] | None = None) -> Any:
-            return emit(reading, on_commit, source=name)
+        def emit_from(
+            reading: Reading,
+            on_commit: Callable[[], None] | None = None,
+            *,
+            sample: int | None = None,
+        ) -> Any:
+            return emit(reading, on_commit, sample=sample, source=name)
 
         return emit_from
 
@@ -122,6 +127,7 @@ class _Item:
     key: bytes | None
     source: str
     at: float  # monotonic time it was handed over
+    sample: int | None = None  # the device's sample counter, committed as the input's mark
 
 
 @dataclass(slots=True)
@@ -139,6 +145,8 @@ class _Batch:
     )
     # Acknowledgements owed once everything above is committed (redelivered copies).
     after_acks: list[Callable[[], None]] = field(default_factory=list)
+    # (input, machine) -> sample counter, committed with the first write of this batch.
+    marks: dict[tuple[str, str], int] = field(default_factory=dict)
     oldest_at: float = 0.0
 
     def __len__(self) -> int:
@@ -186,7 +194,7 @@ class EdgeDaemon:
         self._uncommitted_keys: dict[bytes, int] = {}
         self._batch: _Batch | None = None
         self._pending_event = asyncio.Event()
-        self.inputs = build_inputs(config, self._accept, self.metrics)
+        self.inputs = self._build_inputs(config)
         self.started_at = time.time()
         self._health_server: HealthServer | None = None
         self.model_sync: ModelSync | None = None
@@ -214,16 +222,26 @@ class EdgeDaemon:
 
     # -- hand-over from the inputs --------------------------------------------------------
 
+    def _build_inputs(self, config: EdgeConfig) -> list[Input[Any]]:
+        """The configured inputs, each resumed from the sample counters it committed."""
+        inputs = build_inputs(config, self._accept, self.metrics)
+        for each in inputs:
+            each.resume(self.buffer.sample_marks(each.name))
+        return inputs
+
     def _accept(
         self,
         reading: Reading,
         on_commit: Callable[[], None] | None = None,
         *,
+        sample: int | None = None,
         source: str = "",
     ) -> bool:
         """Inputs hand readings over here; ``on_commit`` runs once the reading is durable
         (an MQTT input acknowledges the message to its broker then). An MQTT delivery
         (``edge.inputs.common.Delivery``) also carries the message's digest and DUP flag.
+        ``sample``: the device's sample counter, committed with the reading so that the next
+        run of the edge knows it was recorded (``Input.resume``).
         Returns False when the reading was not taken (the queue is full)."""
         now = time.monotonic()
         wall = time.time()
@@ -244,7 +262,7 @@ class EdgeDaemon:
         if queued >= self.config.buffer.max_pending_readings:
             self._refuse(on_commit, source, queued)
             return False
-        self._pending.append(_Item(reading, on_commit, key, source, now))
+        self._pending.append(_Item(reading, on_commit, key, source, now, sample))
         if key is not None:
             self._uncommitted_keys[key] = self._uncommitted_keys.get(key, 0) + 1
         self._pending_event.set()
@@ -374,6 +392,9 @@ class EdgeDaemon:
                 if item.on_commit is not None:
                     batch.after_acks.append(item.on_commit)
                 continue
+            if item.sample is not None:
+                # Recorded whether it is stored or set aside: either way its fate is decided.
+                batch.marks[(item.source, reading.machine_id)] = item.sample
             result = next(scored)
             if isinstance(result, Exception):
                 self._aside(batch, item, "detection", f"detection failed: {_describe(result)}")
@@ -454,7 +475,7 @@ class EdgeDaemon:
                 keys = [key for _, key, _ in batch.entries if key is not None]
                 try:
                     # With fsync, off the event loop so polling keeps its schedule.
-                    await asyncio.to_thread(self.buffer.append_many, readings, keys)
+                    await asyncio.to_thread(self.buffer.append_many, readings, keys, batch.marks)
                 except sqlite3.Error:
                     raise
                 except Exception:
@@ -465,8 +486,13 @@ class EdgeDaemon:
                 else:
                     self._entries_committed(batch.entries)
                     batch.entries = []
+                    batch.marks = {}
+            if batch.aside or batch.marks:
+                await asyncio.to_thread(
+                    self.buffer.set_aside, [row for row, _, _ in batch.aside], batch.marks
+                )
+                batch.marks = {}
             if batch.aside:
-                await asyncio.to_thread(self.buffer.set_aside, [row for row, _, _ in batch.aside])
                 for _, stage, _ in batch.aside:
                     self.metrics.set_aside.labels(stage).inc()
                 self.set_aside_total += len(batch.aside)
@@ -508,7 +534,10 @@ class EdgeDaemon:
             reading, key, ack = entry
             try:
                 await asyncio.to_thread(
-                    self.buffer.append_many, [reading], [key] if key is not None else []
+                    self.buffer.append_many,
+                    [reading],
+                    [key] if key is not None else [],
+                    batch.marks,
                 )
             except sqlite3.Error:
                 raise  # what is left stays in the batch for the retry
@@ -913,7 +942,7 @@ class EdgeDaemon:
             inputs_stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
             previous = {(type(each), each.name): each for each in self.inputs}
-            self.inputs = build_inputs(new, self._accept, self.metrics)
+            self.inputs = self._build_inputs(new)
             for each in self.inputs:
                 before = previous.get((type(each), each.name))
                 if before is not None:

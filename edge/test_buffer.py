@@ -135,6 +135,31 @@ def test_a_bad_message_key_is_refused_before_anything_is_written(
     buf.close()
 
 
+def test_sample_marks_are_committed_with_readings_or_set_asides_and_survive_reopen(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "b.db"
+    buf = StoreAndForwardBuffer(path)
+    assert buf.sample_marks("plc") == {}
+    buf.append_many(_readings(1), sample_marks={("plc", "A"): 41, ("plc", "B"): 7})
+    buf.append_many(_readings(1), sample_marks={("plc", "A"): 42, ("opc", "A"): 3})
+    # A reading set aside was recorded all the same: its mark moves too.
+    buf.set_aside([("B", b"{}", "refused")], sample_marks={("plc", "B"): 8})
+    buf.close()
+    buf = StoreAndForwardBuffer(path)
+    assert buf.sample_marks("plc") == {"A": 42, "B": 8}
+    assert buf.sample_marks("opc") == {"A": 3}
+    buf.close()
+
+
+def test_a_mark_beyond_64_bits_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    buf = StoreAndForwardBuffer(tmp_path / "b.db")
+    with pytest.raises(ValueError, match=r"sample_marks\['plc', 'A'\]"):
+        buf.append_many(_readings(1), sample_marks={("plc", "A"): 1 << 64})
+    assert buf.stats().depth == 0 and buf.sample_marks("plc") == {}
+    buf.close()
+
+
 # -- readings that never got a seq, and the rejected table ---------------------------------
 def test_an_unencodable_reading_leaves_the_buffer_untouched(tmp_path: Path) -> None:
     buf = StoreAndForwardBuffer(tmp_path / "b.db")

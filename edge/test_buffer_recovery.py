@@ -188,6 +188,28 @@ def test_a_newer_schema_is_refused_not_moved_aside(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["buffer.db"]
 
 
+def test_schema_2_file_gains_sample_marks_and_keeps_its_readings(tmp_path: Path) -> None:
+    path = tmp_path / "buffer.db"
+    buf = StoreAndForwardBuffer(path, min_free_bytes=0)
+    seqs = buf.append_many(_readings(2), [b"k"])
+    buf.close()
+    # What a schema-2 rig-edge left: no sample_marks table.
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE sample_marks")
+    conn.execute("UPDATE meta SET value = 2 WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+
+    buf = StoreAndForwardBuffer(path, min_free_bytes=0)
+    assert buf._meta("schema_version") == 3
+    assert [r.seq for r in buf.peek(10)] == seqs and buf.has_message(b"k")
+    buf.append_many(_readings(1), sample_marks={("plc", "A"): 5})
+    buf.close()
+    buf = StoreAndForwardBuffer(path, min_free_bytes=0)
+    assert buf.sample_marks("plc") == {"A": 5}
+    buf.close()
+
+
 # -- schema 1 files --------------------------------------------------------------------------
 # Exactly what the schema-1 buffer (sqlite_utils) created.
 _V1_SCHEMA = """
@@ -249,7 +271,7 @@ def test_schema_1_file_migrates_in_place(tmp_path: Path) -> None:
     assert [(r[1], r[2]) for r in rows] == [(1000, "HTTP 422: older"), (1001, "HTTP 422: old")]
     assert rows[0][0] < rows[1][0]
     assert all(r[3] == 2 + len(r[2]) for r in rows)
-    assert buf._meta("schema_version") == 2
+    assert buf._meta("schema_version") == 3
     # Everything new works on the migrated file.
     assert buf.append_many(_readings(1), [b"k"]) == [1011]
     assert buf.set_aside([("A", b"?", "unencodable")]) == 1

@@ -8,8 +8,10 @@ An input type is two classes, looked up by the name its YAML section has (see
 - a config model, subclass of ``InputConfig``: strict pydantic, one entry of
   ``inputs: <kind>: [...]``, with a ``name`` unique across the edge's inputs;
 - the input, subclass of ``Input``: built from one config entry, it acquires readings in
-  ``run`` and hands each to ``emit`` (``emit(reading, on_commit=None)``; ``on_commit`` runs once
-  the reading is durable, which is when a broker message may be acknowledged), says per
+  ``run`` and hands each to ``emit`` (``emit(reading, on_commit=None, *, sample=None)``;
+  ``on_commit`` runs once the reading is durable, which is when a broker message may be
+  acknowledged; ``sample`` is the device's sample counter, committed with the reading and
+  handed back to the next run of the edge through ``resume``), says per
   device whether it answers (``health``), reads every device once on demand (``probe``) and
   may offer discovery of what a device serves (``scan``).
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -34,8 +36,8 @@ from edge.metrics import EdgeMetrics
 from shared.configtypes import StrictModel
 from shared.message import TimeWindow
 
-# ``emit(reading, on_commit=None)``: returns False when the daemon could not take the reading
-# (its queue is full); an acknowledgeable ``on_commit`` is then refused (see
+# ``emit(reading, on_commit=None, *, sample=None)``: returns False when the daemon could not
+# take the reading (its queue is full); an acknowledgeable ``on_commit`` is then refused (see
 # ``edge.inputs.common.DeliveryHandle``).
 Emit = Callable[..., Any]
 
@@ -105,6 +107,12 @@ class Input(ABC, Generic[ConfigT]):
         """Read every configured device once, without disturbing a daemon that runs with
         the same config (a broker session of its own, no state kept). Never raises for a
         device's failure: that is a result with ``ok`` False saying why."""
+
+    def resume(self, samples: Mapping[str, int]) -> None:
+        """Before ``run``: the sample counter this input (by name) committed last per machine
+        id, as the edge's previous run left it. An input that numbers samples does not
+        record the one still on show again. Default: nothing."""
+        return None
 
     def adopt(self, previous: Input[Any]) -> None:
         """A reload replaces the inputs; this one may take over state of ``previous`` (same

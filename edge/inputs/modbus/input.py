@@ -19,6 +19,7 @@ import contextlib
 import logging
 import struct
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -163,6 +164,11 @@ class ModbusInput(Input[ModbusInputConfig]):
     def health(self) -> dict[str, bool]:
         return {m: s.healthy for m, s in self._states.items()}
 
+    def resume(self, samples: Mapping[str, int]) -> None:
+        for machine, state in self._states.items():
+            if machine in samples:
+                state.last_counter = samples[machine]
+
     def adopt(self, previous: object) -> None:
         """Take over the sample counters the input of the same name had seen (a reload
         replaces inputs): the sample it recorded last is not recorded again."""
@@ -256,7 +262,12 @@ class ModbusInput(Input[ModbusInputConfig]):
         reading = await self._read_device(device)
         if reading is not None:
             self.metrics.readings_in.labels(self.config.name).inc()
-            self.emit(reading)
+            sample = (
+                self._states[device.machine_id].last_counter
+                if device.sample_counter is not None
+                else None
+            )
+            self.emit(reading, sample=sample)
 
     async def _read_device(self, device: ModbusDevice) -> Reading | None:
         """One poll of ``device``: its reading, or None when it did not answer at all or

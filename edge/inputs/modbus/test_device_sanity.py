@@ -52,7 +52,7 @@ def _poll(tmp_path: Path, clock_offset_s: float, count: int = 5) -> Polled:
     source = ModbusInputConfig.model_validate(doc)
     readings: list[Reading] = []
     metrics = EdgeMetrics()
-    connector = ModbusInput(source, "e1", readings.append, metrics)
+    connector = ModbusInput(source, "e1", lambda r, *a, **k: readings.append(r), metrics)
     window: list[datetime] = []
 
     async def scenario() -> None:

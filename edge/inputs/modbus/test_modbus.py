@@ -147,7 +147,10 @@ def test_polls_the_simulator_and_survives_a_dead_device(tmp_path: Path) -> None:
         stop_sim, stop_edge, started = asyncio.Event(), asyncio.Event(), asyncio.Event()
         sim = asyncio.create_task(run_simulator(sim_config, stop_sim, started=started))
         await asyncio.wait_for(started.wait(), 30)
-        connectors = [ModbusInput(s, "e1", readings.append, metrics) for s in (live, dead)]
+        connectors = [
+            ModbusInput(s, "e1", lambda r, *a, **k: readings.append(r), metrics)
+            for s in (live, dead)
+        ]
         tasks = [asyncio.create_task(c.run(stop_edge)) for c in connectors]
 
         def count(machine: str) -> int:
@@ -191,7 +194,7 @@ def test_recovers_after_the_modbus_server_restarts(tmp_path: Path) -> None:
     )
     source = ModbusInputConfig.model_validate({**config["inputs"]["modbus"][0], "timeout_s": 0.3})
     readings: list[Reading] = []
-    connector = ModbusInput(source, "e1", readings.append, EdgeMetrics())
+    connector = ModbusInput(source, "e1", lambda r, *a, **k: readings.append(r), EdgeMetrics())
 
     async def scenario() -> None:
         stop_edge = asyncio.Event()
@@ -258,7 +261,7 @@ def test_modbus_rtu_source_reads_the_simulator_over_a_serial_line(tmp_path: Path
         )
         sim = asyncio.create_task(run_simulator(sim_config, stop_sim, started=started))
         await asyncio.wait_for(started.wait(), 30)
-        connector = ModbusInput(source, "e1", readings.append, EdgeMetrics())
+        connector = ModbusInput(source, "e1", lambda r, *a, **k: readings.append(r), EdgeMetrics())
         task = asyncio.create_task(connector.run(stop_edge))
         await _until(
             lambda: {r.machine_id for r in readings} == {"A", "B"} and len(readings) >= 6,

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -113,6 +114,11 @@ class OpcUaInput(Input[OpcUaInputConfig]):
     def health(self) -> dict[str, bool]:
         return {m.config.machine_id: m.healthy for m in self._machines}
 
+    def resume(self, samples: Mapping[str, int]) -> None:
+        for machine in self._machines:
+            if machine.config.machine_id in samples:
+                machine.emitted_counter = samples[machine.config.machine_id]
+
     def adopt(self, previous: object) -> None:
         """Take over the sample counters the input of the same name had emitted (a reload
         replaces inputs): the sample emitted last is not emitted again."""
@@ -192,7 +198,7 @@ class OpcUaInput(Input[OpcUaInputConfig]):
             )
             machine.source_ts = None
             self.metrics.readings_in.labels(self.config.name).inc()
-            self.emit(reading)
+            self.emit(reading, sample=machine.emitted_counter if machine.counter_node else None)
 
     async def _connect(self) -> Client:
         client = Client(self.config.endpoint, timeout=self.config.timeout_s)

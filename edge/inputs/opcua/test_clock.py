@@ -58,7 +58,7 @@ def _run(
     )
     received: list[tuple[datetime, Reading]] = []
     connector = OpcUaInput(
-        source, "e1", lambda r, *a: received.append((datetime.now(UTC), r)), EdgeMetrics()
+        source, "e1", lambda r, *a, **k: received.append((datetime.now(UTC), r)), EdgeMetrics()
     )
 
     async def scenario() -> None:

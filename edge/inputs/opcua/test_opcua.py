@@ -59,7 +59,7 @@ def test_subscription_readings_match_the_simulator_and_survive_a_restart(tmp_pat
         }
     )
     readings: list[Reading] = []
-    connector = OpcUaInput(source, "edge-1", lambda r, *a: readings.append(r), EdgeMetrics())
+    connector = OpcUaInput(source, "edge-1", lambda r, *a, **k: readings.append(r), EdgeMetrics())
 
     async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
