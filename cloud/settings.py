@@ -26,6 +26,9 @@ from shared.configtypes import (
 )
 from shared.message import TimeWindow
 
+# The prototype's provider (docs/manifest.md §2.1), used when only a key is configured.
+GROQ_BASE_URL = "https://api.groq.com/openai/v1"
+
 
 class SettingsError(ValueError):
     """A setting that cannot be used; the message names the variable."""
@@ -110,6 +113,55 @@ class CloudSettings(BaseModel):
     ingest_max_in_flight: int = Field(
         default=50_000, ge=100, le=1_000_000, validation_alias="RIG_INGEST_MAX_IN_FLIGHT"
     )
+
+    # The AI assistant (cloud/assistant/, docs/manifest.md §2.1): any OpenAI-compatible
+    # chat-completions endpoint (Groq, or a local llama.cpp / vLLM / Ollama server). A key
+    # alone means Groq; a base URL alone means a local server that needs no key; neither:
+    # every answer comes from the offline path (``ai_endpoint`` is None).
+    ai_base_url: str | None = Field(
+        default=None, pattern=r"^https?://[^\s/]+(/\S*)?$", validation_alias="RIG_AI_BASE_URL"
+    )
+    ai_api_key: str | None = Field(
+        default=None,
+        min_length=1,
+        validation_alias=AliasChoices("RIG_AI_API_KEY", "GROQ_API_KEY"),
+        repr=False,
+        json_schema_extra=_SECRET,
+    )
+    ai_model_parsing: str = Field(
+        default="llama3-8b-8192",
+        min_length=1,
+        max_length=200,
+        validation_alias="RIG_AI_MODEL_PARSING",
+    )
+    ai_model_reports: str = Field(
+        default="llama-3.3-70b-versatile",
+        min_length=1,
+        max_length=200,
+        validation_alias="RIG_AI_MODEL_REPORTS",
+    )
+    # One HTTP attempt may take ai_timeout_s; all attempts of one request (retries on 429 and
+    # 5xx, with back-off honouring Retry-After) together at most ai_budget_s, after which the
+    # offline path answers.
+    ai_timeout_s: float = Field(default=30.0, gt=0, le=600, validation_alias="RIG_AI_TIMEOUT_S")
+    ai_max_retries: int = Field(default=2, ge=0, le=10, validation_alias="RIG_AI_MAX_RETRIES")
+    ai_budget_s: float = Field(default=60.0, gt=0, le=1800, validation_alias="RIG_AI_BUDGET_S")
+    ai_max_tokens: int = Field(default=1500, ge=64, le=32_768, validation_alias="RIG_AI_MAX_TOKENS")
+    # Uploaded spec sheets: size limit, and how many PDF pages are read (the first ones).
+    ai_max_upload_bytes: int = Field(
+        default=10 * 1_048_576,
+        ge=1024,
+        le=100 * 1_048_576,
+        validation_alias="RIG_AI_MAX_UPLOAD_BYTES",
+    )
+    ai_pdf_pages: int = Field(default=4, ge=1, le=50, validation_alias="RIG_AI_PDF_PAGES")
+
+    @property
+    def ai_endpoint(self) -> str | None:
+        """The chat-completions base URL to use, or None: offline."""
+        if self.ai_base_url:
+            return self.ai_base_url.rstrip("/")
+        return GROQ_BASE_URL if self.ai_api_key else None
 
     @property
     def window(self) -> TimeWindow:
