@@ -162,3 +162,16 @@ def test_opcua_unit_ids() -> None:
         unece_unit("ZZZ")
     with pytest.raises(UnitError):
         unece_code(-1)
+
+
+def test_sensor_converter() -> None:
+    from shared.units import sensor_converter
+
+    assert math.isclose(sensor_converter("pressure", "psi")(14.5037738), 1.0, rel_tol=1e-7)
+    assert sensor_converter("pressure", None)(3.0) == 3.0
+    assert sensor_converter("gearbox_oil_temp", "°C")(40.0) == 40.0  # custom: no catalog unit
+    with pytest.raises(UnitError) as excinfo:
+        sensor_converter("pressure", "degC")
+    assert "'pressure'" in str(excinfo.value) and "'degC'" in str(excinfo.value)
+    with pytest.raises(UnitError):
+        sensor_converter("gearbox_oil_temp", "furlongs")

@@ -322,3 +322,23 @@ def unece_unit(code: str | int) -> str:
     if name is None:
         raise UnitError(f"UNECE unit code {text!r} is not in the unit table")
     return name
+
+
+def sensor_converter(sensor_name: str, unit: str | None) -> Callable[[float], float]:
+    """How a value a device reports in ``unit`` becomes the value stored for ``sensor_name``:
+    converted to the catalog unit for a core sensor, unchanged for a custom sensor (it has no
+    catalog unit; ``unit`` must still be a known unit) or when ``unit`` is None. ``UnitError``
+    naming the sensor when the unit cannot be converted to the sensor's."""
+    if unit is None:
+        return _identity
+    target = catalog_unit(sensor_name)
+    source = normalise_unit(unit)
+    if target is None:
+        return _identity
+    src, dst = UNITS[source], UNITS[target]
+    if src.dimension != dst.dimension:
+        raise UnitError(
+            f"unit {unit!r} ({src.dimension}) does not fit sensor {sensor_name!r}, "
+            f"whose catalog unit is {target} ({dst.dimension})"
+        )
+    return converter(source, target)
