@@ -18,6 +18,10 @@ Wire format (JSON, UTF-8, schema version 1)::
 that could not be read is ``null`` with its quality set; ``quality`` lists only the sensors
 whose quality is not ``good``. Non-finite numbers never travel: JSON has no NaN.
 
+``ts`` (or ``timestamp``) may also be a number: epoch seconds below 10^11, epoch milliseconds
+from 10^11 up to 10^14 (Node-RED's ``Date.now()``); either way inside the TimeWindow. Messages
+this codec encodes always carry the ISO string.
+
 ``parse_reading`` also accepts the integrator shape of ``docs/manifest.md`` §3.2 (sensor fields
 at top level plus ``custom_sensors``) so that ``POST /api/v1/ingest`` takes both.
 """
@@ -249,9 +253,41 @@ def _numbers(
     return out
 
 
+# Epoch numbers: below this a timestamp is in seconds, from it up to EPOCH_MAX_MS in
+# milliseconds. 1e11 s is the year 5138 and 1e11 ms is 1973-03-03, so no time a reading
+# can carry (the acceptance window is months, not decades) is ambiguous between the two.
+# Microseconds and nanoseconds (1e15 and more today) are refused rather than guessed.
+EPOCH_SECONDS_BELOW = 10**11
+EPOCH_MAX_MS = 10**14
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _epoch_ts(path: str, value: int | float) -> datetime:
+    """An epoch timestamp (Node-RED's ``Date.now()`` milliseconds, Unix seconds), seconds or
+    milliseconds by magnitude (see EPOCH_SECONDS_BELOW)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise MessageError(path, "an epoch timestamp must be a finite number")
+    if value < 0:
+        raise MessageError(path, f"epoch timestamp {value!r} is before 1970")
+    if value >= EPOCH_MAX_MS:
+        raise MessageError(
+            path,
+            f"epoch timestamp {value!r} is too large for milliseconds (microseconds or "
+            "nanoseconds?); send seconds or milliseconds since 1970-01-01 UTC",
+        )
+    if value < EPOCH_SECONDS_BELOW:
+        # Integers exactly; a float's fraction to the microsecond.
+        return _EPOCH + timedelta(seconds=value)
+    return _EPOCH + timedelta(milliseconds=value)
+
+
 def _parse_ts(path: str, value: Any) -> datetime:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return _epoch_ts(path, value)
     if not isinstance(value, str):
-        raise MessageError(path, "expected an ISO 8601 timestamp string")
+        raise MessageError(
+            path, "expected an ISO 8601 timestamp string or epoch seconds/milliseconds"
+        )
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
