@@ -187,6 +187,18 @@ class EdgeConfig(StrictModel):
     def deprecations(self) -> list[str]:
         return list(self._deprecations)
 
+    def input_warnings(self) -> list[str]:
+        """What an input's config says that is valid but probably not meant (an input model
+        may offer ``warnings()``, such as Modbus offsets that look like 4xxxx numbering),
+        each prefixed with where it is set (``inputs.modbus[0].devices[0]...``)."""
+        found = []
+        for kind, entries in self.inputs.by_kind().items():
+            for i, entry in enumerate(entries):
+                warnings = getattr(entry, "warnings", None)
+                if callable(warnings):
+                    found += [f"inputs.{kind}[{i}].{w}" for w in warnings()]
+        return found
+
     def secrets(self) -> dict[str, SecretRef]:
         """Every secret the config names, by where it is set (``output``,
         ``inputs.mqtt[0]``), for checking them all before the daemon needs them."""
@@ -264,4 +276,6 @@ def load_edge_config(
     if log_deprecations:
         for note in config.deprecations:
             log_event(log, logging.WARNING, f"deprecated config: {note}", file=str(path))
+        for warning in config.input_warnings():
+            log_event(log, logging.WARNING, f"config: {warning}", file=str(path))
     return config
