@@ -29,8 +29,9 @@ from pymodbus.exceptions import ModbusException
 
 from edge.inputs.base import Emit, Input, ProbeResult
 from edge.inputs.modbus.config import (
+    BIT_TABLES,
+    MAX_BITS_PER_READ,
     MAX_REGISTERS_PER_READ,
-    REGISTER_WIDTH,
     CounterField,
     ModbusDevice,
     ModbusInputConfig,
@@ -41,6 +42,7 @@ from edge.metrics import EdgeMetrics
 from shared.catalog import SENSOR_INDEX
 from shared.logs import log_event
 from shared.message import Reading, TimeWindow
+from shared.units import sensor_converter
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +65,91 @@ def decode_registers(
 ) -> float | int:
     """Decode 1-4 16-bit registers. ``word_order`` orders the registers, ``byte_order`` the
     two bytes inside each register (big/big is the Modbus-standard ABCD layout)."""
+    raw = _bytes(registers, byte_order, word_order)
+    return struct.unpack(">" + _STRUCT_CODES[data_type], raw)[0]
+
+
+def _bytes(registers: list[int], byte_order: str, word_order: str) -> bytes:
     words = registers if word_order == "big" else list(reversed(registers))
-    raw = b"".join(
+    return b"".join(
         w.to_bytes(2, "big") if byte_order == "big" else w.to_bytes(2, "little") for w in words
     )
-    return struct.unpack(">" + _STRUCT_CODES[data_type], raw)[0]
+
+
+class DecodeError(ValueError):
+    """Registers that do not hold what the field says (a BCD nibble above 9, a string that
+    is not a number)."""
+
+
+def decode_bcd(registers: list[int], byte_order: str = "big", word_order: str = "big") -> int:
+    """Packed BCD, four decimal digits per register (0x1234 is 1234)."""
+    digits = _bytes(registers, byte_order, word_order).hex()
+    if not digits.isdigit():
+        raise DecodeError(f"not BCD: 0x{digits}")
+    return int(digits)
+
+
+def decode_string(registers: list[int], byte_order: str = "big") -> str:
+    """ASCII, two characters per register (the first in the high byte unless byte_order is
+    little), padded with NULs or spaces."""
+    raw = _bytes(registers, byte_order, "big")
+    return raw.split(b"\x00", 1)[0].decode("ascii", errors="replace").strip()
+
+
+def decode_field(item: RegisterField, words: list[int] | list[bool]) -> float | str:
+    """The raw value of one field from its registers (or bits): a number before scale, offset
+    and unit; a string field's text when it is not a number (the caller marks it bad)."""
+    data_type = item.data_type
+    if item.register_kind in BIT_TABLES:
+        return 1.0 if words[0] else 0.0
+    registers = [int(w) for w in words]
+    if item.bit is not None:
+        return float((registers[0] >> item.bit) & ((1 << item.bits) - 1))
+    if data_type in ("bcd16", "bcd32"):
+        return float(decode_bcd(registers, item.byte_order, item.word_order))
+    if data_type == "string":
+        text = decode_string(registers, item.byte_order)
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    return float(decode_registers(registers, data_type, item.byte_order, item.word_order))
+
+
+class RepeatedLog:
+    """Identical device errors logged once, then at most once per ``every_s`` with how often
+    they repeated meanwhile: a misconfigured register answers the same exception on every
+    poll, and a journal full of one line hides everything else. The metrics still count each
+    one. ``clear`` forgets a key once its request succeeds, so a new failure is logged at once.
+    """
+
+    def __init__(self, every_s: float = 300.0) -> None:
+        self.every_s = every_s
+        self._seen: dict[tuple[object, ...], list[float]] = {}  # key -> [logged at, repeats]
+
+    def warning(self, key: tuple[object, ...], event: str, **fields: object) -> bool:
+        now = time.monotonic()
+        entry = self._seen.get(key)
+        if entry is not None and now - entry[0] < self.every_s:
+            entry[1] += 1
+            return False
+        if entry is not None:
+            fields["repeated"] = int(entry[1])
+            fields["repeated_within_s"] = self.every_s
+        self._seen[key] = [now, 0]
+        log_event(log, logging.WARNING, event, **fields)
+        return True
+
+    def clear(self, prefix: tuple[object, ...]) -> None:
+        for key in [k for k in self._seen if k[: len(prefix)] == prefix]:
+            repeats = self._seen.pop(key)[1]
+            log_event(
+                log,
+                logging.INFO,
+                "modbus error cleared",
+                key=" ".join(str(k) for k in key[: len(prefix) + 1]),
+                repeated=int(repeats),
+            )
 
 
 @dataclass(slots=True)
@@ -79,25 +161,29 @@ class ReadRequest:
 
 
 def plan_reads(device: ModbusDevice) -> list[ReadRequest]:
-    """Group the device's registers into block reads."""
+    """Group the device's registers (and bits) into block reads, per table."""
     wanted: list[tuple[str, Decodable]] = [(f.name, f) for f in device.fields]
     if device.sample_counter is not None:
         wanted.append(("__counter__", device.sample_counter))
     if device.timestamp is not None:
         wanted.append(("__timestamp__", device.timestamp))
     requests: list[ReadRequest] = []
-    for register in ("holding", "input"):
+    for register in ("holding", "input", "coil", "discrete_input"):
         items = sorted(
             (w for w in wanted if w[1].register_kind == register), key=lambda w: w[1].address
         )
+        bits = register in BIT_TABLES
+        # A gap of max_gap registers costs as much as 16 times as many bits.
+        max_gap = device.max_gap * 16 if bits else device.max_gap
+        limit = MAX_BITS_PER_READ if bits else MAX_REGISTERS_PER_READ
         current: ReadRequest | None = None
         for key, item in items:
-            width = REGISTER_WIDTH[item.type]
+            width = item.width
             end = item.address + width
             if current is not None:
                 gap = item.address - (current.start + current.count)
                 new_count = max(current.count, end - current.start)
-                if gap <= device.max_gap and new_count <= MAX_REGISTERS_PER_READ:
+                if gap <= max_gap and new_count <= limit:
                     current.count = new_count
                     current.items.append((key, item))
                     continue
@@ -129,6 +215,13 @@ class ModbusInput(Input[ModbusInputConfig]):
     ) -> None:
         super().__init__(config, edge_id, emit, metrics, window=window)
         self._plans = {id(d): plan_reads(d) for d in config.devices}
+        # Device unit -> catalog unit, per field (checked at config load already).
+        self._convert = {
+            (d.machine_id, f.name): sensor_converter(f.name, f.unit)
+            for d in config.devices
+            for f in d.fields
+        }
+        self._errors = RepeatedLog()
         self._states = {d.machine_id: DeviceState() for d in config.devices}
         self._client: ModbusBaseClient | None = None
         # pymodbus matches responses by transaction id, but serialising requests per TCP
@@ -229,23 +322,23 @@ class ModbusInput(Input[ModbusInputConfig]):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=max(0.0, delay))
 
-    async def _read(self, device: ModbusDevice, request: ReadRequest) -> list[int] | None:
+    async def _read(
+        self, device: ModbusDevice, request: ReadRequest
+    ) -> list[int] | list[bool] | None:
         async with self._lock:
             if not await self._ensure_connected():
                 return None
             assert self._client is not None
-            if request.register == "holding":
-                response = await self._client.read_holding_registers(
-                    request.start, count=request.count, device_id=device.unit_id
-                )
-            else:
-                response = await self._client.read_input_registers(
-                    request.start, count=request.count, device_id=device.unit_id
-                )
+            read = {
+                "holding": self._client.read_holding_registers,
+                "input": self._client.read_input_registers,
+                "coil": self._client.read_coils,
+                "discrete_input": self._client.read_discrete_inputs,
+            }[request.register]
+            response = await read(request.start, count=request.count, device_id=device.unit_id)
         if response.isError():
-            log_event(
-                log,
-                logging.WARNING,
+            self._errors.warning(
+                (device.machine_id, request.register, request.start, str(response)),
                 "modbus exception response",
                 source=self.config.name,
                 machine=device.machine_id,
@@ -256,6 +349,9 @@ class ModbusInput(Input[ModbusInputConfig]):
                 response=str(response),
             )
             return None
+        self._errors.clear((device.machine_id, request.register, request.start))
+        if request.register in BIT_TABLES:
+            return list(response.bits[: request.count])
         return list(response.registers)
 
     async def _poll_once(self, device: ModbusDevice) -> None:
@@ -283,9 +379,8 @@ class ModbusInput(Input[ModbusInputConfig]):
             try:
                 registers = await self._read(device, request)
             except (ModbusException, OSError, TimeoutError) as exc:
-                log_event(
-                    log,
-                    logging.WARNING,
+                self._errors.warning(
+                    (device.machine_id, request.register, request.start, str(exc)),
                     "modbus read failed",
                     source=self.config.name,
                     machine=device.machine_id,
@@ -302,24 +397,26 @@ class ModbusInput(Input[ModbusInputConfig]):
             any_ok = True
             for key, item in request.items:
                 offset = item.address - request.start
-                raw = decode_registers(
-                    registers[offset : offset + REGISTER_WIDTH[item.type]],
-                    item.type,
-                    item.byte_order,
-                    item.word_order,
-                )
-                if key == "__counter__":
-                    counter = int(raw)
-                elif key == "__timestamp__":
-                    device_ts = int(raw)
-                else:
-                    assert isinstance(item, RegisterField)
-                    value = self.sanity.value(
-                        float(raw) * item.scale + item.offset, device.machine_id, key
+                words = registers[offset : offset + item.width]
+                if key in ("__counter__", "__timestamp__"):
+                    number = int(
+                        decode_registers(
+                            [int(w) for w in words],
+                            item.data_type,
+                            item.byte_order,
+                            item.word_order,
+                        )
                     )
-                    sensors[key] = value
-                    if value is None:
-                        quality[key] = "bad"
+                    if key == "__counter__":
+                        counter = number
+                    else:
+                        device_ts = number
+                    continue
+                assert isinstance(item, RegisterField)
+                value = self._value(device, item, words)
+                sensors[key] = value
+                if value is None:
+                    quality[key] = "bad"
         self.metrics.poll_seconds.labels(self.config.name).observe(time.perf_counter() - started)
 
         if not any_ok:
@@ -372,6 +469,24 @@ class ModbusInput(Input[ModbusInputConfig]):
             quality=quality,
         )
         return reading
+
+    def _value(
+        self, device: ModbusDevice, item: RegisterField, words: list[int] | list[bool]
+    ) -> float | None:
+        """A field's stored value: decoded, scaled, converted to the sensor's catalog unit and
+        checked; None (bad) when the registers do not hold what the field says."""
+        try:
+            raw = decode_field(item, words)
+        except DecodeError as exc:
+            return self.sanity.value(str(exc), device.machine_id, item.name)
+        if isinstance(raw, str):  # a string field whose text is no number
+            return self.sanity.value(raw, device.machine_id, item.name)
+        scaled = raw * item.scale + item.offset
+        try:
+            converted = self._convert[(device.machine_id, item.name)](scaled)
+        except OverflowError:
+            return self.sanity.value(scaled, device.machine_id, item.name)
+        return self.sanity.value(converted, device.machine_id, item.name)
 
     async def probe(self) -> list[ProbeResult]:
         """Polls every device once on a connection of its own; a device answers when at

@@ -276,3 +276,111 @@ def test_modbus_rtu_source_reads_the_simulator_over_a_serial_line(tmp_path: Path
     asyncio.run(scenario())
     assert all(len(r.values) == 50 and not r.quality for r in readings)
     _as_samples(readings, _served(record))  # every reading is a served sample, values exact
+
+
+def _device(**fields: object) -> ModbusDevice:
+    return ModbusDevice.model_validate({"machine_id": "A", **fields})
+
+
+def test_modicon_notation_sets_table_and_offset() -> None:
+    device = _device(
+        address_notation="modicon",
+        fields=[
+            {"name": "temperature", "address": "40011"},
+            {"name": "pressure", "address": 30001, "type": "int16"},
+            {"name": "motor_on", "address": "00001"},
+            {"name": "door_closed", "address": "100017"},
+        ],
+        sample_counter={"address": "40001"},
+    )
+    got = [(f.register_kind, f.address, f.data_type) for f in device.fields]
+    assert got == [
+        ("holding", 10, "float32"),
+        ("input", 0, "int16"),
+        ("coil", 0, "bool"),
+        ("discrete_input", 16, "bool"),
+    ]
+    assert device.sample_counter is not None and device.sample_counter.address == 0
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ({"fields": [{"name": "temperature", "address": "40011"}]}, "address_notation: modicon"),
+        (
+            {
+                "address_notation": "modicon",
+                "fields": [{"name": "temperature", "address": "40011", "register": "input"}],
+            },
+            "fields[0] (temperature): address '40011' is a holding address",
+        ),
+        (
+            {"address_notation": "modicon", "fields": [{"name": "temperature", "address": "2"}]},
+            "is not Modicon numbering",
+        ),
+        ({"fields": [{"name": "pressure", "address": 0, "unit": "degC"}]}, "'pressure'"),
+        ({"fields": [{"name": "pressure", "address": 0, "unit": "furlong"}]}, "'furlong'"),
+        ({"fields": [{"name": "x_on", "address": 0, "register": "coil", "type": "int16"}]}, "bool"),
+        ({"fields": [{"name": "x_on", "address": 0, "bit": 12, "bits": 8}]}, "exceeds 16"),
+        ({"fields": [{"name": "x_text", "address": 0, "type": "string"}]}, "length"),
+    ],
+)
+def test_config_errors_name_the_field(device: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError) as excinfo:
+        _device(**device)
+    assert message in str(excinfo.value)
+
+
+def test_offsets_that_look_like_4xxxx_are_warned_about() -> None:
+    config = ModbusInputConfig.model_validate(
+        {
+            "host": "h",
+            "devices": [
+                {
+                    "machine_id": "A",
+                    "fields": [
+                        {"name": "temperature", "address": 40011},
+                        {"name": "pressure", "address": 30001, "register": "input"},
+                        {"name": "rpm", "address": 10},
+                    ],
+                }
+            ],
+        }
+    )
+    warnings = config.warnings()
+    assert len(warnings) == 2
+    assert "devices[0].fields[0] (temperature): address 40011" in warnings[0]
+    assert "offset 10" in warnings[0] and "address_notation: modicon" in warnings[0]
+
+
+def test_bit_tables_plan_their_own_reads() -> None:
+    device = _device(
+        fields=[
+            {"name": "a_on", "address": 0, "register": "coil"},
+            {"name": "b_on", "address": 100, "register": "coil"},
+            {"name": "c_on", "address": 5000, "register": "coil"},
+            {"name": "d_on", "address": 3, "register": "discrete_input"},
+            {"name": "e_text", "address": 20, "type": "string", "length": 4},
+            {"name": "f_bit", "address": 2, "bit": 3},
+        ]
+    )
+    plans = [(p.register, p.start, p.count) for p in plan_reads(device)]
+    assert plans == [
+        ("holding", 2, 1),
+        ("holding", 20, 4),
+        ("coil", 0, 101),
+        ("coil", 5000, 1),
+        ("discrete_input", 3, 1),
+    ]
+
+
+def test_bcd_and_string_decoding() -> None:
+    from edge.inputs.modbus.input import DecodeError, decode_bcd, decode_string
+
+    assert decode_bcd([0x1234]) == 1234
+    assert decode_bcd([0x3456, 0x0012], word_order="little") == 123456
+    with pytest.raises(DecodeError):
+        decode_bcd([0x12AB])
+    words = [int.from_bytes(b"71", "big"), int.from_bytes(b".2", "big"), 0x3500]
+    assert decode_string(words) == "71.25"
+    assert decode_string([int.from_bytes(b"17", "big")], byte_order="little") == "71"
