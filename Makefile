@@ -4,12 +4,17 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= edge,cloud,sim,ml,dev
-comma := ,
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)-$(subst $(comma),_,$(EXTRAS))
+# Every extra, at the versions (and hashes) of the lock file; `make lock` after changing a
+# dependency in pyproject.toml (make lint and make venv fail until then, saying so).
+LOCK ?= requirements.lock
+STAMP := $(VENV)/.installed-$(shell cat $(LOCK) pyproject.toml | sha256sum | cut -c1-16)
+UV_PIN = $(shell grep -o '"uv==[^"]*"' pyproject.toml | tr -d '"')
+WHEELHOUSE ?= dist
+WHEEL_PLATFORM ?=
+WHEEL_PYTHON ?= 3.11
 PYTEST_ARGS ?=
 
-.PHONY: help venv system-deps kafka-jars test test-unit test-integration lint demo kafka \
+.PHONY: help venv lock wheelhouse system-deps kafka-jars test test-unit test-integration lint demo kafka \
         bench-e2e bench-sim bench-edge bench-cloud bench-ml bench-dashboard bench-faults bench-rul dashboard-deps clean
 
 help:
@@ -18,6 +23,8 @@ help:
 	@echo "make test-unit   fast tests only (no services)"
 	@echo "make lint        ruff, import directions, types (mypy), ESLint for the dashboard"
 	@echo "make kafka       a local Kafka broker for manual use"
+	@echo "make lock        relock requirements*.lock after changing a dependency in pyproject.toml"
+	@echo "make wheelhouse  offline edge bundle (wheels at the locked versions + installer) in dist/"
 	@echo "make bench-e2e   end-to-end throughput and latency benchmark (JSON on the last line)"
 	@echo "make bench-sim   simulator rate for 1, 10 and 100 machines at 100 Hz (JSON)"
 	@echo "make bench-edge  edge pipeline, Modbus acquisition, backlog drain, RSS, idle CPU (JSON)"
@@ -27,18 +34,35 @@ help:
 	@echo "make bench-faults  fault suite: kills, outages, full disk, poison, bad clocks (JSON)"
 	@echo "make bench-rul   remaining-useful-life model: edge prediction cost and bundle size (JSON)"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@command -v $(PYTHON) >/dev/null || { echo "python3 is required"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "Python >= 3.11 is required ($(PYTHON) is $$($(PYTHON) -V 2>&1)); pass PYTHON=..."; exit 1; }
+	@$(PYTHON) -m tools.lock --check
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[$(EXTRAS)]"
+	@echo "installing the locked Python packages ($(LOCK)) into $(VENV): the first time downloads ~600 MB (TensorFlow, Playwright) …"
+	$(PY) -m pip install --disable-pip-version-check --require-hashes -r $(LOCK)
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
 venv: $(STAMP)
 
+# Relock after changing a dependency in pyproject.toml (keeps every pin that still fits;
+# `make lock LOCK_ARGS=--upgrade` moves everything to the newest allowed).
+lock:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(VENV)/bin/uv || $(PY) -m pip install -q --disable-pip-version-check "$(UV_PIN)"
+	$(PY) -m tools.lock $(LOCK_ARGS)
+
+# An offline bundle a technician carries to a rig: the edge's wheels at the locked versions,
+# the installer, its unit and the example config (deploy/edge-systemd/bundle.sh). For a rig
+# of another kind: make wheelhouse WHEEL_PLATFORM=manylinux_2_28_aarch64 WHEEL_PYTHON=3.11
+wheelhouse: venv
+	bash deploy/edge-systemd/bundle.sh $(PY) $(WHEELHOUSE) "$(WHEEL_PLATFORM)" $(WHEEL_PYTHON)
+
 # Java 17 and Maven run the Kafka broker, Mosquitto is the MQTT broker of the tests,
-# systemd-analyze verifies the edge unit;
+# systemd-analyze verifies the edge unit, promtool (prometheus) the alert rules;
 # Debian packages them. Installed only when missing
 # and only as root (otherwise the message says what to install).
 system-deps:
@@ -49,6 +73,7 @@ system-deps:
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing; \
 	  else echo "please install:$$missing"; exit 1; fi; \
@@ -76,6 +101,7 @@ test-integration: venv system-deps kafka-jars dashboard-deps
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
 
 lint: venv dashboard-deps
+	$(PY) -m tools.lock --check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING
 from cloud.cli_accounts import add_account_commands
 from cloud.cli_models import add_model_commands
 from cloud.settings import CloudSettings, DatabaseSettings, SettingsError
-from shared.logs import configure_logging, log_event
+from shared.logs import add_log_format_argument, configure_logging, log_event
+from shared.version import version_line
 
 if TYPE_CHECKING:
     # For annotations only: both pull in psycopg, which the commands import when they run.
@@ -250,9 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=version_line("rig-cloud"))
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    add_log_format_argument(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add_db(p: argparse.ArgumentParser) -> None:
@@ -320,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging("rig-cloud", args.log_level)
+    configure_logging("rig-cloud", args.log_level, log_format=args.log_format)
     try:
         return int(args.func(args))
     except SettingsError as exc:

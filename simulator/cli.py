@@ -14,6 +14,8 @@ from pydantic import ValidationError
 
 from shared.configfile import describe_validation_error
 from shared.configtypes import KAFKA_TOPIC
+from shared.logs import add_log_format_argument
+from shared.version import version_line
 
 if TYPE_CHECKING:
     from simulator.config import SimConfig
@@ -106,7 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             for line in _flag_errors(exc):
                 print(f"rig-sim: {line}", file=sys.stderr)
         return 2
-    configure_logging("rig-sim", args.log_level)
+    configure_logging("rig-sim", args.log_level, log_format=args.log_format)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -166,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rig Alpha simulator: machines with 50 core sensors each, served over a "
         "real Modbus TCP server (one unit id per machine; see `rig-sim register-map`).",
     )
+    parser.add_argument("--version", action="version", version=version_line("rig-sim"))
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser(
@@ -218,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         "served timestamps change, --record keeps the true time (device_ts_ms beside it)",
     )
     run.add_argument("--log-level", default="INFO")
+    add_log_format_argument(run)
     run.set_defaults(func=cmd_run)
 
     rmap = sub.add_parser("register-map", help="print the Modbus register map")
