@@ -16,33 +16,62 @@ PostgreSQL, or (when Kafka is configured) confirmed by the broker with acks=all.
 - ``Idempotency-Key`` (1-255 visible ASCII characters): the first request's assigned
   ``seq``/``ts`` are kept 24 h, so a retry of the same body gets the same keys and stores
   nothing new; the same key with another body is refused (422).
+- ``ts``/``timestamp`` may be epoch seconds or milliseconds (``shared.message``).
+
+POST /api/v1/ingest/influx: InfluxDB line protocol (Telegraf, gateways), one reading per line,
+with the same guards (ingest key and its edge scope, body size, batch limit, 503 +
+Retry-After, Idempotency-Key) and one fate per line, reported in ``results``: ``accepted``
+(stored, or confirmed by Kafka), ``refused`` (invalid for good, with the reason),
+``failed``/``unconfirmed`` (Kafka; resend). Unlike JSON it is not all-or-nothing: Telegraf
+sends whatever its inputs gathered, and one odd line must not hold back the rest. The
+mapping is in docs/integrations.md: tag ``machine_id`` (``?machine_tag=``) names the
+machine, optional tag ``edge_id``; fields are sensors (catalog names are core values, other
+snake_case names custom sensors); string and boolean fields are ignored with a reason, the
+line's numbers kept. The key ``(edge_id, seq)`` of a line is a hash of its series (edge,
+machine, measurement, tags) and timestamp, so Telegraf resending a batch stores nothing twice.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
-from datetime import UTC, datetime
-from typing import Annotated, Any
+import zlib
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 
 import orjson
 import psycopg
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from psycopg import Error as PsycopgError
 from psycopg.types.json import Jsonb
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from cloud.aggregator import is_infrastructure_error, is_row_error
 from cloud.api.deps import Services
 from cloud.api.errors import ApiError
 from cloud.api.guards import IngestEdge
-from cloud.api.schemas import ErrorOut, IngestConflictsOut, IngestNotTakenOut, IngestOut
+from cloud.api.schemas import (
+    ErrorOut,
+    IngestConflictsOut,
+    IngestNotTakenOut,
+    IngestOut,
+    Out,
+    Timestamp,
+)
+from cloud.influx import LineError, Point
+from cloud.influx import parse as parse_line_protocol
 from cloud.ingest_producer import Delivery, Failure, KafkaUnavailable, Outcome
 from cloud.storage import Conflict, StoreResult, store_readings
+from shared.catalog import SENSOR_INDEX
 from shared.failpoints import failpoint
-from shared.message import MessageError, Reading, format_ts, parse_reading
+from shared.logs import log_event
+from shared.message import MessageError, Reading, TimeWindow, format_ts, parse_reading
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["ingest"])
 
@@ -442,3 +471,420 @@ def _store(services: Any, readings: list[Reading], backlog: dict[str, int] | Non
             # All-or-nothing like validation: the exception rolls the transaction back.
             raise _ConflictRefused(result.conflicts)
         return result
+
+
+# --- InfluxDB line protocol -----------------------------------------------------------------
+
+Precision = Literal["ns", "us", "ms", "s"]
+_NS_PER_UNIT: dict[str, int] = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_SEQ = 2**63 - 1
+
+
+class InfluxIgnoredOut(Out):
+    """A field of an accepted line that is not stored (a string, a boolean, a value out of
+    bounds, a name that is no sensor name), with the reason."""
+
+    field: str
+    error: str
+
+
+class InfluxLineOut(Out):
+    """The fate of one line (``line``: its number in the body, 1-based): ``accepted``
+    (stored, or confirmed by Kafka at partition/offset), ``refused`` (invalid for good;
+    ``field`` and ``error`` say why), ``failed`` or ``unconfirmed`` (Kafka: resend)."""
+
+    line: int
+    status: Literal["accepted", "refused", "failed", "unconfirmed"]
+    edge_id: str | None
+    seq: int | None
+    ts: Timestamp | None
+    partition: int | None
+    offset: int | None
+    field: str | None
+    error: str | None
+    ignored: list[InfluxIgnoredOut]
+
+
+class InfluxOut(Out):
+    """Line protocol: every line's fate. 200 when every line is accepted; 422 when some are
+    refused for good (the others are in); 503 + Retry-After when Kafka did not take some
+    (resend the body: what is in is recognised by its key and stored once)."""
+
+    success: bool
+    status: Literal[200, 422, 503]
+    error: str | None
+    field: str | None
+    lines: int
+    accepted: int
+    refused: int
+    failed: int
+    unconfirmed: int
+    duplicates: int = Field(description="without Kafka: lines whose key was already stored")
+    results: list[InfluxLineOut]
+
+
+_INFLUX_EXAMPLE = (
+    "modbus,machine_id=A,host=rig-pc-07 temperature=71.2,pressure=10.4,rpm=2950i "
+    "1764417600000000000\n"
+)
+
+
+@router.post(
+    "/api/v1/ingest/influx",
+    summary="Ingest InfluxDB line protocol (Telegraf, gateways)",
+    response_model=InfluxOut,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "text/plain": {
+                    "schema": {"type": "string", "example": _INFLUX_EXAMPLE},
+                    "example": _INFLUX_EXAMPLE,
+                }
+            },
+        }
+    },
+    responses={
+        200: {"description": "Every line accepted"},
+        400: {"model": ErrorOut, "description": "Not UTF-8, or a body that does not decompress"},
+        401: _RESPONSES[401],
+        403: {
+            "model": ErrorOut,
+            "description": "A per-edge key writing another edge's lines (tag edge_id)",
+        },
+        413: _RESPONSES[413],
+        415: {"model": ErrorOut, "description": "Content-Encoding other than gzip/identity"},
+        422: {
+            "model": InfluxOut | ErrorOut,
+            "description": "Some lines refused for good (`results` says which and why; the "
+            "others are in), a body without lines, or an Idempotency-Key reused with "
+            "another body",
+        },
+        503: {
+            "model": InfluxOut | ErrorOut,
+            "description": "Kafka or storage unavailable; `results` says per line what is in",
+        },
+    },
+)
+async def ingest_influx(
+    request: Request,
+    services: Services,
+    key_edge: IngestEdge,
+    precision: Annotated[
+        Precision, Query(description="unit of the line timestamps (Telegraf writes ns)")
+    ] = "ns",
+    machine_tag: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=64,
+            description="the tag whose value is the machine id (e.g. host)",
+        ),
+    ] = "machine_id",
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            description="makes retries of this request store nothing new (kept 24 h); "
+            "1-255 visible ASCII characters"
+        ),
+    ] = None,
+) -> JSONResponse:
+    settings = services.settings
+    if idempotency_key is not None and not _IDEMPOTENCY_KEY_RE.match(idempotency_key):
+        raise ApiError(422, "Idempotency-Key", "1-255 visible ASCII characters")
+    raw = _decoded(request, await _read_body(request, settings.max_body_bytes))
+    if len(raw) > settings.max_body_bytes:
+        raise ApiError(
+            413, "$", f"decompressed body exceeds the limit of {settings.max_body_bytes} bytes"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "$", f"body is not UTF-8 (byte {exc.start})") from None
+    points = parse_line_protocol(text)
+    if not points:
+        raise ApiError(422, "$", "no line protocol in the body (only blank or # lines)")
+    if len(points) > settings.max_batch_readings:
+        raise ApiError(
+            413, "$", f"{len(points)} lines exceed the batch limit of {settings.max_batch_readings}"
+        )
+    bootstrap = key_edge == "default"
+    default_edge = "ingest:default" if bootstrap else key_edge
+    now = datetime.now(UTC)
+    results: list[dict[str, Any]] = []
+    readings: list[Reading] = []
+    entries: list[dict[str, Any]] = []  # the result entry of each reading
+    for point in points:
+        if isinstance(point, LineError):
+            results.append(_line_entry(point.line, "refused", field="$", error=point.problem))
+            continue
+        edge_tag = point.tags.get("edge_id")
+        if not bootstrap and edge_tag is not None and edge_tag != key_edge:
+            raise ApiError(
+                403, f"line {point.line}: tag edge_id", f"this API key belongs to edge {key_edge!r}"
+            )
+        entry, reading = _point_reading(
+            point,
+            machine_tag=machine_tag,
+            default_edge=default_edge,
+            unit_ns=_NS_PER_UNIT[precision],
+            now=now,
+            window=settings.window,
+        )
+        results.append(entry)
+        if reading is not None:
+            readings.append(reading)
+            entries.append(entry)
+
+    duplicates = 0
+    outcomes: list[Outcome] | None = None
+    try:
+        if idempotency_key is not None and readings:
+            # The query decides what the lines mean: part of what "the same body" is.
+            body_sha = hashlib.sha256(
+                b"influx\0" + request.url.query.encode() + b"\0" + raw
+            ).digest()
+            await run_in_threadpool(
+                _assign_once, services, (key_edge, idempotency_key), body_sha, readings, []
+            )
+        if readings and services.producer is None:
+            stored = await run_in_threadpool(_store_lines, services, readings)
+            duplicates = stored.duplicates
+            for conflict in stored.conflicts:
+                entries[conflict.index].update(
+                    status="refused", field="$", error=_safe(conflict.reason)
+                )
+    except _IdempotencyMismatch:
+        raise ApiError(
+            422, "Idempotency-Key", "already used with a different body; use a new key"
+        ) from None
+    except PsycopgError as exc:
+        if not is_infrastructure_error(exc) and is_row_error(exc):
+            raise ApiError(
+                422, "$", _safe(f"refused by the database: {type(exc).__name__}: {exc}")[:500]
+            ) from None
+        raise ApiError(
+            503, "$", f"storage unavailable: {type(exc).__name__}", retry_after=5
+        ) from None
+    if readings and services.producer is not None:
+        try:
+            outcomes = await services.producer.produce(
+                readings,
+                timeout=settings.ingest_delivery_timeout_ms / 1000,
+                max_in_flight=settings.ingest_max_in_flight,
+            )
+        except KafkaUnavailable as exc:
+            raise ApiError(503, "$", f"Kafka unavailable: {exc}", retry_after=5) from None
+        for entry, outcome in zip(entries, outcomes, strict=True):
+            if isinstance(outcome, Delivery):
+                entry.update(partition=outcome.partition, offset=outcome.offset)
+            elif isinstance(outcome, Failure):
+                entry.update(
+                    status="refused" if outcome.permanent else "failed",
+                    field="$",
+                    error=f"Kafka: {outcome.error}",
+                )
+            else:
+                entry.update(status="unconfirmed", error="no broker confirmation in time")
+        if any(isinstance(o, Delivery) for o in outcomes):
+            failpoint("cloud.ingest.after_produce")
+    for entry in entries:
+        # ``ts`` and ``seq`` as finally assigned (an Idempotency-Key retry replays them).
+        reading = entry.pop("_reading")
+        entry.update(seq=reading.seq, ts=format_ts(reading.ts))
+    return _influx_answer(results, duplicates, key_edge)
+
+
+def _decoded(request: Request, raw: bytes) -> bytes:
+    """The body without its Content-Encoding (Telegraf's ``content_encoding = "gzip"``),
+    never inflated past the body limit plus one byte (a compression bomb stops there)."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return raw
+    if encoding != "gzip":
+        raise ApiError(415, "Content-Encoding", f"{encoding[:40]!r}: gzip or identity only")
+    limit = request.app.state.services.settings.max_body_bytes
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        out = inflater.decompress(raw, limit + 1)
+    except zlib.error as exc:
+        raise ApiError(400, "$", f"body is not valid gzip: {exc}") from None
+    if len(out) <= limit and not inflater.eof:
+        raise ApiError(400, "$", "gzip body is truncated")
+    return out
+
+
+def _line_entry(line: int, status: str, **extra: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "line": line,
+        "status": status,
+        "edge_id": None,
+        "seq": None,
+        "ts": None,
+        "partition": None,
+        "offset": None,
+        "field": None,
+        "error": None,
+        "ignored": [],
+    }
+    entry.update(extra)
+    return entry
+
+
+def _series_seq(edge_id: str, machine_id: str, point: Point, ts_ns: int) -> int:
+    """The line's ``seq``: 63 bits of a hash of its series and timestamp. The same line sent
+    again (Telegraf retries a batch the API answered 503) has the same key and is stored
+    once; two series of one machine at one instant (cpu0, cpu1) are two readings."""
+    digest = hashlib.blake2b(digest_size=8)
+    for part in (edge_id, machine_id, point.measurement, *sorted(point.tags.items()), ts_ns):
+        digest.update(repr(part).encode("utf-8", "backslashreplace"))
+        digest.update(b"\x1f")
+    return int.from_bytes(digest.digest(), "big") & _MAX_SEQ
+
+
+def _line_field(path: str, machine_tag: str) -> str:
+    """A codec path in the terms of a line."""
+    if path.startswith("$.machine_id"):
+        return f"tag {machine_tag}"
+    if path.startswith("$.edge_id"):
+        return "tag edge_id"
+    if path in ("$.ts", "$.timestamp"):
+        return "timestamp"
+    if path.startswith("$.custom"):
+        return "fields"
+    return "$"
+
+
+def _point_reading(
+    point: Point,
+    *,
+    machine_tag: str,
+    default_edge: str,
+    unit_ns: int,
+    now: datetime,
+    window: TimeWindow,
+) -> tuple[dict[str, Any], Reading | None]:
+    """One line as a reading (validated by ``parse_reading``, the one definition of a
+    valid reading) and its result entry; (refused entry, None) when nothing of it can be
+    stored. A field the codec refuses is left out with the reason, the others kept."""
+    line = point.line
+    machine_id = point.tags.get(machine_tag)
+    if machine_id is None:
+        return _line_entry(
+            line,
+            "refused",
+            field=f"tag {_safe(machine_tag)}",
+            error="missing: the tag that names the machine (choose it with ?machine_tag=)",
+        ), None
+    edge_id = point.tags.get("edge_id", default_edge)
+    ignored: list[dict[str, str]] = []
+    values: dict[str, Any] = {}
+    custom: dict[str, Any] = {}
+    for name, value in point.fields.items():
+        if isinstance(value, bool | str):
+            kind = "a boolean" if isinstance(value, bool) else "a string"
+            ignored.append(
+                {"field": _safe(name), "error": f"{kind} is not a measurement; send a number"}
+            )
+        elif name in SENSOR_INDEX:
+            values[name] = value
+        else:
+            custom[name] = value
+    if point.timestamp is None:
+        ts = now
+        ts_ns = int((now - _EPOCH).total_seconds()) * 1_000_000_000 + now.microsecond * 1000
+    else:
+        ts_ns = point.timestamp * unit_ns
+        try:
+            ts = _EPOCH + timedelta(microseconds=ts_ns // 1000)
+        except OverflowError:
+            return _line_entry(
+                line, "refused", field="timestamp", error="timestamp out of range"
+            ), None
+    seq = _series_seq(edge_id, machine_id, point, ts_ns)
+    while values or custom:
+        doc = {
+            "machine_id": machine_id,
+            "edge_id": edge_id,
+            "seq": seq,
+            "values": values,
+            "custom": custom,
+        }
+        try:
+            reading = parse_reading(doc, default_ts=ts, now=now, window=window)
+        except MessageError as exc:
+            # A value or a name the codec refuses: that field only.
+            for prefix, group in (("$.values.", values), ("$.custom.", custom)):
+                bad = exc.field[len(prefix) :] if exc.field.startswith(prefix) else None
+                if bad is not None and bad in group:
+                    del group[bad]
+                    ignored.append({"field": _safe(bad), "error": _safe(exc.problem)})
+                    break
+            else:
+                return _line_entry(
+                    line,
+                    "refused",
+                    field=_line_field(exc.field, machine_tag),
+                    error=_safe(exc.problem),
+                    ignored=ignored,
+                ), None
+            continue
+        entry = _line_entry(
+            line, "accepted", edge_id=reading.edge_id, seq=reading.seq, ignored=ignored
+        )
+        entry["_reading"] = reading
+        return entry, reading
+    return _line_entry(
+        line,
+        "refused",
+        field="fields",
+        error="no field with a number to store"
+        + (f" ({ignored[0]['field']}: {ignored[0]['error']})" if ignored else ""),
+        ignored=ignored,
+    ), None
+
+
+def _store_lines(services: Any, readings: list[Reading]) -> StoreResult:
+    # Not all-or-nothing: a line whose key is stored with other content is refused (its
+    # conflict is in the result), the others commit.
+    with services.pool.connection() as conn, conn.transaction():
+        return store_readings(conn, readings)
+
+
+def _influx_answer(results: list[dict[str, Any]], duplicates: int, edge: str) -> JSONResponse:
+    counts = {s: 0 for s in ("accepted", "refused", "failed", "unconfirmed")}
+    for entry in results:
+        counts[entry["status"]] += 1
+    transient = counts["failed"] + counts["unconfirmed"]
+    status = 503 if transient else 422 if counts["refused"] else 200
+    first = next((e for e in results if e["status"] != "accepted"), None)
+    body: dict[str, Any] = {
+        "success": status == 200,
+        "status": status,
+        "error": None,
+        "field": None,
+        "lines": len(results),
+        **counts,
+        "duplicates": duplicates,
+        "results": results,
+    }
+    if first is not None:
+        not_in = len(results) - counts["accepted"]
+        body["error"] = f"{not_in} of {len(results)} lines not accepted: {first['error']}"
+        body["field"] = f"line {first['line']}: {first['field'] or '$'}"
+        if counts["refused"]:
+            # Telegraf does not read answers: the operator finds refusals in the log.
+            log_event(
+                log,
+                logging.WARNING,
+                "line protocol refused",
+                edge=edge,
+                refused=counts["refused"],
+                lines=len(results),
+                first_line=first["line"],
+                first_error=str(first["error"])[:300],
+            )
+    return JSONResponse(
+        body, status_code=status, headers={"Retry-After": "5"} if status == 503 else None
+    )
