@@ -136,8 +136,8 @@ class RegisterField(_Strict):
             raise ValueError(f"{where}: type string and length (registers) go together")
         if self.unit is not None:
             try:
+                sensor_converter(self.name, self.unit)  # names the unit as written
                 self.unit = normalise_unit(self.unit)
-                sensor_converter(self.name, self.unit)
             except UnitError as exc:
                 raise ValueError(f"{where}: {exc}") from None
         return self
@@ -239,7 +239,10 @@ class ModbusDevice(_Strict):
                         )
                     converted.append(entry)
                     continue
-                table, offset = modicon_address(address)
+                try:
+                    table, offset = modicon_address(address)
+                except ValueError as exc:
+                    raise ValueError(f"{where}: {exc}") from None
                 given = entry.get("register", entry.get("register_kind"))
                 if given is not None and given != table:
                     raise ValueError(
