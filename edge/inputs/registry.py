@@ -119,3 +119,8 @@ register(
 )
 register("opcua", "edge.inputs.opcua.config:OpcUaInputConfig", "edge.inputs.opcua.input:OpcUaInput")
 register("mqtt", "edge.inputs.mqtt.config:MqttInputConfig", "edge.inputs.mqtt.input:MqttInput")
+register(
+    "sparkplug",
+    "edge.inputs.sparkplug.config:SparkplugInputConfig",
+    "edge.inputs.sparkplug.input:SparkplugInput",
+)

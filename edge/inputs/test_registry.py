@@ -194,7 +194,7 @@ def test_unknown_and_duplicate_input_types_are_refused(tmp_path: Path) -> None:
     for bad in ("Modbus", "all", "model_x", "9lives", ""):
         with pytest.raises(ValueError, match="input kind"):
             registry.register(bad, ConstantInputConfig, ConstantInput)
-    assert list(registry.input_types()) == ["modbus", "opcua", "mqtt"]
+    assert list(registry.input_types()) == ["modbus", "opcua", "mqtt", "sparkplug"]
 
 
 def test_only_the_registry_names_input_types() -> None:

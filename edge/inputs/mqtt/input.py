@@ -28,14 +28,14 @@ import ssl
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import paho.mqtt.client as mqtt
 
 from edge.inputs.base import Emit, Input, ProbeResult
 from edge.inputs.common import DeliveryHandle, DeviceSanity
-from edge.inputs.mqtt.config import MqttInputConfig, MqttSubscription
+from edge.inputs.mqtt.config import MqttInputConfig, MqttSubscription, MqttTls
 from edge.metrics import EdgeMetrics
 from shared.catalog import SENSOR_INDEX
 from shared.logs import log_event
@@ -163,9 +163,19 @@ def map_message(
     return Reading(machine, edge_id, 0, ts, core, custom, quality)
 
 
-def make_client(config: MqttInputConfig, *, client_id: str, clean_session: bool) -> mqtt.Client:
+class BrokerConfig(Protocol):
+    """What ``make_client`` reads of a config (the MQTT and the Sparkplug inputs')."""
+
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def tls(self) -> MqttTls | None: ...
+    def password(self) -> str | None: ...
+
+
+def make_client(config: BrokerConfig, *, client_id: str, clean_session: bool) -> mqtt.Client:
     """A client for the configured broker with its credentials and TLS: the one set-up the
-    input and its probe share."""
+    input, its probe and the Sparkplug input share."""
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session
     )
@@ -359,81 +369,97 @@ class MqttInput(Input[MqttInputConfig]):
         return await asyncio.to_thread(self._probe_blocking)
 
     def _probe_blocking(self) -> list[ProbeResult]:
-        """Connect (with the configured credentials and TLS) and subscribe to every topic
-        once. A client id of its own and a clean session: probing must not take over or
-        change the daemon's persistent session."""
         config = self.config
-        target = f"{config.host}:{config.port}" + (" (TLS)" if config.tls is not None else "")
-        topics = [s.topic for s in config.subscriptions]
-        wanted: list[tuple[str, int]] = [(topic, config.qos) for topic in topics]
-        try:
-            client = make_client(config, client_id=f"{config.client_id}-probe", clean_session=True)
-        except (OSError, ValueError) as exc:  # unreadable CA/key file, unset password variable
-            return [ProbeResult(self.name, target, False, _describe(exc))]
-        outcome: dict[str, Any] = {}
-        connected = threading.Event()
-        subscribed = threading.Event()
+        return probe_broker(config, self.name, [s.topic for s in config.subscriptions])
 
-        def on_connect(
-            c: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any = None
-        ) -> None:
-            outcome["connect"] = reason
+
+class ProbedBroker(BrokerConfig, Protocol):
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def client_id(self) -> str: ...
+    @property
+    def qos(self) -> int: ...
+    @property
+    def keepalive_s(self) -> int: ...
+
+
+def probe_broker(config: ProbedBroker, name: str, topics: list[str]) -> list[ProbeResult]:
+    """Connect (with the configured credentials and TLS) and subscribe to every topic
+    once. A client id of its own and a clean session: probing must not take over or
+    change the daemon's persistent session."""
+    target = f"{config.host}:{config.port}" + (" (TLS)" if config.tls is not None else "")
+    wanted: list[tuple[str, int]] = [(topic, config.qos) for topic in topics]
+    try:
+        client = make_client(config, client_id=f"{config.client_id}-probe", clean_session=True)
+    except (OSError, ValueError) as exc:  # unreadable CA/key file, unset password variable
+        return [ProbeResult(name, target, False, _describe(exc))]
+    outcome: dict[str, Any] = {}
+    connected = threading.Event()
+    subscribed = threading.Event()
+
+    def on_connect(
+        c: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any = None
+    ) -> None:
+        outcome["connect"] = reason
+        connected.set()
+        if not reason.is_failure:
+            c.subscribe(wanted)
+
+    def on_subscribe(
+        c: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any = None
+    ) -> None:
+        outcome["subscribe"] = list(reasons)
+        subscribed.set()
+
+    def on_disconnect(
+        c: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any = None
+    ) -> None:
+        if "connect" not in outcome:  # closed before CONNACK (e.g. plain text to TLS)
+            outcome.setdefault("closed", str(reason))
             connected.set()
-            if not reason.is_failure:
-                c.subscribe(wanted)
 
-        def on_subscribe(
-            c: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any = None
-        ) -> None:
-            outcome["subscribe"] = list(reasons)
-            subscribed.set()
-
-        def on_disconnect(
-            c: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any = None
-        ) -> None:
-            if "connect" not in outcome:  # closed before CONNACK (e.g. plain text to TLS)
-                outcome.setdefault("closed", str(reason))
-                connected.set()
-
-        client.on_connect = on_connect
-        client.on_subscribe = on_subscribe
-        client.on_disconnect = on_disconnect
-        try:
-            # The TLS handshake (and its certificate check) happens here.
-            client.connect(config.host, config.port, keepalive=config.keepalive_s)
-        except OSError as exc:
-            return [ProbeResult(self.name, target, False, _describe(exc))]
-        client.loop_start()
-        try:
-            if not connected.wait(PROBE_TIMEOUT_S):
-                detail = f"no answer to CONNECT in {PROBE_TIMEOUT_S:.0f} s"
-                return [ProbeResult(self.name, target, False, detail)]
-            if "connect" not in outcome:
-                detail = (
-                    f"the broker closed the connection before answering ({outcome['closed']}); "
-                    "does it expect TLS (tls:) or another port?"
-                )
-                return [ProbeResult(self.name, target, False, detail)]
-            if outcome["connect"].is_failure:
-                detail = f"connection refused: {outcome['connect']}"
-                return [ProbeResult(self.name, target, False, detail)]
-            if not subscribed.wait(PROBE_TIMEOUT_S):
-                detail = f"connected; no answer to SUBSCRIBE in {PROBE_TIMEOUT_S:.0f} s"
-                return [ProbeResult(self.name, target, False, detail)]
-            refused = [
-                topic
-                for topic, code in zip(topics, outcome["subscribe"], strict=False)
-                if getattr(code, "is_failure", False)
-            ]
-            if refused:
-                detail = f"connected; subscription refused: {', '.join(refused)}"
-                return [ProbeResult(self.name, target, False, detail)]
-            detail = f"connected; {len(topics)} subscription(s) granted"
-            return [ProbeResult(self.name, target, True, detail)]
-        finally:
-            with contextlib.suppress(Exception):
-                client.disconnect()
-            client.loop_stop()
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_disconnect = on_disconnect
+    try:
+        # The TLS handshake (and its certificate check) happens here.
+        client.connect(config.host, config.port, keepalive=config.keepalive_s)
+    except OSError as exc:
+        return [ProbeResult(name, target, False, _describe(exc))]
+    client.loop_start()
+    try:
+        if not connected.wait(PROBE_TIMEOUT_S):
+            detail = f"no answer to CONNECT in {PROBE_TIMEOUT_S:.0f} s"
+            return [ProbeResult(name, target, False, detail)]
+        if "connect" not in outcome:
+            detail = (
+                f"the broker closed the connection before answering ({outcome['closed']}); "
+                "does it expect TLS (tls:) or another port?"
+            )
+            return [ProbeResult(name, target, False, detail)]
+        if outcome["connect"].is_failure:
+            detail = f"connection refused: {outcome['connect']}"
+            return [ProbeResult(name, target, False, detail)]
+        if not subscribed.wait(PROBE_TIMEOUT_S):
+            detail = f"connected; no answer to SUBSCRIBE in {PROBE_TIMEOUT_S:.0f} s"
+            return [ProbeResult(name, target, False, detail)]
+        refused = [
+            topic
+            for topic, code in zip(topics, outcome["subscribe"], strict=False)
+            if getattr(code, "is_failure", False)
+        ]
+        if refused:
+            detail = f"connected; subscription refused: {', '.join(refused)}"
+            return [ProbeResult(name, target, False, detail)]
+        detail = f"connected; {len(topics)} subscription(s) granted"
+        return [ProbeResult(name, target, True, detail)]
+    finally:
+        with contextlib.suppress(Exception):
+            client.disconnect()
+        client.loop_stop()
 
 
 def _describe(exc: BaseException) -> str:
