@@ -42,6 +42,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args.config, log_deprecations=False)  # shown here instead
     for note in config.deprecations:
         print(f"{args.config}: note: {note}", file=sys.stderr)
+    for warning in config.input_warnings():
+        print(f"{args.config}: warning: {warning}", file=sys.stderr)
     # Run on the host that runs the daemon: a secret it cannot read is a config error now,
     # not a failed connection later.
     unreadable = config.secret_problems()
@@ -130,6 +132,22 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_map(args: argparse.Namespace) -> int:
+    from edge.inputs.modbus.import_map import MapImportError, from_args
+
+    try:
+        text = from_args(args)
+    except MapImportError as exc:
+        print(f"import-map: {args.csv}: {exc}", file=sys.stderr)
+        return 2
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}; check it: rig-edge check-config -c {args.output} --probe")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rig-edge",
@@ -176,6 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("kind", choices=list(registry.input_types()), help="input type")
     scan.add_argument("options", nargs=argparse.REMAINDER, help="the input type's options")
     scan.set_defaults(func=cmd_scan)
+
+    from edge.inputs.modbus import import_map
+
+    imports = sub.add_parser(
+        "import-map",
+        help="a PLC's register map (CSV) as the YAML of a Modbus input",
+        description="Write the inputs: modbus: YAML for a register map exported as CSV "
+        "(columns tag, address, data_type, scale, unit, ...: edge/inputs/modbus/README.md).",
+    )
+    import_map.add_arguments(imports)
+    imports.set_defaults(func=cmd_import_map)
 
     status = sub.add_parser("status", help="buffer figures and the running daemon's health")
     add_config(status)
