@@ -24,6 +24,11 @@ from shared.message import MAX_READING_BYTES
 log = logging.getLogger(__name__)
 
 BACKLOG_HEADER = "edge_backlog"
+# Rounds in a row that delivered nothing before the producer is replaced. A producer can be
+# left wedged by a broker restart (its idempotence state waiting on a session the broker no
+# longer has) without librdkafka calling it fatal; a new one costs a reconnect, and what it
+# sends again is dropped by the cloud's (edge_id, seq) key.
+RENEW_AFTER_FAILED_ROUNDS = 3
 
 # Refusals of one message that no retry can change. INVALID_RECORD: the broker's record
 # validation; INVALID_TIMESTAMP: outside the topic's accepted timestamp range.
@@ -55,6 +60,8 @@ class KafkaOutput:
         self._producer = Producer(config.producer_settings(), logger=log)
         # One send resolves every message it produced before it returns (see send).
         self.max_send_s = config.message_timeout_ms / 1000.0 + 10.0
+        self.failed_rounds = 0  # in a row, with nothing delivered
+        self.renewals = 0
 
     def send(self, batch: Sequence[BufferedReading], backlog: int = 0) -> SendResult:
         result = SendResult()
@@ -93,8 +100,17 @@ class KafkaOutput:
         deadline = time.monotonic() + self.config.message_timeout_ms / 1000.0 + 5.0
         while len(self._producer) > 0 and time.monotonic() < deadline:
             self._producer.flush(0.5)
+        if result.confirmed or result.rejected:
+            self.failed_rounds = 0
+        elif batch:
+            self.failed_rounds += 1
         if fatal:
-            self._renew(fatal[0])
+            self._renew(f"fatal error: {fatal[0].str()}")
+        elif self.failed_rounds >= RENEW_AFTER_FAILED_ROUNDS:
+            self._renew(
+                f"{self.failed_rounds} rounds in a row delivered nothing "
+                f"(last: {errors[0] if errors else 'not confirmed in time'})"
+            )
         if errors:
             result.error = f"{len(errors)} not delivered: {errors[0]}"
         elif len(result.confirmed) + len(result.rejected) < len(batch):
@@ -127,15 +143,16 @@ class KafkaOutput:
                 # Local queue full: let librdkafka deliver some first.
                 self._producer.poll(0.05)
 
-    def _renew(self, err: KafkaError) -> None:
-        """An idempotent producer that hit a fatal error refuses everything from then on; a
-        new one starts a new producer session (the cloud's key drops any repeat)."""
-        log_event(
-            log, logging.ERROR, "kafka producer fatal error; starting a new one", error=err.str()
-        )
+    def _renew(self, why: str) -> None:
+        """An idempotent producer that hit a fatal error refuses everything from then on,
+        and one that keeps failing may be wedged: a new one starts a new producer session
+        (the cloud's key drops any repeat)."""
+        log_event(log, logging.ERROR, "kafka producer replaced by a new one", reason=why)
         with contextlib.suppress(KafkaException):
             self._producer.purge()
         self._producer = Producer(self.config.producer_settings(), logger=log)
+        self.failed_rounds = 0
+        self.renewals += 1
 
     def close(self) -> None:
         self._producer.flush(5.0)
