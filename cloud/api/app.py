@@ -12,6 +12,7 @@ from cloud.api.deps import AppServices
 from cloud.api.errors import install_error_handlers
 from cloud.api.routers import (
     anomalies,
+    assistant,
     auth,
     health,
     ingest,
@@ -26,6 +27,8 @@ from cloud.api.schemas import ErrorOut
 from cloud.dashboard import router as dashboard_router
 from cloud.ingest_producer import IngestProducer
 from cloud.live import LiveHub
+from cloud.metrics import mark_build
+from cloud.metrics.api import MetricsMiddleware, metrics_endpoint
 from cloud.settings import CloudSettings
 
 # Every router of the API; cloud/api/test_access.py walks these to check each endpoint's guard.
@@ -41,6 +44,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     stream.router,
     models.router,
     models.legacy_router,
+    assistant.router,
 )
 
 # Every API operation can answer with the one error shape (cloud/api/errors.py); a route
@@ -92,6 +96,11 @@ def create_app(settings: CloudSettings) -> FastAPI:
         description="Ingest, statistics and operations API of the Rig Alpha cloud aggregator.",
     )
     install_error_handlers(app)
+    # Every request counted, timed by route template and access-logged; GET /metrics for
+    # Prometheus (cloud/metrics/api.py).
+    app.add_middleware(MetricsMiddleware)
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    mark_build("api")
     for router in API_ROUTERS:
         app.include_router(router, responses=ERROR_RESPONSES)
     # The operator dashboard's pages (login redirects, role checks of their own) and assets.
