@@ -18,10 +18,12 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from edge.buffer import BufferedReading
 from edge.outputs.base import SendResult
 from edge.outputs.kafka.config import KafkaOutputConfig
+from shared.kafka_log import kafka_client_logger
 from shared.logs import log_event
 from shared.message import MAX_READING_BYTES
 
 log = logging.getLogger(__name__)
+_KAFKA_LOG = kafka_client_logger(__name__)
 
 BACKLOG_HEADER = "edge_backlog"
 # Rounds in a row that delivered nothing before the producer is replaced. A producer can be
@@ -57,7 +59,7 @@ class KafkaOutput:
 
     def __init__(self, config: KafkaOutputConfig) -> None:
         self.config = config
-        self._producer = Producer(config.producer_settings(), logger=log)
+        self._producer = Producer(config.producer_settings(), logger=_KAFKA_LOG)
         # One send resolves every message it produced before it returns (see send).
         self.max_send_s = config.message_timeout_ms / 1000.0 + 10.0
         self.failed_rounds = 0  # in a row, with nothing delivered
@@ -150,7 +152,7 @@ class KafkaOutput:
         log_event(log, logging.ERROR, "kafka producer replaced by a new one", reason=why)
         with contextlib.suppress(KafkaException):
             self._producer.purge()
-        self._producer = Producer(self.config.producer_settings(), logger=log)
+        self._producer = Producer(self.config.producer_settings(), logger=_KAFKA_LOG)
         self.failed_rounds = 0
         self.renewals += 1
 
