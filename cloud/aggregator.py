@@ -44,6 +44,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import Counter, Gauge
 
 from cloud.db.partitions import MaintenanceThread
+from cloud.metrics.aggregator import BATCH_MESSAGES, BATCH_SECONDS
 from cloud.storage import (
     Conflict,
     DeadLetter,
@@ -253,7 +254,9 @@ class Aggregator:
                     stop.wait(1.0)
                     continue
                 try:
-                    self._process(messages)
+                    with BATCH_SECONDS.time():
+                        self._process(messages)
+                    BATCH_MESSAGES.observe(len(messages))
                     failures = 0
                 except Exception as exc:  # retried below; the loop never ends on an error
                     failures += 1

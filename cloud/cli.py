@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from cloud.cli_accounts import add_account_commands
 from cloud.cli_models import add_model_commands
+from cloud.metrics import AGGREGATOR_METRICS_PORT
 from cloud.settings import CloudSettings, DatabaseSettings, SettingsError
 from shared.logs import add_log_format_argument, configure_logging, log_event
 from shared.version import version_line
@@ -200,10 +201,11 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-        if args.metrics_port:
-            from prometheus_client import start_http_server
+        from cloud.metrics import serve_metrics
+        from cloud.metrics.aggregator import register_aggregator
 
-            start_http_server(args.metrics_port, addr=args.metrics_host)
+        register_aggregator(aggregator)
+        serve_metrics("aggregator", args.metrics_host, args.metrics_port)
         log_event(
             log,
             logging.INFO,
@@ -290,10 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     aggregate.add_argument(
         "--metrics-port",
         type=int,
-        default=0,
-        help="serve Prometheus metrics (consumer lag per partition) on this port (0: off)",
+        default=AGGREGATOR_METRICS_PORT,
+        help="Prometheus /metrics: consumer lag, batch timings, stored and dead-lettered "
+        f"messages (default {AGGREGATOR_METRICS_PORT}; 0: off)",
     )
-    aggregate.add_argument("--metrics-host", default="127.0.0.1")
+    aggregate.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address for /metrics (0.0.0.0 in a container)"
+    )
     aggregate.set_defaults(func=cmd_aggregate)
 
     migrate = sub.add_parser("migrate", help="apply pending schema migrations and exit")

@@ -24,6 +24,8 @@ import psycopg
 
 from cloud.fielderror import FieldError
 from cloud.lifecycle import registry
+from cloud.metrics import TRAINER_METRICS_PORT
+from cloud.metrics import trainer as trainer_metrics
 from cloud.settings import CloudSettings, SettingsError
 from shared.logs import log_event
 
@@ -148,6 +150,7 @@ def run_trainer(
     while not stop.is_set():
         if interval_h > 0 and time.monotonic() >= next_schedule:
             queued = _schedule(url, interval_h)
+            trainer_metrics.SCHEDULED.inc(queued)
             if queued:
                 log_event(log, logging.INFO, "scheduled retraining", machines=queued)
             next_schedule = time.monotonic() + min(3600.0, interval_h * 3600 / 4)
@@ -158,6 +161,7 @@ def run_trainer(
             continue
         job_id, machine_id = claimed
         model_id, error = None, None
+        started, result = time.monotonic(), "failed"
         try:
             row = train_machine(
                 url,
@@ -167,13 +171,17 @@ def run_trainer(
                 created_by=f"job:{job_id}",
             )
             model_id = int(row["id"])
+            # Registered either way: in service (active) or kept with the reason it lost.
+            result = "accepted" if row.get("status") == "active" else "refused"
         except (LookupError, ValueError, psycopg.Error, OSError) as exc:
             # The job records why (too little data, database trouble); the trainer goes on.
             error = f"{type(exc).__name__}: {exc}"
             log_event(log, logging.WARNING, "training failed", machine=machine_id, error=error)
         except Exception as exc:  # a model bug must not kill the trainer or strand the job
             error = f"{type(exc).__name__}: {exc}"
+            result = "crashed"
             log.exception("training crashed on machine %s", machine_id)
+        trainer_metrics.record_job(result, time.monotonic() - started)
         with psycopg.connect(url) as conn, conn.transaction():
             registry.finish_job(conn, job_id, model_id, error)
 
@@ -184,6 +192,9 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    from cloud.metrics import serve_metrics
+
+    serve_metrics("trainer", args.metrics_host, args.metrics_port)
     log_event(log, logging.INFO, "trainer started", interval_h=args.interval_hours, days=args.days)
     from cloud.lifecycle.trainer import TrainingSettings
 
@@ -220,4 +231,14 @@ def add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         help="retrain machines whose model is older than this (0: only queued jobs)",
     )
     trainer.add_argument("--days", type=float, default=7.0, help="history to learn from")
+    trainer.add_argument(
+        "--metrics-port",
+        type=int,
+        default=TRAINER_METRICS_PORT,
+        help=f"Prometheus /metrics: jobs, durations, accepted/refused (default "
+        f"{TRAINER_METRICS_PORT}; 0: off)",
+    )
+    trainer.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address for /metrics (0.0.0.0 in a container)"
+    )
     trainer.set_defaults(func=cmd_trainer)
