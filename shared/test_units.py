@@ -175,3 +175,22 @@ def test_sensor_converter() -> None:
     assert "'pressure'" in str(excinfo.value) and "'degC'" in str(excinfo.value)
     with pytest.raises(UnitError):
         sensor_converter("gearbox_oil_temp", "furlongs")
+
+
+def test_node_opcua_standard_units() -> None:
+    # (UNECE code, DisplayName) as node-opcua's standardUnits give them
+    for code, display, unit in [
+        ("RPM", "r/min", "RPM"),
+        ("RPS", "r/s", "Hz"),
+        ("CEL", "°C", "°C"),
+        ("BAR", "bar", "bar"),
+        ("KPA", "kPa", "kPa"),
+        ("MQH", "m³/h", "m³/h"),
+        ("P1", "%", "%"),
+        ("D5", "kg/cm²", "kgf/cm²"),
+    ]:
+        assert unece_unit(unece_unit_id(code)) == unit
+        assert normalise_unit(display) == unit
+    with pytest.raises(UnitError):
+        normalise_unit("mpa")  # milli or mega: written exactly, it is either
+    assert normalise_unit("mPa") == "mPa" and normalise_unit("MPa") == "MPa"

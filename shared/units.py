@@ -51,6 +51,7 @@ _PSI = 6894.757293168  # Pa
 # match is tried afterwards when it is unambiguous), UNECE Rec. 20 codes.
 _TABLE: tuple[tuple[str, str, float, float, tuple[str, ...], tuple[str, ...]], ...] = (
     # pressure (base Pa)
+    ("mPa", "pressure", 1e-3, 0.0, ("millipascal",), ("74",)),
     ("Pa", "pressure", 1.0, 0.0, ("pascal",), ("PAL",)),
     ("kPa", "pressure", 1e3, 0.0, ("kilopascal",), ("KPA",)),
     ("MPa", "pressure", 1e6, 0.0, ("megapascal",), ("MPA",)),
@@ -65,6 +66,7 @@ _TABLE: tuple[tuple[str, str, float, float, tuple[str, ...], tuple[str, ...]], .
         ("psia", "psig", "lbf/in²", "lbf/in2", "lb/in2", "pound-force per square inch"),
         ("PS",),
     ),
+    ("kgf/cm²", "pressure", 98066.5, 0.0, ("kgf/cm2", "kg/cm²", "kg/cm2", "at"), ("D5",)),
     ("atm", "pressure", 101325.0, 0.0, ("atmosphere",), ("ATM",)),
     ("mmHg", "pressure", 133.322387415, 0.0, ("torr",), ("HP",)),
     ("inH2O", "pressure", 249.08891, 0.0, ("inwc", "in H2O", '"H2O'), ("F78",)),
@@ -96,10 +98,10 @@ _TABLE: tuple[tuple[str, str, float, float, tuple[str, ...], tuple[str, ...]], .
         "frequency",
         1.0 / 60.0,
         0.0,
-        ("rpm", "r/min", "rev/min", "1/min", "revolution per minute"),
-        ("M46",),
+        ("rpm", "r/min", "rev/min", "1/min", "revolution per minute", "revolutions per minute"),
+        ("M46", "RPM"),
     ),
-    ("Hz", "frequency", 1.0, 0.0, ("hertz", "1/s", "rev/s", "rps"), ("HTZ",)),
+    ("Hz", "frequency", 1.0, 0.0, ("hertz", "1/s", "rev/s", "r/s", "rps"), ("HTZ", "RPS")),
     ("kHz", "frequency", 1e3, 0.0, ("kilohertz",), ("KHZ",)),
     # electrical
     ("A", "current", 1.0, 0.0, ("amp", "amps", "ampere", "amperes"), ("AMP",)),
