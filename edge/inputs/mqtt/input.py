@@ -36,6 +36,7 @@ import paho.mqtt.client as mqtt
 from edge.inputs.base import Emit, Input, ProbeResult
 from edge.inputs.common import DeliveryHandle, DeviceSanity
 from edge.inputs.mqtt.config import MqttInputConfig, MqttSubscription, MqttTls
+from edge.inputs.mqtt.mapping import SelectError, Selector, compile_path, number_from
 from edge.metrics import EdgeMetrics
 from shared.catalog import SENSOR_INDEX
 from shared.logs import log_event
@@ -69,12 +70,17 @@ def message_key(topic: str, payload: bytes | bytearray) -> bytes:
     return digest.digest()
 
 
+@functools.lru_cache(maxsize=1024)
+def _selector(path: str) -> Selector:
+    # The config validated every path with the same function: this does not raise.
+    return compile_path(path)
+
+
 def _path(doc: Any, path: str) -> Any:
-    for key in path.split("."):
-        if not isinstance(doc, dict) or key not in doc:
-            raise PayloadError(f"payload has no {path!r}")
-        doc = doc[key]
-    return doc
+    try:
+        return _selector(path).select(doc)
+    except SelectError as exc:
+        raise PayloadError(str(exc)) from None
 
 
 def _check_type(name: str, value: Any) -> None:
@@ -103,6 +109,70 @@ def _timestamp(value: Any, fmt: str, sanity: DeviceSanity, machine: str) -> date
     return sanity.timestamp(ts, machine)
 
 
+def _parse(sub: MqttSubscription, payload: bytes | bytearray) -> Any:
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        if sub.numeric_strings:
+            # A bare text payload ("072.5", "+1e3") that JSON does not take as a number.
+            text = bytes(payload).decode("utf-8", "replace")
+            number = number_from(text, numeric_strings=True)
+            if isinstance(number, float):
+                return number
+        raise PayloadError(f"not JSON: {exc}") from None
+
+
+def _skipped_keys(sub: MqttSubscription) -> set[str]:
+    """Keys of a values object that are not sensors: ``ignore`` and the timestamp's and
+    machine's own keys when they sit in the same object (a flat payload)."""
+    skipped = set(sub.ignore)
+    values = _selector(sub.values_path or "$")
+    for path in (sub.timestamp_path, sub.machine_path):
+        if path is None:
+            continue
+        steps = _selector(path).steps
+        same_object = len(steps) == len(values.steps) + 1 and steps[:-1] == values.steps
+        if same_object and steps[-1].kind == "key":
+            skipped.add(steps[-1].key)
+    return skipped
+
+
+def _raw_values(sub: MqttSubscription, doc: Any, levels: list[str]) -> dict[str, Any]:
+    """Name -> raw value of one message, by the subscription's mode."""
+    if sub.values_path is not None:
+        values = _path(doc, sub.values_path)
+        if isinstance(values, list):
+            if sub.name_key is None or sub.value_key is None:
+                raise PayloadError(
+                    f"{sub.values_path!r} is an array: set name_key and value_key to map it"
+                )
+            pairs: dict[str, Any] = {}
+            for index, element in enumerate(values):
+                if not isinstance(element, dict) or sub.name_key not in element:
+                    raise PayloadError(f"{sub.values_path!r}[{index}] has no {sub.name_key!r}")
+                if sub.value_key in element:  # a missing value: absent, as in fields
+                    pairs[str(element[sub.name_key])] = element[sub.value_key]
+            values = pairs
+        if not isinstance(values, dict):
+            raise PayloadError(f"{sub.values_path!r} is not an object")
+        skipped = _skipped_keys(sub)
+        renamed: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in skipped:
+                renamed[sub.rename.get(str(key), str(key))] = value
+        return renamed
+    if sub.fields:
+        raw: dict[str, Any] = {}
+        for sensor, target in sub.fields.items():
+            path = target if isinstance(target, str) else target.path
+            try:
+                raw[sensor] = _selector(path).select(doc)
+            except SelectError:
+                continue  # reported by exception: absent from this reading
+        return raw
+    return {levels[sub.sensor_from_topic or 0]: _path(doc, sub.value_path or "$")}
+
+
 def map_message(
     sub: MqttSubscription,
     topic: str,
@@ -112,10 +182,7 @@ def map_message(
 ) -> Reading:
     """One message -> one reading, or PayloadError saying what is wrong."""
     sanity = sanity or _default_sanity()
-    try:
-        doc = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise PayloadError(f"not JSON: {exc}") from None
+    doc = _parse(sub, payload)
     levels = topic.split("/")
     if sub.machine is not None:
         machine = sub.machine
@@ -126,22 +193,16 @@ def map_message(
     if not isinstance(machine, str) or not MACHINE_ID_RE.fullmatch(machine):
         raise PayloadError(f"machine id {machine!r} is not valid")
 
-    raw: dict[str, Any] = {}
-    if sub.values_path:
-        values = _path(doc, sub.values_path)
-        if not isinstance(values, dict):
-            raise PayloadError(f"{sub.values_path!r} is not an object")
-        raw = values
-    elif sub.fields:
-        raw = {sensor: _path(doc, path) for sensor, path in sub.fields.items()}
-    else:
-        raw = {levels[sub.sensor_from_topic or 0]: _path(doc, sub.value_path or "")}
-
+    raw = _raw_values(sub, doc, levels)
+    transforms = sub.transforms()
     core: dict[str, float | None] = {}
     custom: dict[str, float] = {}
     quality: dict[str, str] = {}
-    for name, value in raw.items():
+    for name, found in raw.items():
+        value = number_from(found, numeric_strings=sub.numeric_strings)
         _check_type(name, value)
+        if value is not None and name in transforms:
+            value = transforms[name](float(value))
         if name in SENSOR_INDEX:
             number = sanity.value(value, machine, name)
             core[name] = number
@@ -152,7 +213,12 @@ def map_message(
             if number is not None:
                 custom[name] = number
         else:
-            raise PayloadError(f"sensor name {name!r} is not snake_case")
+            raise PayloadError(
+                f"sensor name {name!r} is not snake_case (map it with rename: or skip it with "
+                "ignore:)"
+                if sub.values_path is not None
+                else f"sensor name {name!r} is not snake_case"
+            )
     if not core and not custom:
         raise PayloadError("no sensor values in the payload")
     ts = (
