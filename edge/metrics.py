@@ -1,15 +1,65 @@
 """Prometheus metrics of the edge daemon, on a registry of its own so tests can run several
-daemons' worth of metrics in one process."""
+daemons' worth of metrics in one process.
+
+Besides the pipeline's own metrics the registry carries the process (``process_*``: RSS,
+CPU, open files), Python (``python_*``) and ``rig_edge_build_info{version,python}``
+collectors, so a rig's memory and CPU are on the same scrape. Totals the buffer keeps across
+restarts (readings dropped by the disk cap, rejected readings evicted) are counters whose
+value is set from the buffer's figure: Prometheus' rate() handles them like any counter.
+"""
 
 from __future__ import annotations
 
+import platform
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from shared.version import version
+
+
+class PersistedTotal(Collector):
+    """A counter whose running total lives elsewhere (the buffer file) and is copied in with
+    ``set``; exposed as TYPE counter, ``<name>_total``."""
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
+        self.name = name.removesuffix("_total")
+        self.documentation = documentation
+        self._value = 0.0
+        registry.register(self)
+
+    def set(self, value: float) -> None:
+        self._value = float(value)
+
+    def get(self) -> float:
+        return self._value
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.documentation)
+        family.add_metric([], self._value)
+        yield family
 
 
 class EdgeMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        if registry is None:  # a registry given by the caller may carry these already
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
+        self.build_info = Gauge(
+            "rig_edge_build_info",
+            "Always 1; the labels say which version and Python run",
+            ["version", "python"],
+            registry=r,
+        )
+        self.build_info.labels(version(), platform.python_version()).set(1)
         self.readings_in = Counter(
             "rig_edge_readings_in", "Readings acquired, per source", ["source"], registry=r
         )
@@ -36,10 +86,10 @@ class EdgeMetrics:
         self.buffer_bytes = Gauge(
             "rig_edge_buffer_bytes", "Payload bytes in the buffer", registry=r
         )
-        self.buffer_dropped = Gauge(
+        self.buffer_dropped = PersistedTotal(
             "rig_edge_buffer_dropped_total",
             "Readings dropped (oldest first) by the disk cap",
-            registry=r,
+            r,
         )
         self.source_up = Gauge(
             "rig_edge_source_up",
@@ -182,10 +232,10 @@ class EdgeMetrics:
             "Readings kept in the rejected table (refused for good, kept for inspection)",
             registry=r,
         )
-        self.buffer_rejected_dropped = Gauge(
+        self.buffer_rejected_dropped = PersistedTotal(
             "rig_edge_buffer_rejected_dropped_total",
             "Rejected readings deleted by the rejected table's cap",
-            registry=r,
+            r,
         )
         self.buffer_disk_bytes = Gauge(
             "rig_edge_buffer_disk_bytes",
