@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shared.configfile import ConfigError
+from shared.logs import add_log_format_argument
+from shared.version import version_line
 
 if TYPE_CHECKING:
     # For the annotation only: the commands import the configuration when they run.
@@ -31,9 +33,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     # Logging first (at the override or INFO), so what loading says (a deprecated key) is a
     # JSON line like the rest; then at the config's level.
-    configure_logging("rig-edge", args.log_level or "INFO")
+    configure_logging("rig-edge", args.log_level or "INFO", log_format=args.log_format)
     config = _load(args.config)
-    configure_logging("rig-edge", args.log_level or config.log_level)
+    configure_logging("rig-edge", args.log_level or config.log_level, log_format=args.log_format)
     run_daemon(config, args.config)
     return 0
 
@@ -154,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rig Alpha edge gateway: polls rig sensors, buffers every reading durably "
         "in SQLite, scores it, and forwards it to Kafka or the cloud ingest API.",
     )
+    parser.add_argument("--version", action="version", version=version_line("rig-edge"))
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add_config(p: argparse.ArgumentParser) -> None:
@@ -172,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="override the config's log_level",
     )
+    add_log_format_argument(run)
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check-config", help="validate the config file and exit")
