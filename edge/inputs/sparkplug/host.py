@@ -123,6 +123,8 @@ class SparkplugHost:
             return out
         else:
             self._check_seq(kind, state, payload, out)
+            if not state.born:
+                out.rebirth = f"{kind} from a node whose NBIRTH was not seen"
         if kind == "DBIRTH":
             assert device is not None
             state.devices[device] = _aliases(payload)
@@ -133,8 +135,6 @@ class SparkplugHost:
             state.devices_online.discard(device)
             self._mark_bad(node, device, payload, out)
             return out
-        elif kind in ("NDATA", "DDATA") and not state.born:
-            out.rebirth = out.rebirth or f"{kind} from a node whose NBIRTH was not seen"
         if device is not None and kind == "DDATA" and device not in state.devices:
             out.rebirth = out.rebirth or f"DDATA from device {device!r} without its DBIRTH"
         self._values(node, device, state, payload, out)
