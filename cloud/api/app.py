@@ -12,6 +12,7 @@ from cloud.api.deps import AppServices
 from cloud.api.errors import install_error_handlers
 from cloud.api.routers import (
     anomalies,
+    assistant,
     auth,
     health,
     ingest,
@@ -43,6 +44,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     stream.router,
     models.router,
     models.legacy_router,
+    assistant.router,
 )
 
 # Every API operation can answer with the one error shape (cloud/api/errors.py); a route
