@@ -466,3 +466,198 @@ class IngestNotTakenOut(Out):
     failed: int
     unconfirmed: int
     results: list[IngestResultOut]
+
+
+# --- AI assistant (cloud/assistant/) -------------------------------------------------------
+
+
+class ProvenanceOut(Out):
+    """Where a proposed value came from in the uploaded file."""
+
+    page: int | None
+    line: int | None = Field(description="line on the page; null for a JSON field")
+    text: str | None = Field(description="the file's text the value was read from")
+    rule: str | None = Field(description="how the value was derived when not stated as such")
+    verified: bool | None = Field(description="false: the model's citation is not in the file")
+
+
+class SpecSensorOut(Out):
+    """A proposed custom sensor (docs/manifest.md §2.2's fields and more), with the problems
+    that must be fixed before it can be confirmed."""
+
+    sensor_name: str | None
+    min_range: float | None
+    max_range: float | None
+    unit: str | None
+    low_threshold: float | None
+    high_threshold: float | None
+    category: str | None
+    description: str | None
+    accuracy: str | None
+    output_signal: str | None
+    provenance: dict[str, ProvenanceOut] = Field(description="by field name")
+    problems: list[Problem]
+
+
+class SpecProposalOut(Out):
+    proposal_id: int
+    status: Literal["pending", "confirmed", "discarded"]
+    created_at: Timestamp
+    created_by: str | None
+    decided_by: str | None
+    decided_at: Timestamp | None
+    filename: str
+    kind: Literal["pdf", "csv", "txt", "json"]
+    pages_read: int
+    pages_total: int
+    path: Literal["offline", "model"] = Field(description="what produced the proposal")
+    model: str | None = Field(description="the model that answered (path 'model')")
+    note: str | None = Field(description="why the model's answer was not used, if it was not")
+    sensors: list[SpecSensorOut]
+    warnings: list[str]
+    problems: list[Problem] = Field(description="every sensor's problems")
+
+
+class AppliedSensorOut(Out):
+    name: str
+    unit: str | None
+    category: str | None
+    confirmed: bool
+    thresholds: ThresholdOut | None
+    machine_id: str | None = Field(description="null: the thresholds apply fleet-wide")
+
+
+class SpecDecisionOut(Out):
+    proposal_id: int
+    status: Literal["confirmed", "discarded"]
+    applied: list[AppliedSensorOut]
+
+
+class AssistantStatusOut(Out):
+    mode: Literal["model", "offline"] = Field(description="model: a provider is configured")
+    model_parsing: str | None
+    model_reports: str | None
+    max_upload_bytes: int
+
+
+class ReportCauseOut(Out):
+    cause: str
+    failure_mode: str | None = Field(description="id in cloud/assistant/failure_modes.yaml")
+    likelihood: float
+    evidence: list[str]
+
+
+class ReportConfidenceOut(Out):
+    level: Literal["low", "medium", "high"]
+    score: float
+    why: str
+
+
+class ReportSensorOut(Out):
+    sensor: str
+    share: float | None
+    unit: str | None
+    category: str | None
+    custom: bool
+    value: float | None = Field(description="in the anomalous reading")
+    direction: Literal["high", "low"] | None
+    baseline_mean: float | None
+    baseline_std: float | None
+    z: float | None
+    trend_per_min: float | None
+    window_min: float | None
+    window_max: float | None
+    samples: int
+    threshold_state: Literal["nominal", "warning", "critical"] | None
+    thresholds: ThresholdOut | None
+
+
+class CitedReadingOut(Out):
+    sensor: str
+    timestamp: Timestamp
+    value: float
+    unit: str | None
+    what: str
+
+
+class SimilarAnomalyOut(Out):
+    id: int
+    machine_id: str
+    timestamp: Timestamp
+    method: str
+    score: float | None
+    similarity: float | None
+    sensors: list[str]
+    note: str | None = Field(description="what operators noted when they resolved it")
+
+
+class SimilarAnomaliesOut(Out):
+    machine: list[SimilarAnomalyOut]
+    fleet: list[SimilarAnomalyOut]
+
+
+class ThresholdChangeOut(Out):
+    sensor: str
+    scope: str
+    critical_low: float | None
+    critical_high: float | None
+    changed_at: Timestamp
+    changed_by: str | None
+    after_anomaly: bool
+
+
+class ReportBodyOut(Out):
+    summary: str
+    likely_causes: list[ReportCauseOut] = Field(description="most likely first")
+    recommended_actions: list[str]
+    confidence: ReportConfidenceOut
+    contributing_sensors: list[ReportSensorOut]
+    readings_cited: list[CitedReadingOut]
+    similar_anomalies: SimilarAnomaliesOut
+    threshold_changes: list[ThresholdChangeOut]
+    model_in_service: dict[str, Any] | None
+    remaining_life: dict[str, Any] | None
+    window: dict[str, Any]
+
+
+class ReportAnomalyOut(Out):
+    id: int
+    machine_id: str
+    edge_id: str
+    timestamp: Timestamp
+    method: str
+    score: float | None
+    sensors: list[str]
+    missing_sensors: list[str]
+    probability_ahead: float | None
+
+
+class ReportOut(Out):
+    anomaly_id: int
+    version: int
+    path: Literal["offline", "model"] = Field(description="what wrote the report")
+    model: str | None
+    note: str | None = Field(description="why the model's answer was not used, if it was not")
+    created_by: str | None
+    created_at: Timestamp
+    machine_id: str
+    anomaly: ReportAnomalyOut
+    report: ReportBodyOut
+
+
+class ReportVersionOut(Out):
+    version: int
+    path: Literal["offline", "model"]
+    model: str | None
+    note: str | None
+    created_by: str | None
+    created_at: Timestamp
+
+
+class ReportVersionsOut(Out):
+    anomaly_id: int
+    versions: list[ReportVersionOut] = Field(description="newest first")
+
+
+class SpecProposalsOut(Out):
+    proposals: list[SpecProposalOut] = Field(description="newest first")
