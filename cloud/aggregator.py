@@ -1,10 +1,11 @@
 """The aggregator: a Kafka consumer in group ``sensor-consumer-group`` writing to PostgreSQL.
 
 Every message has exactly one fate: stored, or a dead letter (table ``dead_letters`` and the
-dead-letter topic) with its reason. Offsets are committed only after the PostgreSQL
-transaction holding the batch's rows and dead letters has committed. A crash between the two
-redelivers the batch; the key ``(edge_id, seq)`` (table ``reading_keys``) drops the repeats
-and the message's position keeps its dead letter single.
+dead-letter topic) with its reason, its Kafka key and its whole payload, replayable after a
+fix (``cloud/dead_letters.py``, ``rig-cloud dead-letters replay``). Offsets are committed
+only after the PostgreSQL transaction holding the batch's rows and dead letters has committed.
+A crash between the two redelivers the batch; the key ``(edge_id, seq)`` (table
+``reading_keys``) drops the repeats and the message's position keeps its dead letter single.
 
 - A message that does not decode or validate (``shared.message``: schema, sizes, the
   timestamp acceptance window) is a dead letter. So is, as a last line of defence, any other
@@ -44,21 +45,17 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import Counter, Gauge
 
 from cloud.db.partitions import MaintenanceThread
+from cloud.dead_letters import DeadLetter, store_dead_letters
 from cloud.metrics.aggregator import BATCH_MESSAGES, BATCH_SECONDS
-from cloud.storage import (
-    Conflict,
-    DeadLetter,
-    StoreResult,
-    record_edge_backlog,
-    store_dead_letters,
-    store_readings,
-)
+from cloud.storage import Conflict, StoreResult, record_edge_backlog, store_readings
 from shared.configtypes import KAFKA_CONSUMER_GROUP, KAFKA_TOPIC
 from shared.failpoints import failpoint
+from shared.kafka_log import kafka_client_logger
 from shared.logs import log_event
 from shared.message import DEFAULT_WINDOW, MessageError, Reading, TimeWindow, decode_reading
 
 log = logging.getLogger(__name__)
+_KAFKA_LOG = kafka_client_logger(__name__)
 
 CONSUMER_LAG = Gauge(
     "rig_consumer_lag_messages", "Messages not yet stored, per partition", ["topic", "partition"]
@@ -69,6 +66,8 @@ DEAD_LETTERS = Counter("rig_dead_letters_total", "Messages set aside with their 
 # plain number within this bound is a broken or hostile sender and is ignored.
 MAX_BACKLOG = 2**62
 _MAX_BACKLOG_HEADER = 24
+# The dead-letter topic's messages stay under the 1 MB broker default with their headers.
+_MIRROR_MAX_PAYLOAD = 1_000_000 - 16_384
 
 
 def _backlog_header(msg: Message) -> int | None:
@@ -175,7 +174,7 @@ class Aggregator:
             "fetch.min.bytes": 1,
         }
         settings.update(kafka_extra or {})
-        self._consumer = Consumer(settings, logger=log)
+        self._consumer = Consumer(settings, logger=_KAFKA_LOG)
         self.dead_letter_topic = dead_letter_topic
         self._dlq: Producer | None = None
         if dead_letter_topic:
@@ -218,7 +217,7 @@ class Aggregator:
                     error=str(exc),
                 )
                 return None
-        return Producer({**config, "acks": "all", "enable.idempotence": True}, logger=log)
+        return Producer({**config, "acks": "all", "enable.idempotence": True}, logger=_KAFKA_LOG)
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
@@ -336,7 +335,9 @@ class Aggregator:
     def _letter(
         self, msg: Message, reason: str, raw: bytes | None, detail: dict | None = None
     ) -> DeadLetter:
-        return DeadLetter("kafka", reason, raw, msg.topic(), msg.partition(), msg.offset(), detail)
+        return DeadLetter(
+            "kafka", reason, raw, msg.topic(), msg.partition(), msg.offset(), detail, msg.key()
+        )
 
     def _decode(self, msg: Message, now: datetime) -> Reading | DeadLetter:
         raw = msg.value() or b""
@@ -481,6 +482,7 @@ class Aggregator:
                     d.topic,
                     d.partition,
                     d.offset,
+                    key=d.key,
                 )
                 for d in letters
             ]
@@ -498,15 +500,22 @@ class Aggregator:
 
         try:
             for letter in letters:
+                # The original key and the payload: what kcat or a Connect job needs to put
+                # a fixed message back. The table keeps every payload whole; the topic only
+                # up to what a default broker takes (a larger one is cut, payload_bytes
+                # says how large it was).
+                payload = letter.payload or b""
                 self._dlq.produce(
                     self.dead_letter_topic,
-                    value=(letter.payload or b"")[:65536],
+                    value=payload[:_MIRROR_MAX_PAYLOAD],
+                    key=letter.key,
                     on_delivery=on_delivery,
                     headers={
                         "reason": letter.reason.encode("utf-8", "backslashreplace")[:4096],
                         "source_topic": (letter.topic or "").encode(),
                         "source_partition": str(letter.partition).encode(),
                         "source_offset": str(letter.offset).encode(),
+                        "payload_bytes": str(len(payload)).encode(),
                     },
                 )
             remaining = self._dlq.flush(10)

@@ -9,6 +9,8 @@ API process (one at a time). RIG_ACCEPT_MAX_AGE_DAYS (400) and RIG_ACCEPT_MAX_AH
 bound reading timestamps at the API and in the aggregator (outside: 422 / dead letter).
 Ingest keys: per edge, issued with ``rig-cloud edge-key create EDGE_ID`` (stored hashed);
 RIG_INGEST_API_KEY or RIG_INGEST_API_KEY_FILE optionally adds one bootstrap key for any edge.
+Dead letters (messages the aggregator set aside, with reason, key and whole payload):
+``rig-cloud dead-letters list``; after a fix, ``rig-cloud dead-letters replay``.
 Users: ``rig-cloud user add NAME --role admin|operator|viewer [--machines A,B]``; on first
 start, RIG_BOOTSTRAP_ADMIN_PASSWORD(_FILE) creates ``admin`` if the database has no users.
 Every variable is declared in cloud/settings.py (``CloudSettings``); every secret variable
@@ -18,6 +20,7 @@ also accepts NAME_FILE; a bad value stops the command with exit code 2, naming t
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -34,7 +37,9 @@ from shared.logs import add_log_format_argument, configure_logging, log_event
 from shared.version import version_line
 
 if TYPE_CHECKING:
-    # For annotations only: both pull in psycopg, which the commands import when they run.
+    # For annotations only: they pull in psycopg, which the commands import when they run.
+    import psycopg
+
     from cloud.db.embedded import EmbeddedPostgres
     from cloud.db.partitions import MaintenanceResult
 
@@ -247,6 +252,64 @@ def cmd_embedded_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dead_letter_connection() -> tuple[DatabaseSettings, psycopg.Connection]:
+    import psycopg
+
+    from cloud.db.migrate import apply_migrations
+
+    settings = CloudSettings.from_env().with_database()
+    apply_migrations(settings.database_url)
+    return settings, psycopg.connect(settings.database_url, autocommit=True)
+
+
+def cmd_dead_letters_list(args: argparse.Namespace) -> int:
+    from cloud.dead_letters import list_dead_letters
+
+    _settings, conn = _dead_letter_connection()
+    with conn:
+        letters = list_dead_letters(conn, status=args.status, limit=args.limit, reason=args.reason)
+    if args.json:
+        print(json.dumps(letters, indent=2))
+        return 0
+    if not letters:
+        print(f"no {'' if args.status == 'all' else args.status + ' '}dead letters")
+    for d in letters:
+        where = f"{d['topic']}[{d['partition']}]@{d['offset']}" if d["topic"] else d["source"]
+        whole = "" if d["payload_complete"] else " (cut)"
+        print(
+            f"#{d['id']} {d['received_at']} {d['status']} {where} key={d['key']!r} "
+            f"{d['payload_bytes']} bytes{whole} replays={d['replays']}\n    {d['reason']}"
+        )
+    return 0
+
+
+def cmd_dead_letters_replay(args: argparse.Namespace) -> int:
+    from cloud.dead_letters import replay
+
+    settings, conn = _dead_letter_connection()
+    with conn:
+        report = replay(
+            conn,
+            window=settings.window,
+            ids=args.id or None,
+            reason=args.reason,
+            limit=args.limit,
+            dry_run=args.dry_run,
+        )
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+    else:
+        verb = "would be" if args.dry_run else "now"
+        print(
+            f"examined {report.examined}: {report.stored} {verb} stored, {report.duplicates} "
+            f"already stored, {report.still_invalid} still invalid, "
+            f"{report.incomplete} with an incomplete payload"
+        )
+        for letter_id, reason in sorted(report.reasons.items()):
+            print(f"#{letter_id} {reason}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rig-cloud",
@@ -321,6 +384,33 @@ def build_parser() -> argparse.ArgumentParser:
     embedded = sub.add_parser("embedded-db", help="run an embedded PostgreSQL (demo/tests)")
     add_db(embedded)
     embedded.set_defaults(func=cmd_embedded_db)
+    dead = sub.add_parser(
+        "dead-letters",
+        help="list dead letters, or replay them after a fix (needs DATABASE_URL)",
+        description="Messages the aggregator set aside (table dead_letters) with their reason, "
+        "Kafka key and whole payload. replay validates the open ones again with the rules in "
+        "force (RIG_ACCEPT_MAX_AGE_DAYS, RIG_ACCEPT_MAX_AHEAD_S, the codec), stores the valid "
+        "ones exactly once and keeps the others with their new reason; running it twice "
+        "changes nothing.",
+    )
+    dead_sub = dead.add_subparsers(dest="dead_letters_command", required=True)
+    dead_list = dead_sub.add_parser("list", help="newest first, without payloads")
+    dead_list.add_argument("--status", choices=["open", "replayed", "all"], default="open")
+    dead_list.add_argument("--limit", type=int, default=50)
+    dead_list.add_argument("--reason", help="only letters whose reason contains this text")
+    dead_list.add_argument("--json", action="store_true", help="JSON instead of text")
+    dead_list.set_defaults(func=cmd_dead_letters_list)
+    dead_replay = dead_sub.add_parser("replay", help="validate open letters again, store the valid")
+    dead_replay.add_argument(
+        "--id", type=int, action="append", help="only this letter (repeatable)"
+    )
+    dead_replay.add_argument("--reason", help="only letters whose reason contains this text")
+    dead_replay.add_argument("--limit", type=int, default=None, help="at most this many")
+    dead_replay.add_argument(
+        "--dry-run", action="store_true", help="report what would happen, change nothing"
+    )
+    dead_replay.add_argument("--json", action="store_true", help="JSON report")
+    dead_replay.set_defaults(func=cmd_dead_letters_replay)
     add_account_commands(sub)
     add_model_commands(sub)
     return parser
