@@ -19,19 +19,23 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from asyncua import Client, Node, ua
 
 from edge.inputs.base import Emit, Input, ProbeResult
-from edge.inputs.opcua.config import OpcUaInputConfig, OpcUaMachine
+from edge.inputs.opcua.config import NodeMapping, OpcUaInputConfig, OpcUaMachine
+from edge.inputs.opcua.units import UnitPlan, certificate_problem, eu_unit, plan_unit
 from edge.metrics import EdgeMetrics
 from shared.catalog import SENSOR_INDEX
 from shared.logs import log_event
 from shared.message import CUSTOM_NAME_RE, Reading, TimeWindow
+from shared.units import UnitError, catalog_unit
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,9 @@ class MachineState:
     changed: bool = False
     source_ts: datetime | None = None
     healthy: bool = False
+    # sensor -> raw value to stored value (scale, offset, unit); sensor -> why it is bad
+    convert: dict[str, Callable[[float], float]] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)
 
 
 async def resolve_node_id(client: Client, text: str) -> ua.NodeId:
@@ -63,10 +70,35 @@ async def resolve_node_id(client: Client, text: str) -> ua.NodeId:
     return ua.NodeId.from_string(text)
 
 
-async def browse_sensors(root: Node) -> tuple[dict[str, ua.NodeId], ua.NodeId | None]:
-    """Variables below ``root`` whose browse names are sensor names; plus SampleCounter."""
-    found: dict[str, ua.NodeId] = {}
+def sensor_for_browse_name(name: str) -> str | None:
+    """The sensor a variable's browse name means: a core sensor in any case or spelling
+    (``Temperature``, ``BearingTemp``, ``RPM``, ``bearing_temp``), else a name that already is
+    a snake_case custom sensor name; None for anything else."""
+    if name in SENSOR_INDEX:
+        return name
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name.strip())
+    snake = re.sub(r"[^a-z0-9]+", "_", spaced.lower()).strip("_")
+    if snake in SENSOR_INDEX:
+        return snake
+    if name.lower() in SENSOR_INDEX:
+        return name.lower()
+    return name if CUSTOM_NAME_RE.fullmatch(name) else None
+
+
+@dataclass
+class Browsed:
+    """What browsing a machine's object found: sensors, the sample counter, and the variables
+    it skipped with why (shown by the log and check-config --probe)."""
+
+    sensors: dict[str, ua.NodeId] = field(default_factory=dict)
     counter: ua.NodeId | None = None
+    skipped: list[str] = field(default_factory=list)
+
+
+async def browse_sensors(root: Node) -> Browsed:
+    """Variables below ``root`` whose browse names are sensor names; plus SampleCounter."""
+    found = Browsed()
+    names: dict[str, str] = {}  # sensor -> browse name that took it
     stack = [root]
     while stack:
         node = stack.pop()
@@ -74,13 +106,74 @@ async def browse_sensors(root: Node) -> tuple[dict[str, ua.NodeId], ua.NodeId | 
             name = (await child.read_browse_name()).Name
             node_class = await child.read_node_class()
             if node_class == ua.NodeClass.Variable:
-                if name == "SampleCounter":
-                    counter = child.nodeid
-                elif name in SENSOR_INDEX or CUSTOM_NAME_RE.fullmatch(name):
-                    found[name] = child.nodeid
+                sensor = sensor_for_browse_name(name)
+                if name.replace("_", "").lower() == "samplecounter":
+                    found.counter = child.nodeid
+                elif sensor is None:
+                    found.skipped.append(f"{name} (no sensor of that name)")
+                elif sensor in names:
+                    found.skipped.append(f"{name} (sensor {sensor} is {names[sensor]})")
+                else:
+                    names[sensor] = name
+                    found.sensors[sensor] = child.nodeid
             elif node_class == ua.NodeClass.Object:
                 stack.append(child)
-    return found, counter
+    return found
+
+
+async def read_engineering_unit(node: Node) -> tuple[str | None, str | None]:
+    """(canonical unit, None) from the node's EngineeringUnits property; (None, None) when it
+    has none; (None, why) when it has one that is no unit of the table."""
+    for prop in await node.get_properties():
+        if (await prop.read_browse_name()).Name != "EngineeringUnits":
+            continue
+        value = await prop.read_value()
+        if value is None:
+            return None, None
+        try:
+            return eu_unit(value), None
+        except UnitError as exc:
+            return None, str(exc)
+    return None, None
+
+
+@dataclass
+class Resolved:
+    """One machine's nodes as the daemon subscribes them and the probe reads them."""
+
+    sensors: dict[str, ua.NodeId]
+    counter: ua.NodeId | None
+    units: dict[str, UnitPlan]
+    skipped: list[str]
+
+    @property
+    def problems(self) -> dict[str, str]:
+        return {s: p.problem for s, p in self.units.items() if p.problem is not None}
+
+
+async def resolve_machine(client: Client, machine: OpcUaMachine) -> Resolved:
+    """Browse and/or look up the machine's nodes and plan each one's unit conversion from
+    the mapping and the node's EngineeringUnits."""
+    sensors: dict[str, ua.NodeId] = {}
+    counter: ua.NodeId | None = None
+    skipped: list[str] = []
+    if machine.browse_root:
+        root = client.get_node(await resolve_node_id(client, machine.browse_root))
+        browsed = await browse_sensors(root)
+        sensors, counter, skipped = browsed.sensors, browsed.counter, browsed.skipped
+    mappings = machine.node_mappings()
+    for sensor, mapping in mappings.items():
+        sensors[sensor] = await resolve_node_id(client, mapping.node)
+    if machine.sample_counter:
+        counter = await resolve_node_id(client, machine.sample_counter)
+    units: dict[str, UnitPlan] = {}
+    for sensor, node_id in sensors.items():
+        mapping = mappings.get(sensor) or NodeMapping(node=node_id.to_string())
+        server, server_problem = await read_engineering_unit(client.get_node(node_id))
+        units[sensor] = plan_unit(
+            sensor, mapping.unit, server, server_problem, mapping.scale, mapping.offset
+        )
+    return Resolved(sensors, counter, units, skipped)
 
 
 class _Handler:
@@ -112,7 +205,9 @@ class OpcUaInput(Input[OpcUaInputConfig]):
         self._lost = asyncio.Event()
 
     def health(self) -> dict[str, bool]:
-        return {m.config.machine_id: m.healthy for m in self._machines}
+        """A machine with a unit problem (a node whose unit cannot be the sensor's) reports
+        unhealthy although connected: its values for that sensor are bad until fixed."""
+        return {m.config.machine_id: m.healthy and not m.problems for m in self._machines}
 
     def resume(self, samples: Mapping[str, int]) -> None:
         for machine in self._machines:
@@ -146,8 +241,18 @@ class OpcUaInput(Input[OpcUaInputConfig]):
             return
         sensor = machine.sensors[node_id]
         number: float | None = None
-        if status_ok and isinstance(value, int | float) and not isinstance(value, bool):
-            number = self.sanity.value(value, machine.config.machine_id, sensor)
+        convert = machine.convert.get(sensor)
+        if (
+            status_ok
+            and convert is not None
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+        ):
+            try:
+                converted: float = convert(float(value))
+            except OverflowError:
+                converted = float("inf")  # refused (and counted) by the sanity check
+            number = self.sanity.value(converted, machine.config.machine_id, sensor)
         machine.values[sensor] = (number, "good" if number is not None else "bad")
         machine.changed = True
         if machine.counter_node is None and source_ts is not None:
@@ -200,10 +305,23 @@ class OpcUaInput(Input[OpcUaInputConfig]):
             self.metrics.readings_in.labels(self.config.name).inc()
             self.emit(reading, sample=machine.emitted_counter if machine.counter_node else None)
 
+    def certificate_problem(self) -> str | None:
+        """Why a server would refuse the client certificate (its URI is not the application
+        URI the client presents), or None."""
+        if self.config.security == "none" or self.config.certificate is None:
+            return None
+        return certificate_problem(
+            Path(self.config.certificate), self.config.client_uri(self.edge_id)
+        )
+
     async def _connect(self) -> Client:
         client = Client(self.config.endpoint, timeout=self.config.timeout_s)
-        client.application_uri = f"urn:rig-alpha:edge:{self.edge_id}"
+        # The same URI for the daemon and the probe: the certificate must carry it.
+        client.application_uri = self.config.client_uri(self.edge_id)
         if self.config.security != "none":
+            problem = self.certificate_problem()
+            if problem is not None:
+                raise ConnectionRefusedError(problem)
             await client.set_security_string(
                 f"{_SECURITY[self.config.security]},{self.config.certificate},"
                 f"{self.config.private_key}"
@@ -224,26 +342,23 @@ class OpcUaInput(Input[OpcUaInputConfig]):
         nodes: list[Node] = []
         for machine in self._machines:
             machine.sensors.clear()
-            mapping: dict[str, ua.NodeId] = {}
-            counter: ua.NodeId | None = None
-            if machine.config.browse_root:
-                root = client.get_node(await resolve_node_id(client, machine.config.browse_root))
-                mapping, counter = await browse_sensors(root)
-            for sensor, text in machine.config.nodes.items():
-                mapping[sensor] = await resolve_node_id(client, text)
-            if machine.config.sample_counter:
-                counter = await resolve_node_id(client, machine.config.sample_counter)
-            for sensor, node_id in mapping.items():
+            resolved = await resolve_machine(client, machine.config)
+            machine.convert = {s: p.convert for s, p in resolved.units.items() if not p.problem}
+            machine.problems = resolved.problems
+            self._report_units(machine.config.machine_id, resolved)
+            for sensor, node_id in resolved.sensors.items():
                 key = node_id.to_string()
                 machine.sensors[key] = sensor
                 self._by_node[key] = machine
                 nodes.append(client.get_node(node_id))
-            if counter is not None:
-                machine.counter_node = counter.to_string()
+            if resolved.counter is not None:
+                machine.counter_node = resolved.counter.to_string()
                 self._by_node[machine.counter_node] = machine
                 # Subscribed last: a counter notification follows the sample's values.
             machine.healthy = True
-            self.metrics.source_up.labels(self.config.name, machine.config.machine_id).set(1)
+            self.metrics.source_up.labels(self.config.name, machine.config.machine_id).set(
+                0 if machine.problems else 1
+            )
         counters = [
             client.get_node(ua.NodeId.from_string(m.counter_node))
             for m in self._machines
@@ -255,6 +370,38 @@ class OpcUaInput(Input[OpcUaInputConfig]):
         await subscription.subscribe_data_change(
             nodes + counters, sampling_interval=ua.Duration(self.config.sampling_interval_ms)
         )
+
+    def _report_units(self, machine: str, resolved: Resolved) -> None:
+        """Once per subscription: what browsing skipped, what EngineeringUnits could not be
+        read, and (ERROR) the sensors whose unit is wrong."""
+        if resolved.skipped:
+            log_event(
+                log,
+                logging.INFO,
+                "opcua browse skipped variables that are no sensor",
+                source=self.config.name,
+                machine=machine,
+                skipped=resolved.skipped,
+            )
+        notes = [p.note for p in resolved.units.values() if p.note]
+        if notes:
+            log_event(
+                log,
+                logging.WARNING,
+                "opcua EngineeringUnits not understood",
+                source=self.config.name,
+                machine=machine,
+                notes=notes,
+            )
+        if resolved.problems:
+            log_event(
+                log,
+                logging.ERROR,
+                "opcua unit mismatch: these sensors read bad until the mapping is fixed",
+                source=self.config.name,
+                machine=machine,
+                problems=sorted(resolved.problems.values()),
+            )
 
     def _mark_down(self) -> None:
         for machine in self._machines:
@@ -328,15 +475,11 @@ class OpcUaInput(Input[OpcUaInputConfig]):
         try:
             for machine in self.config.machines:
                 try:
-                    mapping: dict[str, ua.NodeId] = {}
-                    if machine.browse_root:
-                        root = client.get_node(await resolve_node_id(client, machine.browse_root))
-                        mapping, _ = await browse_sensors(root)
-                    for sensor, text in machine.nodes.items():
-                        mapping[sensor] = await resolve_node_id(client, text)
-                    values = [await client.get_node(n).read_value() for n in mapping.values()]
-                    ok = bool(mapping)
-                    detail = f"{len(values)} nodes read" if ok else "no sensor nodes found"
+                    resolved = await resolve_machine(client, machine)
+                    for node_id in resolved.sensors.values():
+                        await client.get_node(node_id).read_value()
+                    ok = bool(resolved.sensors) and not resolved.problems
+                    detail = self._probe_detail(resolved)
                 except Exception as exc:
                     ok, detail = False, _describe(exc)
                 results.append(ProbeResult(self.name, machine.machine_id, ok, detail))
@@ -344,6 +487,30 @@ class OpcUaInput(Input[OpcUaInputConfig]):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.disconnect(), timeout=2)
         return results
+
+    @staticmethod
+    def _probe_detail(resolved: Resolved) -> str:
+        if not resolved.sensors:
+            detail = "no sensor nodes found"
+        else:
+            detail = f"{len(resolved.sensors)} nodes read"
+        converted = sorted(
+            f"{s} from {p.source_unit}"
+            for s, p in resolved.units.items()
+            if p.problem is None
+            and p.source_unit is not None
+            and catalog_unit(s) not in (None, p.source_unit)
+        )
+        if converted:
+            detail += f"; converted: {', '.join(converted)}"
+        if resolved.problems:
+            detail += f"; UNIT MISMATCH: {'; '.join(sorted(resolved.problems.values()))}"
+        notes = [p.note for p in resolved.units.values() if p.note]
+        if notes:
+            detail += f"; {'; '.join(notes)}"
+        if resolved.skipped:
+            detail += f"; skipped: {', '.join(resolved.skipped)}"
+        return detail
 
     @classmethod
     def scan_arguments(cls, parser: argparse.ArgumentParser) -> None:
