@@ -15,7 +15,7 @@ WHEEL_PYTHON ?= 3.11
 PYTEST_ARGS ?=
 
 .PHONY: help venv lock wheelhouse system-deps kafka-jars test test-unit test-integration lint demo kafka \
-        bench-e2e bench-sim bench-edge bench-cloud bench-ml bench-dashboard bench-faults bench-rul dashboard-deps clean
+        bench-e2e bench-sim bench-edge bench-cloud bench-ml bench-dashboard bench-faults bench-rul dashboard-deps peer-deps clean
 
 help:
 	@echo "make demo        simulator + edge + cloud (embedded PostgreSQL) on http://127.0.0.1:8080"
@@ -90,14 +90,23 @@ $(DASH_MODULES): cloud/dashboard/package-lock.json
 
 dashboard-deps: $(DASH_MODULES)
 
+# Peers for the protocol tests (tests/peers/): an OPC-UA server not built on asyncua
+# (node-opcua), from the npm registry through the lock file.
+PEER_OPCUA_MODULES := tests/peers/opcua/node_modules/.package-lock.json
+$(PEER_OPCUA_MODULES): tests/peers/opcua/package-lock.json
+	@command -v npm >/dev/null || { echo "node 20 + npm are required"; exit 1; }
+	npm ci --prefix tests/peers/opcua --no-audit --no-fund --loglevel=error
+
+peer-deps: $(PEER_OPCUA_MODULES)
+
 # Lint first: a lint, format, import-direction or type error fails the test run (CI too).
-test: venv system-deps kafka-jars dashboard-deps lint
+test: venv system-deps kafka-jars dashboard-deps peer-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv
 	$(PY) -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
 
-test-integration: venv system-deps kafka-jars dashboard-deps
+test-integration: venv system-deps kafka-jars dashboard-deps peer-deps
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
 
 lint: venv dashboard-deps
