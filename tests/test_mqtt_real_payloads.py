@@ -44,7 +44,7 @@ SUBSCRIPTIONS = [
         "sensor_from_topic": 2,
         "value_path": "$",
         "numeric_strings": True,
-        "scaling": {"pressure": {"scale": 0.0689476, "unit": "bar"}},
+        "scaling": {"pressure": {"unit": "psi"}},  # stored in the catalog's bar
     },
 ]
 
@@ -140,7 +140,7 @@ def test_mosquitto_pub_payloads_store_what_they_carry(
         [strings] = _of(tmp_path, "C")
         assert strings["values"] == {"temperature": 71.9, "vibration": 0.25}
         scalars = {k: v for d in _of(tmp_path, "D") for k, v in d["values"].items()}
-        assert scalars == {"temperature": 72.5, "pressure": pytest.approx(6.89476)}
+        assert scalars == {"temperature": 72.5, "pressure": pytest.approx(6.894757)}
 
         # What does not map is logged and acknowledged; the input goes on.
         publish("site/E/flat", '{"Temperature": 1}')

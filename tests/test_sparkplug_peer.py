@@ -3,7 +3,7 @@ node (its own process and venv, ``tests.peers.sparkplug``) publishes through a r
 Mosquitto to a real ``rig-edge`` process, whose buffer file the test reads.
 
 - NBIRTH/DBIRTH with aliases, then DDATA with aliases only: the values arrive under the
-  mapped sensors, scaled;
+  mapped sensors, psi converted to the catalog's bar;
 - a seq gap: the edge publishes NCMD Node Control/Rebirth, which the peer receives;
 - DDEATH: the device's sensors get a reading with quality bad;
 - the edge started after the node was born (joined mid-stream): it asks for a rebirth;
@@ -28,7 +28,7 @@ from tests.support.processes import free_port, wait_until
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 GROUP = "Plant1"
-PSI_TO_BAR = 0.0689476
+PSI_TO_BAR = 0.0689475729
 DEVICE_METRICS = [
     {"name": "Sensors/Temperature", "alias": 1, "type": "DOUBLE", "value": 70.0},
     {"name": "Sensors/Pressure", "alias": 2, "type": "FLOAT", "value": 30.0},
@@ -60,11 +60,8 @@ def _config(tmp: Path, broker: tuple[str, int], node: str) -> Path:
                             "machine": "A",
                             "metrics": {
                                 "Sensors/Temperature": "temperature",
-                                "Sensors/Pressure": {
-                                    "sensor": "pressure",
-                                    "scale": PSI_TO_BAR,
-                                    "unit": "bar",
-                                },
+                                # The device reports psi; stored in bar (shared.units).
+                                "Sensors/Pressure": {"sensor": "pressure", "unit": "psi"},
                                 "Sensors/Vibration": "spindle_offset",
                             },
                         }

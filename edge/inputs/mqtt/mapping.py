@@ -20,7 +20,6 @@ expressions other than ``@.key == literal``, functions.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,8 +27,8 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from shared.catalog import SENSORS_BY_NAME
 from shared.configtypes import StrictModel
+from shared.units import sensor_converter
 
 
 class PathError(ValueError):
@@ -180,31 +179,16 @@ def number_from(value: Any, *, numeric_strings: bool) -> Any:
 
 def unit_converter(sensor: str, unit: str | None) -> Callable[[float], float] | None:
     """How a value in ``unit`` becomes a value in the catalog unit of ``sensor`` (None: no
-    conversion). Custom sensors have no catalog unit: theirs is documentation only.
-
-    Conversions come from ``shared.units`` (``convert(value, from_unit, to_unit)``). Without
-    that module only the catalog's own unit is accepted. ValueError names both units when
-    they cannot be converted, so check-config refuses what the runtime could not do."""
-    spec = SENSORS_BY_NAME.get(sensor)
-    if unit is None or spec is None or unit == spec.unit:
+    conversion), by ``shared.units``. A custom sensor has no catalog unit: its ``unit`` must
+    be a known unit and documents the value. ValueError (``UnitError``) names the unit and
+    the sensor when it cannot be converted, so check-config refuses what the runtime could
+    not do."""
+    if unit is None:
         return None
-    target = spec.unit
-    try:
-        from shared import units
-    except ImportError:
-        raise ValueError(
-            f"unit {unit!r} differs from the catalog unit {target!r} of {sensor!r} and this "
-            "edge has no unit conversions (shared.units); give the value in "
-            f"{target!r} or use scale/offset"
-        ) from None
-    convert: Callable[[float, str, str], float] = units.convert
-    try:
-        probe = convert(1.0, unit, target)
-    except Exception as exc:  # the conversion module's own error type
-        raise ValueError(f"unit {unit!r} cannot be converted to {target!r} ({exc})") from None
-    if not isinstance(probe, int | float) or not math.isfinite(probe):
-        raise ValueError(f"unit {unit!r} cannot be converted to {target!r}")
-    return lambda value: float(convert(value, unit, target))
+    convert = sensor_converter(sensor, unit)
+    if convert(0.0) == 0.0 and convert(1.0) == 1.0:
+        return None  # the catalog unit itself (or a custom sensor's)
+    return convert
 
 
 class Scaling(StrictModel):

@@ -116,6 +116,22 @@ def test_scale_offset_and_unit() -> None:
         "pressure": pytest.approx(6.89476),
         "rpm": 2.0,
     }
+    # Units at the door (shared.units): the device's unit converted to the catalog's.
+    units = sub(
+        fields={
+            "pressure": {"path": "p", "unit": "psi"},
+            "temperature": {"path": "t", "unit": "degC"},
+            "rpm": {"path": "r", "unit": "RPM"},  # the catalog unit: unchanged
+        }
+    )
+    assert values(units, b'{"p": 100, "t": 100, "r": 5}')[0] == {
+        "pressure": pytest.approx(6.894757),
+        "temperature": pytest.approx(212.0),
+        "rpm": 5.0,
+    }
+    # Scale and offset first, then the unit: a register in tenths of a psi.
+    tenths = sub(values_path="$", scaling={"pressure": {"scale": 0.1, "unit": "psi"}})
+    assert values(tenths, b'{"pressure": 1000}')[0] == {"pressure": pytest.approx(6.894757)}
     scalar = sub(sensor_from_topic=2, value_path="$", scaling={"temperature": {"offset": -1}})
     assert values(scalar, b"10", "plant/A/temperature")[0] == {"temperature": 9.0}
 
@@ -135,11 +151,15 @@ def test_scale_offset_and_unit() -> None:
         ({"fields": {"rpm": "r"}, "rename": {"R": "rpm"}}, "rename is used with values_path"),
         (
             {"values_path": "$", "scaling": {"pressure": {"unit": "furlong"}}},
-            "scaling.pressure: unit 'furlong'",
+            "scaling.pressure: unknown unit 'furlong'",
         ),
         (
             {"fields": {"pressure": {"path": "p", "unit": "parsec"}}},
-            "fields.pressure: unit 'parsec'",
+            "fields.pressure: unknown unit 'parsec'",
+        ),
+        (
+            {"fields": {"pressure": {"path": "p", "unit": "degC"}}},
+            "fields.pressure: unit 'degC' .* does not fit sensor 'pressure'",
         ),
         ({"values_path": "$", "scaling": {"Bad": {"scale": 2}}}, "snake_case"),
         ({"values_path": "$", "scaling": {"rpm": {"scale": "inf"}}}, "finite"),

@@ -80,6 +80,7 @@ CONFIG: dict[str, Any] = {
             "metrics": {
                 "T": "temperature",
                 "P": {"sensor": "pressure", "scale": 0.1, "offset": 1.0},
+                "Pk": {"sensor": "fluid_pressure", "unit": "kPa"},
                 "Run": "motor_running",
                 "Name": "rpm",
             },
@@ -110,10 +111,15 @@ def born(h: SparkplugHost, bd: int = 0) -> None:
 def test_birth_then_aliases_map_scaled_and_partial() -> None:
     h = host()
     born(h)
-    out = h.handle("spBv1.0/G/DDATA/N/D", payload(metric(alias=2, double=30.0), seq=2))
+    out = h.handle(
+        "spBv1.0/G/DDATA/N/D",
+        payload(metric(alias=2, double=30.0), metric("Pk", double=250), seq=2),
+    )
     assert out.rebirth is None
     [reading] = out.readings
-    assert (reading.machine_id, reading.values, reading.edge_id) == ("A", {"pressure": 4.0}, "e1")
+    assert (reading.machine_id, reading.edge_id) == ("A", "e1")
+    # scale and offset; kPa converted to the catalog unit of fluid_pressure
+    assert reading.values == {"pressure": 4.0, "fluid_pressure": pytest.approx(36.259434)}
     assert h.machines_online() == {"A": True, "B": True}
 
 
@@ -161,7 +167,7 @@ def test_ddeath_marks_the_device_bad() -> None:
     out = h.handle("spBv1.0/G/DDEATH/N/D", payload(seq=2))
     [reading] = out.readings
     assert reading.machine_id == "A"
-    assert reading.values == {"temperature": None, "pressure": None, "rpm": None}
+    assert reading.values == dict.fromkeys(["temperature", "pressure", "fluid_pressure", "rpm"])
     assert reading.quality == dict.fromkeys(reading.values, "bad")
     assert reading.custom == {}  # motor_running is custom: no quality to set
     assert h.machines_online() == {"A": False, "B": True}
@@ -233,8 +239,16 @@ def test_config_refuses_what_the_runtime_could_not_do() -> None:
             }
         ],
     }
-    with pytest.raises(ValidationError, match="furlong"):
+    with pytest.raises(ValidationError, match=r"metrics\.P: unknown unit 'furlong'"):
         SparkplugInputConfig.model_validate(wrong_unit)
+    wrong_dimension = {
+        **CONFIG,
+        "devices": [
+            {"node": "N", "machine": "A", "metrics": {"P": {"sensor": "pressure", "unit": "°F"}}}
+        ],
+    }
+    with pytest.raises(ValidationError, match="does not fit sensor 'pressure'"):
+        SparkplugInputConfig.model_validate(wrong_dimension)
     twice = {**CONFIG, "devices": [CONFIG["devices"][0], CONFIG["devices"][0]]}
     with pytest.raises(ValidationError, match="N/D is mapped twice"):
         SparkplugInputConfig.model_validate(twice)
