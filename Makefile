@@ -62,7 +62,8 @@ wheelhouse: venv
 	bash deploy/edge-systemd/bundle.sh $(PY) $(WHEELHOUSE) "$(WHEEL_PLATFORM)" $(WHEEL_PYTHON)
 
 # Java 17 and Maven run the Kafka broker, Mosquitto is the MQTT broker of the tests,
-# systemd-analyze verifies the edge unit, promtool (prometheus) the alert rules;
+# systemd-analyze verifies the edge unit, promtool (prometheus) the alert rules, kcat is the
+# independent Kafka client of the peer tests (tests/peers/test_kcat_peer.py);
 # Debian packages them. Installed only when missing
 # and only as root (otherwise the message says what to install).
 system-deps:
@@ -74,6 +75,7 @@ system-deps:
 	command -v npm >/dev/null || missing="$$missing npm"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v kcat >/dev/null || missing="$$missing kcat"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing; \
 	  else echo "please install:$$missing"; exit 1; fi; \
