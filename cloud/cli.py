@@ -1,7 +1,8 @@
 """``rig-cloud``: the cloud API server, the Kafka aggregator and database tools.
 
-Configuration comes from the environment: DATABASE_URL (or DATABASE_URL_FILE); without it an
-embedded PostgreSQL is started under --data-dir (demo and tests only).
+Configuration comes from the environment: DATABASE_URL (or DATABASE_URL_FILE); without it the
+commands stop, unless --embedded starts a PostgreSQL of their own under --data-dir (demo and
+tests only).
 KAFKA_BOOTSTRAP_SERVERS enables Kafka (ingest produces to it; ``aggregate`` consumes it).
 RIG_PARTITION_AHEAD_DAYS (3) and RIG_RETENTION_DAYS (0: keep all) govern the daily
 partitions of sensor_readings, maintained hourly in the background by every aggregator and
@@ -51,10 +52,17 @@ DEFAULT_DATA_DIR = Path("var/cloud-postgres")
 def _settings_with_database(
     args: argparse.Namespace,
 ) -> tuple[DatabaseSettings, EmbeddedPostgres | None]:
-    """Settings from the environment; starts the embedded PostgreSQL when no DATABASE_URL."""
+    """Settings from the environment; with --embedded and no DATABASE_URL, a PostgreSQL of
+    the command's own (without --embedded that is a configuration error: a migration or an API
+    against a throwaway database would "succeed" and leave the real one untouched)."""
     settings = CloudSettings.from_env()
     if settings.database_url:
         return settings.with_database(), None
+    if not getattr(args, "embedded", False):
+        raise SettingsError(
+            "DATABASE_URL (or DATABASE_URL_FILE) is not set; pass --embedded to run against an "
+            f"embedded PostgreSQL under --data-dir ({args.data_dir}) instead (demo and tests)"
+        )
     from cloud.db.embedded import EmbeddedPostgres
 
     pg = EmbeddedPostgres(args.data_dir, port=args.db_port)
@@ -325,11 +333,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_db(p: argparse.ArgumentParser) -> None:
         p.add_argument(
+            "--embedded",
+            action="store_true",
+            help="without DATABASE_URL, start an embedded PostgreSQL under --data-dir "
+            "(demo and tests; without this flag a missing DATABASE_URL is an error)",
+        )
+        p.add_argument(
             "--data-dir",
             type=Path,
             default=DEFAULT_DATA_DIR,
-            help="embedded PostgreSQL data directory when DATABASE_URL is unset "
-            f"(default {DEFAULT_DATA_DIR})",
+            help="embedded PostgreSQL data directory (with --embedded; "
+            f"default {DEFAULT_DATA_DIR})",
         )
         p.add_argument(
             "--db-port",
@@ -424,6 +438,34 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if (what := _infrastructure(exc)) is None:
+            raise  # a bug: the traceback is what a developer needs
+        log.debug("command failed", exc_info=True)
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(
+            f"rig-cloud {args.command}: {what}: {first_line} (--log-level DEBUG shows the "
+            "traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _infrastructure(exc: BaseException) -> str | None:
+    """What a failure is about when it is the environment's (database, Kafka, files,
+    network), not the code's; None for anything else."""
+    import psycopg
+    from confluent_kafka import KafkaException
+
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return "database unavailable"
+    if isinstance(exc, psycopg.Error):
+        return "database error"
+    if isinstance(exc, KafkaException):
+        return "Kafka error"
+    if isinstance(exc, OSError):
+        return "system error"
+    return None
 
 
 if __name__ == "__main__":

@@ -3,12 +3,20 @@
 Starts the rig simulator (Modbus TCP), the cloud (API and dashboard on http://127.0.0.1:8080
 with an embedded PostgreSQL under var/demo/), the model trainer, and an edge gateway that
 polls the simulator, forwards over HTTP to the cloud's ingest API and runs the models the
-trainer ships. Ctrl-C stops everything; data persists in var/demo/ for the next run.
+trainer ships. Ctrl-C stops everything (exit 0); data persists in var/demo/ for the next run.
+
+Ctrl-C at a terminal goes to the terminal's foreground process group: make, this process and
+(before) the children, so the simulator died first and the demo reported it as a crash while
+make reported an interrupt. Now the children run in sessions of their own and this process
+takes the terminal's foreground for itself while it runs: Ctrl-C reaches only the demo, which
+stops the children in order and exits 0, and make with it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import secrets
 import signal
@@ -16,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -52,6 +61,9 @@ class Child:
             stderr=subprocess.STDOUT,
             env=env,
             cwd=ROOT,
+            # Not in the terminal's process group: Ctrl-C is for the demo, which stops the
+            # children itself, in order.
+            start_new_session=True,
         )
         handle.close()
         self.log = log
@@ -68,7 +80,66 @@ class Child:
                 self.proc.kill()
 
 
+@contextlib.contextmanager
+def terminal_foreground() -> Iterator[None]:
+    """While inside, this process alone is the terminal's foreground process group (so
+    Ctrl-C reaches neither make nor the children); the previous group is restored after.
+    Nothing happens without a terminal or when run in the background."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        yield
+        return
+    restore: Callable[[], None] | None = None
+    try:
+        previous = os.tcgetpgrp(fd)
+        if previous == os.getpgrp() and os.getpid() != os.getsid(0):
+            os.setpgid(0, 0)
+            # tcsetpgrp from a background group raises SIGTTOU: ignored for the call.
+            old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+            try:
+                os.tcsetpgrp(fd, os.getpgrp())
+            finally:
+                signal.signal(signal.SIGTTOU, old)
+
+            def restore() -> None:
+                old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+                try:
+                    os.tcsetpgrp(fd, previous)
+                finally:
+                    signal.signal(signal.SIGTTOU, old)
+
+    except OSError:
+        restore = None
+    try:
+        yield
+    finally:
+        if restore is not None:
+            with contextlib.suppress(OSError):
+                restore()
+        os.close(fd)
+
+
+def _last_event(log: Path) -> str:
+    """The last thing a child logged (its JSON lines' event), to show while waiting."""
+    try:
+        lines = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "starting"
+    for line in reversed(lines):
+        try:
+            return str(json.loads(line).get("event", line))[:80]
+        except (ValueError, AttributeError):
+            continue
+    return "starting"
+
+
 def main(argv: list[str] | None = None) -> int:
+    with terminal_foreground():
+        return _run(argv)
+
+
+def _run(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -152,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                     "serve",
                     "--port",
                     str(args.port),
+                    "--embedded",
                     "--data-dir",
                     str(state / "postgres"),
                     "--db-port",
@@ -162,7 +234,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         base = f"http://127.0.0.1:{args.port}"
-        deadline = time.monotonic() + 90
+        waiting_since = time.monotonic()
+        deadline = waiting_since + 90
+        next_note = waiting_since + 3
+        print(f"waiting for the cloud to answer {base}/readyz …", flush=True)
         while True:
             try:
                 if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
@@ -176,7 +251,14 @@ def main(argv: list[str] | None = None) -> int:
             if time.monotonic() > deadline:
                 print(f"the cloud did not become ready; see {logs}", file=sys.stderr)
                 return 1
+            if time.monotonic() >= next_note:
+                # What the cloud is doing (first start: initdb, migrations) while we wait.
+                elapsed = time.monotonic() - waiting_since
+                note = _last_event(logs / "rig-cloud.log")
+                print(f"  … {elapsed:3.0f} s, the cloud: {note}", flush=True)
+                next_note += 5
             time.sleep(0.3)
+        print("the cloud is ready; starting the trainer and the edge …", flush=True)
 
         edge_cfg = simulator_edge_config(
             sim_host="127.0.0.1",
@@ -244,9 +326,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        # A second Ctrl-C must not cut the orderly stop short (the buffer and the embedded
+        # database shut down cleanly).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("stopping …", flush=True)
         for child in reversed(children):
+            print(f"  {child.name}", flush=True)
             child.stop()
+        print("stopped", flush=True)
     return 0
 
 
