@@ -92,6 +92,14 @@ class MqttSubscription(StrictModel):
         if self.value_path is not None and self.sensor_from_topic is None:
             raise ValueError("value_path is used with sensor_from_topic only")
         levels = self.topic.split("/")
+        for index, level in enumerate(levels):
+            # What a broker refuses at SUBSCRIBE (MQTT 3.1.1 §4.7.1), refused here instead.
+            if ("#" in level and (level != "#" or index != len(levels) - 1)) or (
+                "+" in level and level != "+"
+            ):
+                raise ValueError(
+                    f"topic {self.topic!r}: '+' must be a whole level and '#' the whole last level"
+                )
         for name in ("machine_from_topic", "sensor_from_topic"):
             index = getattr(self, name)
             if index is not None and (index >= len(levels) or levels[index] != "+"):

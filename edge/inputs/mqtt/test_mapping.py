@@ -170,6 +170,12 @@ def test_check_config_refuses_what_the_runtime_would(mapping: dict[str, Any], pr
         sub(**mapping)
 
 
+@pytest.mark.parametrize("topic", ["a/#/b", "a/b#", "a/x+/b", "a/+b"])
+def test_topic_filters_the_broker_would_refuse(topic: str) -> None:
+    with pytest.raises(ValidationError, match="must be a whole level"):
+        MqttSubscription.model_validate({"topic": topic, "machine": "A", "values_path": "$"})
+
+
 def test_the_old_dot_root_now_maps_instead_of_refusing_every_message() -> None:
     # values_path "." passed check-config and then refused every message ("no '.'").
     dotted = sub(values_path=".")
