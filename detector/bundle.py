@@ -62,6 +62,34 @@ def check_format(manifest: Mapping[str, Any]) -> None:
         )
 
 
+def open_bundle(
+    bundle: Path | str, public_key: PublicKeyLike | None
+) -> tuple[Path, dict[str, Any], tempfile.TemporaryDirectory[str] | None]:
+    """A bundle directory or tar, verified: (directory of its files, manifest, the temporary
+    directory a tar was unpacked into, to keep alive while the files are used). Shared by every
+    runtime that loads a bundle (``BundleScorer``, ``detector.rul.RulBundle``), so detectors
+    and RUL models pass the same checks."""
+    path = Path(bundle)
+    tmp: tempfile.TemporaryDirectory[str] | None = None
+    if path.is_file():
+        if public_key is None:
+            raise BundleError("a tar bundle can only be loaded with its public key")
+        tmp = tempfile.TemporaryDirectory(prefix="rig-bundle-")
+        path = extract_bundle(path, tmp.name, public_key)
+    if public_key is not None:
+        manifest = verify_bundle(path, public_key)
+    else:
+        # Unsigned use (development, tests): still refuse files that do not match.
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{path}: unreadable {MANIFEST} ({exc})") from None
+        for name, digest in manifest.get("files", {}).items():
+            if sha256_file(path / name) != digest:
+                raise TamperedBundleError(f"{name} does not match its SHA-256")
+    return path, manifest, tmp
+
+
 @dataclass
 class _MachineState:
     """Rolling state of one machine between batches: the last row (to fill gaps), the last
@@ -102,21 +130,7 @@ class BundleScorer:
         strategy: str | None = None,
         threads: int = 1,
     ) -> None:
-        path = Path(bundle)
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        if path.is_file():
-            if public_key is None:
-                raise BundleError("a tar bundle can only be loaded with its public key")
-            self._tmp = tempfile.TemporaryDirectory(prefix="rig-bundle-")
-            path = extract_bundle(path, self._tmp.name, public_key)
-        if public_key is not None:
-            manifest = verify_bundle(path, public_key)
-        else:
-            # Unsigned use (development, tests): still refuse files that do not match.
-            manifest = json.loads((path / MANIFEST).read_text())
-            for name, digest in manifest.get("files", {}).items():
-                if sha256_file(path / name) != digest:
-                    raise TamperedBundleError(f"{name} does not match its SHA-256")
+        path, manifest, self._tmp = open_bundle(bundle, public_key)
         check_format(manifest)
         self.manifest: dict[str, Any] = manifest
         self.version: str = manifest["version"]

@@ -198,6 +198,7 @@ class EdgeDaemon:
         self.started_at = time.time()
         self._health_server: HealthServer | None = None
         self.model_sync: ModelSync | None = None
+        self.rul_sync: ModelSync | None = None  # remaining useful life, same lifecycle
         self._model_sync_started = False
         # Writer state, for /healthz and the watchdog.
         self._writer_task: asyncio.Task[None] | None = None
@@ -219,6 +220,9 @@ class EdgeDaemon:
 
             machines = [machine for machine, _ in config.inputs.machines()]
             self.model_sync = ModelSync(config.models, machines, self.detector, self.metrics)
+            self.rul_sync = ModelSync(
+                config.models, machines, self.detector, self.metrics, kind="rul"
+            )
 
     # -- hand-over from the inputs --------------------------------------------------------
 
@@ -782,6 +786,13 @@ class EdgeDaemon:
             except Exception as exc:
                 sync = {"error": _describe(exc)}
             doc["model_sync"] = sync
+            if self.rul_sync is not None:
+                try:
+                    doc["rul_sync"] = self.rul_sync.health()
+                except Exception as exc:
+                    doc["rul_sync"] = {"error": _describe(exc)}
+                if isinstance(self.detector, CombinedDetector):
+                    doc["rul_models"] = self.detector.rul_versions()
             if sync.get("running") is False and not self._stopping:
                 doc["reasons"].append("model sync thread is not running")
                 if doc["status"] == "ok":
@@ -988,6 +999,9 @@ class EdgeDaemon:
         if self.model_sync is not None:
             await asyncio.to_thread(self.model_sync.load_installed)
             self.model_sync.start()
+            if self.rul_sync is not None:
+                await asyncio.to_thread(self.rul_sync.load_installed)
+                self.rul_sync.start()
             self._model_sync_started = True
         self.forwarder.start()
         self._writer_task = asyncio.create_task(self._writer(self._writer_stop))
@@ -1048,6 +1062,8 @@ class EdgeDaemon:
             watchdog.cancel()
             if self.model_sync is not None:
                 await asyncio.to_thread(self.model_sync.stop)
+            if self.rul_sync is not None:
+                await asyncio.to_thread(self.rul_sync.stop)
             await asyncio.to_thread(self.forwarder.stop, self.config.forwarding.shutdown_flush_s)
             self._output.close()
             if self._health_server is not None:

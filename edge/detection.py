@@ -11,6 +11,17 @@ from shared.catalog import SENSORS_BY_NAME, Thresholds
 from shared.message import Reading
 
 
+class RulModel(Protocol):
+    """``detector.rul.RulTracker``: readings in (machine, epoch seconds, values), a
+    ``detection.rul`` document out for each reading that closed a step."""
+
+    version: str
+
+    def observe(
+        self, items: list[tuple[str, float, Mapping[str, float | None]]]
+    ) -> dict[int, dict[str, Any]]: ...
+
+
 class Detector(Protocol):
     def score(self, reading: Reading) -> dict[str, Any]: ...
 
@@ -105,6 +116,10 @@ class CombinedDetector:
         self.thresholds = thresholds or ThresholdDetector()
         self._models: dict[str, BatchDetector] = {}
         self._versions: dict[str, str] = {}
+        # Remaining useful life, beside the detector: one tracker per machine with a RUL
+        # model. It runs whether or not the machine has a detector model.
+        self._rul: dict[str, RulModel] = {}
+        self.rul_failing: dict[str, str] = {}
         self.failing: dict[str, str] = {}
         self.model_errors_total = 0
         # Called with (machine, exception, first of a burst) for every failed model call.
@@ -118,8 +133,16 @@ class CombinedDetector:
         self._versions = {**self._versions, machine_id: version}
         self.failing.pop(machine_id, None)
 
+    def install_rul(self, machine_id: str, model: RulModel) -> None:
+        """Swap a machine's RUL model in (between two batches, like ``install``)."""
+        self._rul = {**self._rul, machine_id: model}
+        self.rul_failing.pop(machine_id, None)
+
     def versions(self) -> dict[str, str]:
         return dict(self._versions)
+
+    def rul_versions(self) -> dict[str, str]:
+        return {m: model.version for m, model in self._rul.items()}
 
     def score(self, reading: Reading) -> dict[str, Any]:
         return self.score_batch([reading])[0]
@@ -141,6 +164,7 @@ class CombinedDetector:
                 results.append(self.thresholds.score(reading))
             except Exception as exc:  # a malformed reading must not cost the others
                 results.append(exc)
+        self._add_rul(readings, results)
         models = self._models
         if not models:
             return results
@@ -170,6 +194,31 @@ class CombinedDetector:
                     self.on_model_recovered(machine_id)
         return results
 
+    def _add_rul(self, readings: list[Reading], results: list[dict[str, Any] | Exception]) -> None:
+        """Attach ``rul`` to the threshold verdicts of the readings that closed a RUL step.
+        The ML merge below copies the threshold verdict's keys it keeps, ``rul`` included. A
+        RUL model that raises costs that batch its estimates only."""
+        trackers = self._rul
+        if not trackers:
+            return
+        by_machine: dict[str, list[int]] = {}
+        for i, (reading, result) in enumerate(zip(readings, results, strict=True)):
+            if reading.machine_id in trackers and not isinstance(result, Exception):
+                by_machine.setdefault(reading.machine_id, []).append(i)
+        for machine_id, indexes in by_machine.items():
+            try:
+                found = trackers[machine_id].observe(
+                    [(machine_id, readings[i].ts.timestamp(), readings[i].values) for i in indexes]
+                )
+            except Exception as exc:
+                self.rul_failing[machine_id] = f"{type(exc).__name__}: {exc}"[:500]
+                continue
+            self.rul_failing.pop(machine_id, None)
+            for k, doc in found.items():
+                result = results[indexes[k]]
+                assert not isinstance(result, Exception)
+                result["rul"] = doc
+
     def model_failed(self, machine_id: str, exc: Exception) -> None:
         """Record that ``machine_id``'s model failed (raised, or produced a detection the
         cloud would refuse); its readings fall back to the threshold verdict."""
@@ -182,6 +231,9 @@ class CombinedDetector:
 
 def _merge(threshold: dict[str, Any], ml: dict[str, Any]) -> dict[str, Any]:
     merged = dict(ml)
+    rul = threshold.get("rul")
+    if rul is not None:  # the estimate belongs to the reading, not to the nested verdict
+        threshold = {k: v for k, v in threshold.items() if k != "rul"}
     merged["thresholds"] = threshold
     if threshold["is_anomaly"] and not ml.get("is_anomaly"):
         # Only the limits tripped: say so, so the cloud files it under thresholds.
@@ -192,4 +244,6 @@ def _merge(threshold: dict[str, Any], ml: dict[str, Any]) -> dict[str, Any]:
             score=threshold["score"],
         )
     merged["warnings"] = threshold["warnings"]
+    if rul is not None:
+        merged["rul"] = rul
     return merged

@@ -16,6 +16,11 @@ under a byte limit and must hash to ``bundle_sha256``, and the archive is read u
 included, refuses that bundle and keeps the previous model. A refused answer is remembered
 (by its exact bytes) so the same bundle is not downloaded again on every poll.
 
+The remaining-useful-life model of a machine travels the same way in a second ``ModelSync``
+(``kind="rul"``: ``GET /api/v1/edge/models/{machine}/rul``, bundles kept under
+``models/.rul/{machine}``, installed with ``CombinedDetector.install_rul``): the same limits,
+signature check, hot-swap, refusal and offline restart.
+
 The sync thread never dies of an error: each poll is guarded, a failing poll backs off, and
 ``health()`` reports the last successful poll and the last error for ``/healthz``.
 """
@@ -38,6 +43,7 @@ from typing import Any
 
 import httpx
 
+from detector.rul import RulBundle, RulTracker
 from edge.config import ModelsConfig
 from edge.detection import CombinedDetector
 from edge.metrics import EdgeMetrics
@@ -137,8 +143,15 @@ class ModelSync:
         detector: CombinedDetector,
         metrics: EdgeMetrics,
         max_bundle_bytes: int | None = None,
+        kind: str = "detector",
     ) -> None:
+        if kind not in ("detector", "rul"):
+            raise ValueError(f"kind: {kind!r} is neither 'detector' nor 'rul'")
+        self.kind = kind
         self.config = config
+        # RUL bundles beside the detectors' in a hidden folder: no machine id starts with a
+        # dot, and the detector's clean-up of old bundles skips hidden entries.
+        self._root = config.directory if kind == "detector" else config.directory / ".rul"
         self.machines = sorted(set(machines))
         self.detector = detector
         self.metrics = metrics
@@ -183,7 +196,7 @@ class ModelSync:
                 self._refuse(machine, None, f"installed bundle not loaded: {_describe(exc)}")
 
     def _load_installed(self, machine: str) -> None:
-        folder = self.config.directory / machine
+        folder = self._root / machine
         self._remove_stale_downloads(folder)
         current = folder / CURRENT
         if not current.is_file():
@@ -212,7 +225,8 @@ class ModelSync:
     # -- polling ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="model-sync", daemon=True)
+        name = "model-sync" if self.kind == "detector" else "model-sync-rul"
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -257,7 +271,7 @@ class ModelSync:
             except _Stopping:
                 return changed
             except Exception as exc:  # network, disk, or a server's nonsense
-                self.metrics.model_updates.labels(machine, "failed").inc()
+                self.metrics.model_updates.labels(self._label(machine), "failed").inc()
                 failed = f"{machine}: {_describe(exc)}"
                 log_event(
                     log,
@@ -308,7 +322,8 @@ class ModelSync:
             return False
 
     def _get_info(self, machine: str) -> bytes | None:
-        with self._client.stream("GET", f"{BUNDLE_URL_PREFIX}{machine}") as response:
+        suffix = "/rul" if self.kind == "rul" else ""
+        with self._client.stream("GET", f"{BUNDLE_URL_PREFIX}{machine}{suffix}") as response:
             if response.status_code == 404:
                 return None
             response.raise_for_status()
@@ -320,7 +335,7 @@ class ModelSync:
             return bytes(body)
 
     def _bundle_dir(self, machine: str, info: ModelInfo) -> Path:
-        return self.config.directory / machine / f"{info.model_id}-{info.bundle_sha256[:12]}"
+        return self._root / machine / f"{info.model_id}-{info.bundle_sha256[:12]}"
 
     def _install(self, machine: str, info: ModelInfo) -> None:
         target = self._bundle_dir(machine, info)
@@ -387,7 +402,13 @@ class ModelSync:
             extract_bundle(archive, staged, self.public_key)
             os.replace(staged, target)
 
+    def _label(self, machine: str) -> str:
+        return machine if self.kind == "detector" else f"{machine}:rul"
+
     def _activate(self, machine: str, path: Path, model_id: int) -> None:
+        if self.kind == "rul":
+            self._activate_rul(machine, path, model_id)
+            return
         try:
             model = OnnxDetector(path, self.public_key, strategy=self.config.strategy)
             _probe(model)
@@ -411,8 +432,32 @@ class ModelSync:
             strategy=model.strategy,
         )
 
+    def _activate_rul(self, machine: str, path: Path, model_id: int) -> None:
+        try:
+            tracker = RulTracker(RulBundle(path, self.public_key))
+            _probe_rul(tracker)
+        except BundleError:
+            raise
+        except Exception as exc:  # ONNX Runtime errors derive from Exception
+            raise BundleError(f"RUL model {model_id} does not load: {_describe(exc)}") from exc
+        self.detector.install_rul(machine, tracker)
+        with self._lock:
+            self.installed[machine] = model_id
+            self._refused.pop(machine, None)
+        self.metrics.model_updates.labels(self._label(machine), "installed").inc()
+        self.metrics.model_version.labels(self._label(machine)).set(model_id)
+        log_event(
+            log,
+            logging.INFO,
+            "RUL model in use",
+            machine=machine,
+            model_id=model_id,
+            version=tracker.version,
+            step_s=tracker.step_s,
+        )
+
     def _remember(self, machine: str, path: Path, model_id: int) -> None:
-        folder = self.config.directory / machine
+        folder = self._root / machine
         tmp = folder / (CURRENT + ".tmp")
         tmp.write_text(json.dumps({"model_id": model_id, "path": str(path)}))
         os.replace(tmp, folder / CURRENT)  # atomic: a crash leaves the old or the new
@@ -427,7 +472,7 @@ class ModelSync:
                 shutil.rmtree(old, ignore_errors=True)
 
     def _refuse(self, machine: str, model_id: int | None, reason: str) -> None:
-        self.metrics.model_updates.labels(machine, "refused").inc()
+        self.metrics.model_updates.labels(self._label(machine), "refused").inc()
         with self._lock:
             self._refused_total += 1
             self._refused[machine] = {
@@ -440,6 +485,7 @@ class ModelSync:
             logging.ERROR,
             "model bundle refused; keeping the current model",
             machine=machine,
+            kind=self.kind,
             model_id=model_id,
             error=reason,
         )
@@ -475,6 +521,18 @@ def _probe(model: OnnxDetector) -> None:
         s: float(v) for s, v in zip(model.sensors, fill, strict=True)
     }
     model.score_batch([Reading(PROBE_MACHINE, "probe", 0, datetime.now(UTC), values)])
+
+
+def _probe_rul(tracker: RulTracker) -> None:
+    """Close two steps of a probe machine at the healthy reference: a graph that loads but
+    cannot run fails here, at install time, not on live data."""
+    reference = tracker.bundle.manifest.get("reference") or [0.0] * len(tracker.sensors)
+    values: dict[str, float | None] = {
+        s: float(v) for s, v in zip(tracker.sensors, reference, strict=True)
+    }
+    step = tracker.step_s
+    tracker.observe([(PROBE_MACHINE, 0.0, values), (PROBE_MACHINE, step, values)])
+    tracker.reset(PROBE_MACHINE)
 
 
 def _model_id_of(body: bytes | None) -> int | None:

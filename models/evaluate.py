@@ -21,6 +21,10 @@ strategy.
 benchmark (``models.rul.cmapss``): trains on ``DIR/train_FD001.txt``, scores the exported edge
 bundle on ``DIR/test_FD001.txt`` against ``DIR/RUL_FD001.txt``.
 
+``python -m models.evaluate rul-sim`` is the rig's RUL model (``models.rul.sim``): trained on
+simulated run-to-failure fleets, scored on held-out simulated runs (RMSE in hours, coverage,
+how early the countdown drops below 24 h).
+
 Global hyper-parameters (smoothing window, decision quantile and factor, hybrid weights,
 drift filter) were tuned on valve1 as the data README allows; nothing looks at test labels
 per file.
@@ -42,6 +46,7 @@ import numpy as np
 from models.ensemble import DEFAULT_STRATEGY, EnsembleConfig, HybridDetector
 from models.lstm_autoencoder import LSTMAutoencoder
 from models.rul.cmapss import add_cmapss_parser, cmapss_main
+from models.rul.sim import add_rul_sim_parser, rul_sim_main
 from shared.catalog import CORE_SENSOR_NAMES
 from simulator.config import FaultSpec
 from simulator.signals import MachineSignals
@@ -316,6 +321,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     sim.add_argument("--quantile", type=float, default=None, help="decision quantile")
     sim.add_argument("--quiet", action="store_true", help="no per-machine progress on stderr")
     add_cmapss_parser(sub)
+    add_rul_sim_parser(sub)
     return parser.parse_args(argv)
 
 
@@ -325,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     if args.benchmark == "cmapss":
         return cmapss_main(args)
+    if args.benchmark == "rul-sim":
+        return rul_sim_main(args)
     config = EnsembleConfig(strategy=args.strategy)
     if args.epochs is not None:
         config = replace(config, lstm=LSTMAutoencoder(epochs=args.epochs))

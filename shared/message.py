@@ -502,11 +502,75 @@ def _check_detection(
                 _number(f"{path}.forecast.{name}[{i}]", step)
     if "thresholds" in detection:
         _check_detection(f"{path}.thresholds", detection["thresholds"], values, custom, nested=True)
+    if not nested and "rul" in detection:
+        _check_rul(f"{path}.rul", detection["rul"])
     if not nested:
         size = len(orjson.dumps(detection))
         if size > MAX_DETECTION_BYTES:
             raise MessageError(path, f"{size} bytes; a detection is at most {MAX_DETECTION_BYTES}")
     return detection
+
+
+# Remaining useful life (detector/rul.py): hours, at most ~114 years (anything longer is a
+# unit error, not a forecast).
+MAX_RUL_HOURS = 1e6
+_RUL_KEYS = frozenset(
+    {
+        "rul_hours",
+        "low_hours",
+        "high_hours",
+        "max_hours",
+        "capped",
+        "rows",
+        "critical_sensors",
+        "model_version",
+    }
+)
+
+
+def _check_rul(path: str, rul: Any) -> None:
+    """``detection.rul``: the edge's remaining-life estimate, stored per machine by the cloud.
+    The interval must contain the estimate; shares are between 0 and 1."""
+    if not isinstance(rul, dict):
+        raise MessageError(path, "expected an object")
+    unknown = rul.keys() - _RUL_KEYS
+    if unknown:
+        raise MessageError(f"{path}.{str(sorted(unknown)[0])[:64]}", "not a RUL field")
+    hours: dict[str, float] = {}
+    for key in ("rul_hours", "low_hours", "high_hours"):
+        if key not in rul:
+            raise MessageError(f"{path}.{key}", "required")
+        hours[key] = _number(f"{path}.{key}", rul[key])
+    for key in ("rul_hours", "low_hours", "high_hours", "max_hours"):
+        if key in rul and not 0.0 <= _number(f"{path}.{key}", rul[key]) <= MAX_RUL_HOURS:
+            raise MessageError(f"{path}.{key}", f"hours between 0 and {MAX_RUL_HOURS:g}")
+    if not hours["low_hours"] <= hours["rul_hours"] <= hours["high_hours"]:
+        raise MessageError(path, "low_hours <= rul_hours <= high_hours does not hold")
+    if not isinstance(rul.get("capped", False), bool):
+        raise MessageError(f"{path}.capped", "expected true or false")
+    rows = rul.get("rows", 0)
+    if isinstance(rows, bool) or not isinstance(rows, int) or not 0 <= rows <= 1_000_000:
+        raise MessageError(f"{path}.rows", "expected an integer from 0 to 1000000")
+    version = rul.get("model_version")
+    if version is not None and (
+        not isinstance(version, str) or not MODEL_VERSION_RE.fullmatch(version)
+    ):
+        raise MessageError(f"{path}.model_version", "1-64 characters of letters, digits, '_.:+-'")
+    critical = rul.get("critical_sensors", [])
+    if not isinstance(critical, list) or len(critical) > MAX_DETECTION_LIST:
+        raise MessageError(f"{path}.critical_sensors", f"expected at most {MAX_DETECTION_LIST}")
+    for i, item in enumerate(critical):
+        item_path = f"{path}.critical_sensors[{i}]"
+        if not isinstance(item, dict) or item.keys() != {"sensor", "share"}:
+            raise MessageError(item_path, 'expected {"sensor": name, "share": number}')
+        name = item["sensor"]
+        if not isinstance(name, str) or not (
+            name in SENSOR_INDEX or CUSTOM_NAME_RE.fullmatch(name)
+        ):
+            raise MessageError(f"{item_path}.sensor", "expected a sensor name")
+        share = _number(f"{item_path}.share", item["share"])
+        if not 0.0 <= share <= 1.0:
+            raise MessageError(f"{item_path}.share", "a share is between 0 and 1")
 
 
 # The fields the edge's detectors write (edge/detection.py, edge/onnx_detector.py).
@@ -519,6 +583,7 @@ _DETECTION_KEYS = _DETECTION_NESTED_KEYS | {
     "missing_sensors",
     "forecast",
     "thresholds",
+    "rul",
 }
 
 

@@ -119,6 +119,24 @@ def test_bad_readings_name_the_field(doc: dict[str, object], field: str) -> None
     assert info.value.field == field
 
 
+_D = {"method": "x", "score": 1}
+_RUL = {"rul_hours": 5.0, "low_hours": 2.0, "high_hours": 9.0}
+
+
+def test_a_rul_estimate_travels_in_the_detection() -> None:
+    rul = {
+        **_RUL,
+        "max_hours": 240.0,
+        "capped": False,
+        "rows": 30,
+        "model_version": "20261129T140000Z",
+        "critical_sensors": [{"sensor": "vibration", "share": 0.7}],
+    }
+    doc = {**BASE, "ts": format_ts(RECENT), "rpm": 1, "detection": {**_D, "rul": rul}}
+    reading = decode_reading(orjson.dumps(doc))
+    assert reading.detection is not None and reading.detection["rul"] == rul
+
+
 # The hostile payloads of the fault review: each once broke the consumer with an exception
 # other than MessageError (so it was never dead-lettered) or failed later in PostgreSQL.
 HOSTILE: list[tuple[dict[str, Any], str]] = [
@@ -139,6 +157,31 @@ HOSTILE: list[tuple[dict[str, Any], str]] = [
     (
         {"rpm": 1, "detection": {"method": "x", "score": 1, "sensors": ["rpm"] * 65}},
         "sensors",
+    ),
+    ({"rpm": 1, "detection": {**_D, "rul": 12}}, "detection.rul"),
+    ({"rpm": 1, "detection": {**_D, "rul": {"low_hours": 1, "high_hours": 2}}}, "rul_hours"),
+    ({"rpm": 1, "detection": {**_D, "rul": {**_RUL, "rul_hours": "5"}}}, "rul.rul_hours"),
+    ({"rpm": 1, "detection": {**_D, "rul": {**_RUL, "rul_hours": True}}}, "rul.rul_hours"),
+    ({"rpm": 1, "detection": {**_D, "rul": {**_RUL, "low_hours": 7}}}, "detection.rul"),
+    ({"rpm": 1, "detection": {**_D, "rul": {**_RUL, "high_hours": 1e300}}}, "high_hours"),
+    ({"rpm": 1, "detection": {**_D, "rul": {**_RUL, "low_hours": -1}}}, "low_hours"),
+    ({"rpm": 1, "detection": {**_D, "rul": {**_RUL, "rows": 1.5}}}, "rul.rows"),
+    ({"rpm": 1, "detection": {**_D, "rul": {**_RUL, "capped": "no"}}}, "rul.capped"),
+    ({"rpm": 1, "detection": {**_D, "rul": {**_RUL, "model_version": "x\u0000"}}}, "version"),
+    ({"rpm": 1, "detection": {**_D, "rul": {**_RUL, "\u0000": 1}}}, "detection.rul"),
+    (
+        {"rpm": 1, "detection": {**_D, "rul": {**_RUL, "critical_sensors": [{"sensor": 1}]}}},
+        "critical_sensors[0]",
+    ),
+    (
+        {
+            "rpm": 1,
+            "detection": {
+                **_D,
+                "rul": {**_RUL, "critical_sensors": [{"sensor": "Bad Name", "share": 0.5}]},
+            },
+        },
+        "critical_sensors[0].sensor",
     ),
     ({"rpm": 1, "quality": {"rpm": []}}, "quality.rpm"),
     ({"rpm": 1, "quality": {"rpm": {"a": 1}}}, "quality.rpm"),
