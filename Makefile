@@ -61,7 +61,8 @@ lock:
 wheelhouse: venv
 	bash deploy/edge-systemd/bundle.sh $(PY) $(WHEELHOUSE) "$(WHEEL_PLATFORM)" $(WHEEL_PYTHON)
 
-# Java 17 and Maven run the Kafka broker, Mosquitto is the MQTT broker of the tests,
+# Java 17 and Maven run the Kafka broker, Mosquitto is the MQTT broker of the tests (and
+# mosquitto_pub, from mosquitto-clients, a publisher nobody here wrote),
 # systemd-analyze verifies the edge unit, promtool (prometheus) the alert rules, kcat is the
 # independent Kafka client of the peer tests (tests/peers/test_kcat_peer.py);
 # Debian packages them. Installed only when missing
@@ -71,6 +72,7 @@ system-deps:
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	command -v mosquitto_pub >/dev/null || missing="$$missing mosquitto-clients"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
