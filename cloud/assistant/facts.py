@@ -245,13 +245,20 @@ def _model(
     conn: psycopg.Connection, machine_id: str, details: dict[str, Any] | None
 ) -> dict[str, Any] | None:
     version = (details or {}).get("model_version")
+    # Once the registry keeps several kinds of model (detectors, remaining life), only a
+    # detector judged the anomaly.
+    has_kind = conn.execute(
+        "SELECT 1 FROM information_schema.columns WHERE table_name = 'model_registry' "
+        "AND column_name = 'kind'"
+    ).fetchone()
+    kind = sql.SQL("AND kind = 'detector'") if has_kind else sql.SQL("")
+    query = sql.SQL(
+        "SELECT version, status, strategy, metrics, activated_at, trained_to, training_rows "
+        "FROM model_registry WHERE machine_id = %s {} "
+        "ORDER BY (version::text = %s) DESC, (status = 'active') DESC, version DESC LIMIT 1"
+    ).format(kind)
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            "SELECT version, status, strategy, metrics, activated_at, trained_to, training_rows "
-            "FROM model_registry WHERE machine_id = %s "
-            "ORDER BY (version::text = %s) DESC, (status = 'active') DESC, version DESC LIMIT 1",
-            (machine_id, str(version or "").rsplit("v", 1)[-1]),
-        )
+        cur.execute(query, (machine_id, str(version or "").rsplit("v", 1)[-1]))
         row = cur.fetchone()
     if row is None:
         return {"version": version, "in_registry": False} if version else None
@@ -332,24 +339,30 @@ def _similar(
     return {"machine": same, "fleet": fleet}
 
 
-def _remaining_life(conn: psycopg.Connection, machine_id: str) -> dict[str, Any] | None:
-    """The machine's newest remaining-life estimate where the cloud stores one (the RUL
-    service's table); None until it does."""
-    exists = conn.execute("SELECT to_regclass('rul_predictions') IS NOT NULL").fetchone()
+def _remaining_life(
+    conn: psycopg.Connection, machine_id: str, at: datetime
+) -> dict[str, Any] | None:
+    """The machine's remaining-life estimate nearest before the anomaly, where the cloud keeps
+    them (``machine_rul``, filled from the readings' ``detection.rul``); None otherwise."""
+    exists = conn.execute("SELECT to_regclass('machine_rul') IS NOT NULL").fetchone()
     if not exists or not exists[0]:
         return None
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            "SELECT * FROM rul_predictions WHERE machine_id = %s ORDER BY 1 DESC LIMIT 1",
-            (machine_id,),
+            "SELECT ts, rul_hours, low_hours, high_hours, critical_sensors, model_version "
+            "FROM machine_rul WHERE machine_id = %s AND ts <= %s ORDER BY ts DESC LIMIT 1",
+            (machine_id, at + WINDOW_AFTER),
         )
         row = cur.fetchone()
     if row is None:
         return None
     return {
-        k: (format_ts(v) if isinstance(v, datetime) else v)
-        for k, v in row.items()
-        if isinstance(v, str | int | float | datetime) or v is None
+        "timestamp": format_ts(row["ts"]),
+        "rul_hours": _r(row["rul_hours"]),
+        "low_hours": _r(row["low_hours"]),
+        "high_hours": _r(row["high_hours"]),
+        "critical_sensors": row["critical_sensors"],
+        "model_version": row["model_version"],
     }
 
 
@@ -402,6 +415,6 @@ def gather(
         "readings_cited": cited,
         "threshold_changes": _threshold_changes(conn, anomaly.machine_id, at),
         "model": _model(conn, anomaly.machine_id, details),
-        "remaining_life": _remaining_life(conn, anomaly.machine_id),
+        "remaining_life": _remaining_life(conn, anomaly.machine_id, at),
         "similar_anomalies": _similar(conn, anomaly.id, anomaly.machine_id, profile, visible),
     }
