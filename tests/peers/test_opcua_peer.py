@@ -243,3 +243,13 @@ def test_certificate_made_as_the_readme_says_is_accepted(node_opcua: str, tmp_pa
     assert probed.returncode == 1
     assert "BadCertificateUriInvalid" in probed.stdout
     assert "the client's application URI is urn:plant:somewhere-else" in probed.stdout
+
+
+def test_scan_shows_engineering_units_and_the_sensor_browsing_picks(node_opcua: str) -> None:
+    from edge.inputs.opcua.scan import scan_opcua
+
+    text = "\n".join(asyncio.run(scan_opcua(node_opcua)))
+    assert "Pressure = " in text and " psi   [nsu=urn:rig-alpha:peer;s=P/Pressure]" in text
+    assert "(browse_root maps it to pressure)" in text
+    assert "BearingTemp = 145.0 °F" in text and "(browse_root maps it to bearing_temp)" in text
+    assert "SerialNumber = 'SN-4711'   [nsu=urn:rig-alpha:peer;s=P/SerialNumber]\n" in text + "\n"

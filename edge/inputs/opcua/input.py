@@ -123,18 +123,24 @@ async def browse_sensors(root: Node) -> Browsed:
 
 async def read_engineering_unit(node: Node) -> tuple[str | None, str | None]:
     """(canonical unit, None) from the node's EngineeringUnits property; (None, None) when it
-    has none; (None, why) when it has one that is no unit of the table."""
-    for prop in await node.get_properties():
-        if (await prop.read_browse_name()).Name != "EngineeringUnits":
-            continue
-        value = await prop.read_value()
-        if value is None:
-            return None, None
-        try:
-            return eu_unit(value), None
-        except UnitError as exc:
-            return None, str(exc)
-    return None, None
+    has none; (None, why) when it has one that is no unit of the table or cannot be read (a
+    server that refuses to browse properties must not keep the node from being read)."""
+    try:
+        props = await node.get_properties()
+        found: Node | None = None
+        for prop in props:
+            if (await prop.read_browse_name()).Name == "EngineeringUnits":
+                found = prop
+                break
+        value = None if found is None else await found.read_value()
+    except ua.UaStatusCodeError as exc:
+        return None, f"EngineeringUnits unreadable ({exc})"
+    if value is None:
+        return None, None
+    try:
+        return eu_unit(value), None
+    except UnitError as exc:
+        return None, str(exc)
 
 
 @dataclass

@@ -1,9 +1,12 @@
 """``rig-edge scan opcua``: the node tree below Objects with node ids (by namespace URI, as
-the config wants them), types and values, to help write a machine's node mapping."""
+the config wants them), values with their EngineeringUnits, and the sensor ``browse_root``
+would map each variable to, to help write a machine's node mapping."""
 
 from __future__ import annotations
 
 from asyncua import Client, Node, ua
+
+from edge.inputs.opcua.input import read_engineering_unit, sensor_for_browse_name
 
 
 async def scan_opcua(endpoint: str, max_depth: int = 6, timeout: float = 10) -> list[str]:
@@ -26,7 +29,11 @@ async def scan_opcua(endpoint: str, max_depth: int = 6, timeout: float = 10) -> 
                         value = await child.read_value()
                     except Exception as exc:
                         value = f"<{type(exc).__name__}>"
-                    lines.append(f"{'  ' * depth}{name} = {value!r}   [{text}]")
+                    unit, _ = await read_engineering_unit(child)
+                    sensor = sensor_for_browse_name(name)
+                    shown = f"{name} = {value!r}" + (f" {unit}" if unit else "")
+                    hint = f"   (browse_root maps it to {sensor})" if sensor else ""
+                    lines.append(f"{'  ' * depth}{shown}   [{text}]{hint}")
                 elif node_class in (ua.NodeClass.Object,):
                     lines.append(f"{'  ' * depth}{name}/   [{text}]")
                     await walk(child, depth + 1)
