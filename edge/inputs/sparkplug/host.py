@@ -135,6 +135,10 @@ class SparkplugHost:
             state.devices_online.discard(device)
             self._mark_bad(node, device, payload, out)
             return out
+        if (node, device) not in self._mapped:
+            # A device (or the node's own metrics) nobody mapped: its seq counted, nothing
+            # else to do; its aliases are not needed, so no rebirth on their account.
+            return out
         if device is not None and kind == "DDATA" and device not in state.devices:
             out.rebirth = out.rebirth or f"DDATA from device {device!r} without its DBIRTH"
         self._values(node, device, state, payload, out)
@@ -200,7 +204,7 @@ class SparkplugHost:
     def _values(
         self, node: str, device: str | None, state: NodeState, payload: Payload, out: Outcome
     ) -> None:
-        mapped = self._mapped.get((node, device))
+        mapped = self._mapped[(node, device)]
         aliases = state.aliases if device is None else state.devices.get(device, {})
         unknown = 0
         # (timestamp or None for the payload's) -> (core, custom, quality)
@@ -213,7 +217,7 @@ class SparkplugHost:
                     unknown += 1
                     continue
                 name = aliases[metric.alias]
-            if mapped is None or name not in mapped.metrics:
+            if name not in mapped.metrics:
                 continue
             sensor, transform = mapped.metrics[name]
             key = metric.timestamp if metric.is_historical else None
@@ -228,8 +232,6 @@ class SparkplugHost:
         if unknown:
             out.problems.append(f"{unknown} metric(s) with an alias no BIRTH declared skipped")
             out.rebirth = out.rebirth or "metric alias unknown"
-        if mapped is None:
-            return
         for key, (core, custom, quality) in groups.items():
             if not core and not custom:
                 continue

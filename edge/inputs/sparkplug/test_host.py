@@ -161,6 +161,14 @@ def test_unknown_alias_after_birth_asks_for_a_rebirth() -> None:
     assert out.rebirth == "metric alias unknown" and out.readings == []
 
 
+def test_unmapped_devices_count_for_seq_and_never_ask_for_a_rebirth() -> None:
+    h = host()
+    born(h)
+    out = h.handle("spBv1.0/G/DDATA/N/Other", payload(metric(alias=99, double=1.0), seq=2))
+    assert (out.readings, out.rebirth, out.problems) == ([], None, [])
+    assert h.handle("spBv1.0/G/NDATA/N", payload(seq=3)).rebirth is None
+
+
 def test_ddeath_marks_the_device_bad() -> None:
     h = host()
     born(h)
