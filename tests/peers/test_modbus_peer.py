@@ -117,3 +117,21 @@ def test_repeated_exception_is_logged_once(
     assert len(readings) >= 10
     assert all(r.values["pressure"] is not None for r in readings)
     assert "missing_register" not in readings[-1].custom
+
+
+def test_scan_finds_every_table_of_umodbus(umodbus_port: int) -> None:
+    from edge.inputs.modbus.scan import describe_ranges, scan_modbus
+
+    tables = ["holding", "input", "coil", "discrete_input"]
+    ranges = asyncio.run(scan_modbus("127.0.0.1", umodbus_port, [1], 0, 40, tables))
+    spans = {(r.table, r.start, len(r.values)) for r in ranges}
+    assert spans == {
+        ("holding", 0, 32),
+        ("input", 0, 8),
+        ("coil", 0, 16),
+        ("discrete_input", 0, 16),
+    }
+    text = describe_ranges(ranges)
+    assert "unit 1 coils 0..15 (16 answer), Modicon 00001..00016" in text
+    assert "      0: 1000010000000000" in text  # coils 0 and 5
+    assert "unit 1 holding registers 0..31 (32 answer), Modicon 40001..40032" in text

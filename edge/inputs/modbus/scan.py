@@ -1,5 +1,6 @@
-"""``rig-edge scan modbus``: which register addresses answer (per unit id and table), each
-pair also shown as a float32, to help write a device's register map."""
+"""``rig-edge scan modbus``: which addresses answer (per unit id and table: holding and input
+registers, coils, discrete inputs), each register pair also shown as a float32 and in Modicon
+numbering, to help write a device's register map."""
 
 from __future__ import annotations
 
@@ -21,12 +22,21 @@ class RegisterRange:
 async def _read(
     client: AsyncModbusTcpClient, table: str, unit: int, start: int, count: int
 ) -> list[int] | None:
-    reader = client.read_holding_registers if table == "holding" else client.read_input_registers
+    reader = {
+        "holding": client.read_holding_registers,
+        "input": client.read_input_registers,
+        "coil": client.read_coils,
+        "discrete_input": client.read_discrete_inputs,
+    }[table]
     try:
         response = await reader(start, count=count, device_id=unit)
     except Exception:
         return None
-    return None if response.isError() else list(response.registers)
+    if response.isError():
+        return None
+    if table in ("coil", "discrete_input"):
+        return [int(bool(b)) for b in response.bits[:count]]
+    return list(response.registers)
 
 
 async def scan_modbus(
@@ -77,13 +87,25 @@ async def scan_modbus(
     return found
 
 
+_MODICON = {"holding": 40001, "input": 30001, "coil": 1, "discrete_input": 10001}
+
+
 def describe_ranges(ranges: list[RegisterRange]) -> str:
     lines = []
     for r in ranges:
-        lines.append(
-            f"unit {r.unit} {r.table} registers {r.start}..{r.start + len(r.values) - 1}"
-            f" ({len(r.values)} answer)"
+        first = _MODICON[r.table] + r.start
+        what = {"holding": "holding registers", "input": "input registers"}.get(
+            r.table, r.table.replace("_", " ") + "s"
         )
+        lines.append(
+            f"unit {r.unit} {what} {r.start}..{r.start + len(r.values) - 1}"
+            f" ({len(r.values)} answer), Modicon {first:05d}..{first + len(r.values) - 1:05d}"
+        )
+        if r.table in ("coil", "discrete_input"):
+            for i in range(0, len(r.values), 16):
+                bits = "".join(str(b) for b in r.values[i : i + 16])
+                lines.append(f"  {r.start + i:5d}: {bits}")
+            continue
         for i in range(0, len(r.values) - 1, 2):
             words = r.values[i : i + 2]
             as_float = struct.unpack(">f", struct.pack(">HH", *words))[0]
@@ -113,10 +135,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--start", type=int, default=0, help="first register address, 0-based (default 0)"
     )
     parser.add_argument("--end", type=int, default=200, help="last address + 1 (default 200)")
-    parser.add_argument("--table", choices=["holding", "input", "both"], default="both")
+    parser.add_argument(
+        "--table",
+        choices=["holding", "input", "both", "coil", "discrete_input", "all"],
+        default="both",
+        help="both: holding and input registers (default); all: also coils, discrete inputs",
+    )
 
 
 async def scan_from_args(args: argparse.Namespace) -> str:
-    tables = ["holding", "input"] if args.table == "both" else [args.table]
+    tables = {
+        "both": ["holding", "input"],
+        "all": ["holding", "input", "coil", "discrete_input"],
+    }.get(args.table, [args.table])
     ranges = await scan_modbus(args.host, args.port, args.units, args.start, args.end, tables)
     return describe_ranges(ranges) or "no register answered"
