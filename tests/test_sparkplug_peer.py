@@ -6,8 +6,9 @@ Mosquitto to a real ``rig-edge`` process, whose buffer file the test reads.
   mapped sensors, psi converted to the catalog's bar;
 - a seq gap: the edge publishes NCMD Node Control/Rebirth, which the peer receives;
 - DDEATH: the device's sensors get a reading with quality bad;
-- the edge started after the node was born (joined mid-stream): it asks for a rebirth;
-- the node killed (its will, NDEATH): the node's machines are marked bad.
+- the edge started after the node was born (joined mid-stream): it asks for a rebirth,
+  the node answers with a new session, and its aliased DATA is understood from then on;
+- the node killed (its will, NDEATH with the session's bdSeq): its machines are marked bad.
 """
 
 from __future__ import annotations
@@ -100,6 +101,10 @@ def _has(tmp: Path, **values: Any) -> bool:
         )
         for doc in _buffered(tmp)
     )
+
+
+def _bad(tmp: Path) -> int:
+    return sum(d.get("quality", {}).get("temperature") == "bad" for d in _buffered(tmp))
 
 
 def _rebirths(peer: SparkplugPeer) -> int:
@@ -198,7 +203,9 @@ def test_edge_joining_mid_stream_asks_for_a_rebirth_and_a_node_death_marks_bad(
 ) -> None:
     host, port = mqtt_broker
     # The node is born before the edge runs: the edge never sees its BIRTH certificates.
-    peer.send("start", host=host, port=port, group=GROUP, node="Node2", metrics=[])
+    peer.send(
+        "start", host=host, port=port, group=GROUP, node="Node2", metrics=[], answer_rebirth=True
+    )
     peer.send("register", device="Dev1", metrics=DEVICE_METRICS)
     cfg = _config(tmp_path, mqtt_broker, "Node2")
     edge = start_edge(cfg, log_dir)
@@ -215,15 +222,23 @@ def test_edge_joining_mid_stream_asks_for_a_rebirth_and_a_node_death_marks_bad(
         wait_until(asked, 60, "NCMD rebirth after DATA without BIRTH", services=[edge])
         assert not _has(tmp_path, temperature=60.0), "an unresolvable alias is not guessed"
 
-        # pysparkplug does not answer a rebirth itself; its node is killed, and the broker
-        # publishes its will: NDEATH with the bdSeq of the session.
+        # The node answers with a new session (NBIRTH, DBIRTH): its values and aliases are
+        # known from then on.
+        wait_until(lambda: peer.reborn >= 1, 60, "the node reborn", services=[edge])
+        wait_until(lambda: _has(tmp_path, temperature=70.0), 60, "the DBIRTH values stored")
+        wait_health(cfg, lambda d: d["inputs"]["spb"]["devices"]["A"] is True, "machine A online")
+        peer.send("update_alias", device="Dev1", metrics=[{"alias": 1, "value": 61.0}])
+        wait_until(lambda: _has(tmp_path, temperature=61.0), 60, "aliased DDATA after rebirth")
+
+        # (pysparkplug's rebirth was a clean disconnect first: its NDEATH, from a session
+        # the edge never saw born, already marked the machine bad once.)
+        bad_before = _bad(tmp_path)
+
+        # The node killed: the broker publishes its will, NDEATH with the bdSeq of the
+        # session the edge saw born; the node's machine is marked bad.
         peer.kill()
-        # The edge never saw this session's NBIRTH, so it cannot compare bdSeq: the node is
-        # dead either way, and its machine marked bad.
         wait_until(
-            lambda: any(
-                d.get("quality", {}).get("temperature") == "bad" for d in _buffered(tmp_path)
-            ),
+            lambda: _bad(tmp_path) > bad_before,
             60,
             "NDEATH marks the node's machine bad",
             services=[edge],

@@ -66,6 +66,7 @@ class SparkplugPeer:
         )
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.commands: list[dict[str, Any]] = []  # NCMDs received, in order
+        self.reborn = 0  # rebirths answered (with answer_rebirth)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -76,6 +77,8 @@ class SparkplugPeer:
                 doc = json.loads(line)
                 if doc.get("event") == "ncmd":
                     self.commands.append(doc)
+                elif doc.get("event") == "reborn":
+                    self.reborn += 1
                 else:
                     self.events.put(doc)
 

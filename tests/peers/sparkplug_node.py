@@ -2,14 +2,22 @@
 JSON lines on stdin; it answers with JSON lines on stdout. Runs in the peer venv
 (``tests/peers/sparkplug.py``), never imported by the project.
 
-Commands: ``start`` (host, port, group, node, metrics: NBIRTH with bdSeq), ``register``
-(device, metrics: DBIRTH), ``update`` (device, metrics: DDATA through EdgeNode, names and
-aliases), ``update_alias`` (device, metrics: DDATA with aliases only, pysparkplug's payload
-and seq counter), ``skip_seq`` (the node's seq counter moves on without a message: the
-next message shows a gap), ``deregister`` (device: DDEATH), ``stop``.
+Commands:
+
+- ``start`` (host, port, group, node, metrics): NBIRTH with bdSeq; with ``answer_rebirth``
+  a Node Control/Rebirth command makes a new session (NBIRTH and the DBIRTHs);
+- ``register`` (device, metrics): DBIRTH;
+- ``update`` (device, metrics): DDATA through EdgeNode, names and aliases;
+- ``update_alias`` (device, metrics): DDATA with aliases only, pysparkplug's payload and
+  seq counter;
+- ``skip_seq``: the node's seq counter moves on without a message (the next shows a gap);
+- ``deregister`` (device): DDEATH;
+- ``stop``.
+
 Each metric: {"name", "alias", "type" (a pysparkplug DataType name), "value"}.
 Events: {"event": "ok", "op": ...}, {"event": "error", ...}, and
-{"event": "ncmd", "metrics": [{"name", "value"}]} for every NCMD the node receives.
+{"event": "ncmd", "metrics": [{"name", "value"}]} for every NCMD the node receives, and
+{"event": "reborn"} when a rebirth it answered is published.
 """
 
 from __future__ import annotations
@@ -40,9 +48,26 @@ def metric(spec: dict[str, Any], *, with_name: bool = True) -> spb.Metric:
     )
 
 
-def on_command(_node: spb.EdgeNode, message: spb.Message) -> None:
+REBIRTH = "Node Control/Rebirth"
+_rebirth: dict[str, Any] = {}  # set by start with answer_rebirth: host and port
+
+
+def on_command(node: spb.EdgeNode, message: spb.Message) -> None:
     metrics = [{"name": m.name, "value": m.value} for m in message.payload.metrics]
     say(event="ncmd", topic=str(message.topic), metrics=metrics)
+    if _rebirth and {"name": REBIRTH, "value": True} in metrics:
+        # pysparkplug has no rebirth of its own: a new session publishes NBIRTH and the
+        # DBIRTH of every registered device. Not from paho's callback thread.
+        threading.Thread(target=_reborn, args=(node,), daemon=True).start()
+
+
+def _reborn(node: spb.EdgeNode) -> None:
+    node.disconnect()
+    node.connect(_rebirth["host"], port=_rebirth["port"], blocking=False)
+    deadline = time.monotonic() + 30
+    while not node._connected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    say(event="reborn", connected=node._connected)
 
 
 def main() -> None:
@@ -52,6 +77,8 @@ def main() -> None:
         op = cmd["op"]
         try:
             if op == "start":
+                if cmd.get("answer_rebirth"):
+                    _rebirth.update(host=cmd["host"], port=cmd["port"])
                 node = spb.EdgeNode(
                     cmd["group"],
                     cmd["node"],
