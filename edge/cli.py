@@ -134,19 +134,38 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_import_map(args: argparse.Namespace) -> int:
-    from edge.inputs.modbus.import_map import MapImportError, from_args
+# The input type whose register maps ``import-map`` reads (through the registry, as scan).
+IMPORT_MAP_KIND = "modbus"
 
-    try:
-        text = from_args(args)
-    except MapImportError as exc:
-        print(f"import-map: {args.csv}: {exc}", file=sys.stderr)
+
+def cmd_import_map(args: argparse.Namespace) -> int:
+    """The input type's own parser takes every option (``rig-edge import-map --help`` is
+    its help), as ``rig-edge scan KIND`` does."""
+    from edge.inputs import registry
+
+    cls = registry.input_type(IMPORT_MAP_KIND).input_class()
+    add_arguments = getattr(cls, "import_map_arguments", None)
+    import_map = getattr(cls, "import_map", None)
+    if add_arguments is None or import_map is None:
+        print(f"import-map: the {IMPORT_MAP_KIND} input offers no import", file=sys.stderr)
         return 2
-    if args.output is None:
+    parser = argparse.ArgumentParser(
+        prog="rig-edge import-map",
+        description=f"{getattr(cls, 'import_map_help', '')} "
+        "(the CSV layout: edge/inputs/modbus/README.md).",
+    )
+    add_arguments(parser)
+    options = parser.parse_args(args.options)
+    try:
+        text = str(import_map(options))
+    except ValueError as exc:  # names the CSV line
+        print(f"import-map: {options.csv}: {exc}", file=sys.stderr)
+        return 2
+    if options.output is None:
         sys.stdout.write(text)
     else:
-        args.output.write_text(text, encoding="utf-8")
-        print(f"wrote {args.output}; check it: rig-edge check-config -c {args.output} --probe")
+        options.output.write_text(text, encoding="utf-8")
+        print(f"wrote {options.output}; check: rig-edge check-config -c {options.output} --probe")
     return 0
 
 
@@ -199,15 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("options", nargs=argparse.REMAINDER, help="the input type's options")
     scan.set_defaults(func=cmd_scan)
 
-    from edge.inputs.modbus import import_map
-
     imports = sub.add_parser(
         "import-map",
         help="a PLC's register map (CSV) as the YAML of a Modbus input",
-        description="Write the inputs: modbus: YAML for a register map exported as CSV "
-        "(columns tag, address, data_type, scale, unit, ...: edge/inputs/modbus/README.md).",
+        description="rig-edge import-map FILE.csv --machine-id A --host H [...]: "
+        "rig-edge import-map --help for the options",
+        add_help=False,  # --help is the import's own parser's
     )
-    import_map.add_arguments(imports)
+    imports.add_argument("options", nargs=argparse.REMAINDER, help="FILE.csv and options")
     imports.set_defaults(func=cmd_import_map)
 
     status = sub.add_parser("status", help="buffer figures and the running daemon's health")
@@ -217,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["import-map"]:
+        # Its options (--help too) belong to the input's own parser: argparse's REMAINDER
+        # would not take an option as the first word.
+        return cmd_import_map(argparse.Namespace(options=argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -22,6 +22,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import ClassVar
 
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient, ModbusBaseClient
@@ -525,6 +526,23 @@ class ModbusInput(Input[ModbusInputConfig]):
         from edge.inputs.modbus.scan import scan_from_args
 
         return await scan_from_args(args)
+
+    #: ``rig-edge import-map`` (found through the registry, like scan): a register map
+    #: exported as CSV becomes this input's YAML.
+    import_map_help: ClassVar[str] = "a PLC's register map (CSV) as the YAML of a Modbus input"
+
+    @classmethod
+    def import_map_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        from edge.inputs.modbus.import_map import add_arguments
+
+        add_arguments(parser)
+
+    @classmethod
+    def import_map(cls, args: argparse.Namespace) -> str:
+        """The YAML text; ``ValueError`` naming the CSV line when the map cannot be used."""
+        from edge.inputs.modbus.import_map import from_args
+
+        return from_args(args)
 
 
 def _describe(exc: BaseException) -> str:
