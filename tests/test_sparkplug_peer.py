@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
@@ -128,13 +129,30 @@ def _connected(doc: dict[str, Any]) -> bool:
     return doc["inputs"]["spb"]["devices"]["spb"] is True
 
 
+def _wait_host_online(broker: tuple[str, int], host_id: str) -> None:
+    """The edge publishes its STATE after its SUBSCRIBE on the same connection: once the
+    broker shows it online, the edge's subscriptions are in place."""
+    seen: list[bytes] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"watch-{host_id}")
+    client.on_message = lambda c, u, message: seen.append(bytes(message.payload))
+    client.connect(*broker)
+    client.subscribe(f"spBv1.0/STATE/{host_id}", qos=1)
+    client.loop_start()
+    try:
+        wait_until(lambda: any(b'"online":true' in s for s in seen), 60, "the host online")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
 def test_births_aliases_gap_and_death_from_a_third_party_node(
     tmp_path: Path, log_dir: Path, mqtt_broker: tuple[str, int], peer: SparkplugPeer
 ) -> None:
     cfg = _config(tmp_path, mqtt_broker, "Node1")
     edge = start_edge(cfg, log_dir)
     try:
-        wait_health(cfg, _connected, "the edge subscribed", services=[edge])
+        wait_health(cfg, _connected, "the edge connected", services=[edge])
+        _wait_host_online(mqtt_broker, "rig-Node1")
         host, port = mqtt_broker
         peer.send("start", host=host, port=port, group=GROUP, node="Node1", metrics=[])
         peer.send("register", device="Dev1", metrics=DEVICE_METRICS)
@@ -210,7 +228,7 @@ def test_edge_joining_mid_stream_asks_for_a_rebirth_and_a_node_death_marks_bad(
     cfg = _config(tmp_path, mqtt_broker, "Node2")
     edge = start_edge(cfg, log_dir)
     try:
-        wait_health(cfg, _connected, "the edge subscribed", services=[edge])
+        wait_health(cfg, _connected, "the edge connected", services=[edge])
 
         # Aliases the edge cannot resolve: nothing stored, a rebirth asked for. Sent again
         # until the request arrives (the edge's subscription may complete after a send).
