@@ -260,6 +260,13 @@ def cmd_embedded_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: at least 1")
+    return value
+
+
 def _dead_letter_connection() -> tuple[DatabaseSettings, psycopg.Connection]:
     import psycopg
 
@@ -410,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     dead_sub = dead.add_subparsers(dest="dead_letters_command", required=True)
     dead_list = dead_sub.add_parser("list", help="newest first, without payloads")
     dead_list.add_argument("--status", choices=["open", "replayed", "all"], default="open")
-    dead_list.add_argument("--limit", type=int, default=50)
+    dead_list.add_argument("--limit", type=_positive, default=50)
     dead_list.add_argument("--reason", help="only letters whose reason contains this text")
     dead_list.add_argument("--json", action="store_true", help="JSON instead of text")
     dead_list.set_defaults(func=cmd_dead_letters_list)
@@ -419,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--id", type=int, action="append", help="only this letter (repeatable)"
     )
     dead_replay.add_argument("--reason", help="only letters whose reason contains this text")
-    dead_replay.add_argument("--limit", type=int, default=None, help="at most this many")
+    dead_replay.add_argument("--limit", type=_positive, default=None, help="at most this many")
     dead_replay.add_argument(
         "--dry-run", action="store_true", help="report what would happen, change nothing"
     )

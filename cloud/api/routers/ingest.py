@@ -81,7 +81,8 @@ _INGEST_BODY_SCHEMA: dict[str, Any] = {
             "type": "object",
             "description": "One reading. Canonical shape: machine_id, edge_id, seq, ts, values "
             "{core sensor: number}, custom {name: number}. Integrator shape: machine_id plus "
-            "sensor fields at top level and custom_sensors; edge_id/seq/timestamp optional.",
+            "sensor fields at top level and custom_sensors; edge_id/seq/timestamp optional. "
+            "ts/timestamp: ISO 8601, or epoch seconds (< 1e11) or milliseconds (< 1e14).",
             "required": ["machine_id"],
             "properties": {"machine_id": {"type": "string"}},
             "additionalProperties": True,
@@ -593,7 +594,7 @@ async def ingest_influx(
     settings = services.settings
     if idempotency_key is not None and not _IDEMPOTENCY_KEY_RE.match(idempotency_key):
         raise ApiError(422, "Idempotency-Key", "1-255 visible ASCII characters")
-    raw = _decoded(request, await _read_body(request, settings.max_body_bytes))
+    raw = _decoded(request, await _read_body(request, settings.max_body_bytes), settings)
     if len(raw) > settings.max_body_bytes:
         raise ApiError(
             413, "$", f"decompressed body exceeds the limit of {settings.max_body_bytes} bytes"
@@ -696,7 +697,7 @@ async def ingest_influx(
     return _influx_answer(results, duplicates, key_edge)
 
 
-def _decoded(request: Request, raw: bytes) -> bytes:
+def _decoded(request: Request, raw: bytes, settings: Any) -> bytes:
     """The body without its Content-Encoding (Telegraf's ``content_encoding = "gzip"``),
     never inflated past the body limit plus one byte (a compression bomb stops there)."""
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
@@ -704,7 +705,7 @@ def _decoded(request: Request, raw: bytes) -> bytes:
         return raw
     if encoding != "gzip":
         raise ApiError(415, "Content-Encoding", f"{encoding[:40]!r}: gzip or identity only")
-    limit = request.app.state.services.settings.max_body_bytes
+    limit = settings.max_body_bytes
     inflater = zlib.decompressobj(wbits=31)
     try:
         out = inflater.decompress(raw, limit + 1)
