@@ -162,10 +162,16 @@ def test_one_message_many_readings_is_acknowledged_when_all_are_committed(
 
         last = _Run(config)
         await last.subscribed()
-        # A marker published now arrives after anything the broker still had queued.
+        # Garbage on the node's topics is counted and acknowledged; the input goes on. A
+        # marker published after it arrives after anything the broker still had queued.
+        for junk in (b"\xff\xff\xff", b'{"temperature": 1}', b""):
+            publisher.publish("spBv1.0/G/DDATA/N/D", junk, qos=1).wait_for_publish(10)
         publisher.publish("spBv1.0/G/NBIRTH/N", birth, qos=1).wait_for_publish(10)
         await _until(lambda: len(last.got) >= 1, "the marker")
         assert [r.values for r, _ in last.got] == [{"ambient_temp": 60.0}]
+        # Two malformed payloads (b"" is an empty, valid payload: no seq, counted too).
+        errors = last.input.metrics.source_errors.labels("spb", "*")._value.get()
+        assert errors >= 2
         for _, handle in last.got:
             if handle is not None:
                 handle()
