@@ -9,7 +9,7 @@ else in ``node_modules`` is reachable. Every response carries a strict Content-S
 Pages need a session: a visitor without one is sent to ``/login?next=...``; ``/admin`` is for
 the admin role only (403 page otherwise); ``/machines/{id}`` only for users assigned that
 machine. The data itself comes from the JSON API and the WebSocket stream, which enforce the
-same rules on their own.
+same rules on their own. ``/anomalies/{id}`` shows an anomaly and its root-cause report.
 """
 
 from __future__ import annotations
@@ -108,6 +108,17 @@ async def machine_page(machine_id: str, request: Request, user: CurrentUser) -> 
     if not user.may_see(machine_id):
         return _page("403.html", 403)
     return _page("machine.html")
+
+
+@router.get("/anomalies/{anomaly_id}")
+async def anomaly_page(anomaly_id: str, request: Request, user: CurrentUser) -> Response:
+    # Whether the user may see the anomaly's machine is the API's answer (404 otherwise),
+    # which the page shows; the page itself only needs a session.
+    if user is None:
+        return _to_login(request)
+    if not anomaly_id.isdigit() or len(anomaly_id) > 18:
+        return _page("404.html", 404)
+    return _page("anomaly.html")
 
 
 @router.get("/admin")
