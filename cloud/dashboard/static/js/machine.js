@@ -310,7 +310,12 @@ class MachinePage {
     return el(
       "tr",
       { class: fresh ? "new" : null, dataset: { id: a.id ?? "" } },
-      el("td", { text: timeOf(a.timestamp) }),
+      el(
+        "td",
+        {},
+        // The anomaly page (detail and root-cause report) when the row is a stored anomaly.
+        a.id ? el("a", { href: `/anomalies/${a.id}`, text: timeOf(a.timestamp) }) : timeOf(a.timestamp),
+      ),
       el("td", { text: a.method || "—" }),
       el("td", { class: "score", text: typeof a.score === "number" ? fmt(a.score) : "—" }),
       el("td", { text: (a.sensors || []).join(", ") || "—" }),
