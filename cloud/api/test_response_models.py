@@ -107,6 +107,24 @@ def _seed(client: TestClient, tokens: dict[str, str], database_url: str) -> dict
             reason="first model",
             baseline_metrics=None,
         )
+        register(  # a RUL model beside the detector (GET /edge/models/{machine_id}/rul)
+            conn,
+            Candidate(
+                machine_id="A",
+                strategy="rul",
+                metrics={"validation": {"rmse_hours": 10.0, "coverage": 0.9}},
+                manifest={"sensors": ["vibration"], "format": "rig-alpha-rul-bundle"},
+                bundle=b"\x1f\x8b not really a bundle",
+                trained_from=None,
+                trained_to=None,
+                training_rows=1000,
+                created_by="test",
+                kind="rul",
+            ),
+            accepted=True,
+            reason="first RUL model",
+            baseline_metrics=None,
+        )
     job = client.post("/api/v1/machines/A/retrain", headers=admin)
     assert job.status_code == 202, job.text
     anomalies = client.get("/api/v1/anomalies", params={"machine_id": "A"}, headers=admin)

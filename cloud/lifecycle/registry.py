@@ -22,6 +22,9 @@ _PUBLIC_COLUMNS = (
     "trained_from, trained_to, training_rows, manifest, bundle_sha256, created_by, "
     "created_at, activated_at, octet_length(bundle) AS bundle_bytes"
 )
+# Kinds of model a machine can have in service at once, one of each (migration 0015). The
+# public row tells them apart by ``strategy``: a RUL model's is "rul".
+KINDS = ("detector", "rul")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,7 @@ class Candidate:
     trained_to: datetime | None
     training_rows: int
     created_by: str | None
+    kind: str = "detector"
 
 
 def _json(row: dict[str, Any]) -> dict[str, Any]:
@@ -57,23 +61,24 @@ def register(
     retired), refused ones are kept as ``rejected`` with the reason, for the audit trail."""
     conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"models:{candidate.machine_id}",))
     next_version = conn.execute(
-        "SELECT coalesce(max(version), 0) + 1 FROM model_registry WHERE machine_id = %s",
-        (candidate.machine_id,),
+        "SELECT coalesce(max(version), 0) + 1 FROM model_registry "
+        "WHERE machine_id = %s AND kind = %s",
+        (candidate.machine_id, candidate.kind),
     ).fetchone()
     # An aggregate always answers one row.
     version = next_version[0] if next_version is not None else 1
     if accepted:
         conn.execute(
             "UPDATE model_registry SET status = 'retired' "
-            "WHERE machine_id = %s AND status = 'active'",
-            (candidate.machine_id,),
+            "WHERE machine_id = %s AND kind = %s AND status = 'active'",
+            (candidate.machine_id, candidate.kind),
         )
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             "INSERT INTO model_registry (machine_id, version, status, strategy, metrics, "
             "baseline_metrics, reason, trained_from, trained_to, training_rows, manifest, "
-            "bundle, bundle_sha256, created_by, activated_at) VALUES (%s, %s, %s, %s, %s, %s, "
-            "%s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN now() END) "
+            "bundle, bundle_sha256, created_by, kind, activated_at) VALUES (%s, %s, %s, %s, %s, "
+            "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN now() END) "
             f"RETURNING {_PUBLIC_COLUMNS}",
             (
                 candidate.machine_id,
@@ -90,6 +95,7 @@ def register(
                 candidate.bundle,
                 hashlib.sha256(candidate.bundle).hexdigest(),
                 candidate.created_by,
+                candidate.kind,
                 accepted,
             ),
         )
@@ -98,12 +104,14 @@ def register(
     return _json(row)
 
 
-def active(conn: psycopg.Connection, machine_id: str) -> dict[str, Any] | None:
+def active(
+    conn: psycopg.Connection, machine_id: str, kind: str = "detector"
+) -> dict[str, Any] | None:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             f"SELECT {_PUBLIC_COLUMNS} FROM model_registry "
-            "WHERE machine_id = %s AND status = 'active'",
-            (machine_id,),
+            "WHERE machine_id = %s AND kind = %s AND status = 'active'",
+            (machine_id, kind),
         )
         row = cur.fetchone()
     return _json(row) if row else None
@@ -126,29 +134,35 @@ def list_models(
             f"SELECT {_PUBLIC_COLUMNS} FROM model_registry "
             "WHERE (%(machine)s::text IS NULL OR machine_id = %(machine)s) "
             "AND (%(all)s OR machine_id = ANY(%(machines)s)) "
-            "ORDER BY machine_id, version DESC",
+            "ORDER BY machine_id, kind, version DESC",
             {"machine": machine_id, "all": machines is None, "machines": list(machines or ())},
         )
         return [_json(r) for r in cur.fetchall()]
 
 
-def rollback(conn: psycopg.Connection, machine_id: str, username: str | None) -> dict[str, Any]:
-    """Put the previously active model back in service; the current one becomes retired
-    with the reason recorded."""
+def rollback(
+    conn: psycopg.Connection, machine_id: str, username: str | None, kind: str = "detector"
+) -> dict[str, Any]:
+    """Put the previously active model (of ``kind``) back in service; the current one
+    becomes retired with the reason recorded."""
     conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"models:{machine_id}",))
     current = conn.execute(
-        "SELECT id, version FROM model_registry WHERE machine_id = %s AND status = 'active'",
-        (machine_id,),
+        "SELECT id, version FROM model_registry WHERE machine_id = %s AND kind = %s "
+        "AND status = 'active'",
+        (machine_id, kind),
     ).fetchone()
     if current is None:
-        raise NotFoundError("machine_id", f"machine {machine_id!r} has no model in service")
+        raise NotFoundError("machine_id", f"machine {machine_id!r} has no {_noun(kind)} in service")
     previous = conn.execute(
-        "SELECT id FROM model_registry WHERE machine_id = %s AND status = 'retired' "
-        "AND activated_at IS NOT NULL AND version < %s ORDER BY version DESC LIMIT 1",
-        (machine_id, current[1]),
+        "SELECT id FROM model_registry WHERE machine_id = %s AND kind = %s "
+        "AND status = 'retired' AND activated_at IS NOT NULL AND version < %s "
+        "ORDER BY version DESC LIMIT 1",
+        (machine_id, kind, current[1]),
     ).fetchone()
     if previous is None:
-        raise FieldError("machine_id", "no earlier model of this machine was ever in service")
+        raise FieldError(
+            "machine_id", f"no earlier {_noun(kind)} of this machine was ever in service"
+        )
     conn.execute(
         "UPDATE model_registry SET status = 'retired', reason = coalesce(reason || '; ', '') "
         "|| %s WHERE id = %s",
@@ -158,9 +172,13 @@ def rollback(conn: psycopg.Connection, machine_id: str, username: str | None) ->
         "UPDATE model_registry SET status = 'active', activated_at = now() WHERE id = %s",
         (previous[0],),
     )
-    result = active(conn, machine_id)
+    result = active(conn, machine_id, kind)
     assert result is not None
     return result
+
+
+def _noun(kind: str) -> str:
+    return "RUL model" if kind == "rul" else "model"
 
 
 def request_training(conn: psycopg.Connection, machine_id: str, username: str | None) -> int:

@@ -3,7 +3,7 @@ built by hand whose remaining life falls as the window's mean vibration rises ab
 healthy level, with the interval and manifest layout of ``models.rul.export``.
 
 rul = clip(max_rul - slope * (mean(window[:, :, vibration]) - healthy), 0, max_rul);
-low = 0.8 * rul, high = 1.2 * rul (at least rul)."""
+low = low_factor * rul, high = high_factor * rul (0.8 and 1.2 by default)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,15 @@ from shared.model_bundle import PrivateKeyLike, sign_bundle, write_manifest
 from simulator.fleet import RUL_SENSORS, STEP_S
 
 
-def rul_onnx(window: int, n_sensors: int, healthy: float, slope: float, max_rul: float) -> bytes:
+def rul_onnx(
+    window: int,
+    n_sensors: int,
+    healthy: float,
+    slope: float,
+    max_rul: float,
+    low_factor: float = 0.8,
+    high_factor: float = 1.2,
+) -> bytes:
     import onnx
     from onnx import TensorProto, helper
 
@@ -46,8 +54,8 @@ def rul_onnx(window: int, n_sensors: int, healthy: float, slope: float, max_rul:
         const("slope", slope),
         const("cap", max_rul),
         const("zero", 0.0),
-        const("lo", 0.8),
-        const("hi", 1.2),
+        const("lo", low_factor),
+        const("hi", high_factor),
         helper.make_node("Sub", ["m", "healthy"], ["d"]),
         helper.make_node("Mul", ["d", "slope"], ["used"]),
         helper.make_node("Sub", ["cap", "used"], ["raw"]),
@@ -80,11 +88,21 @@ def write_test_rul_bundle(
     healthy_vibration: float = 2.2,
     hours_per_unit: float = 40.0,
     max_rul: float = 240.0,
+    low_factor: float = 0.8,
+    high_factor: float = 1.2,
 ) -> dict[str, Any]:
     """A signed (when a key is given) RUL bundle over ``RUL_SENSORS`` in hours."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "rul.onnx").write_bytes(
-        rul_onnx(window, len(RUL_SENSORS), healthy_vibration, hours_per_unit, max_rul)
+        rul_onnx(
+            window,
+            len(RUL_SENSORS),
+            healthy_vibration,
+            hours_per_unit,
+            max_rul,
+            low_factor,
+            high_factor,
+        )
     )
     reference = [healthy_vibration, 147.0, 130.0, 72.0, 3250.0, 27.5]
     manifest = {

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Response
 from cloud.api.deps import Db
 from cloud.api.guards import Admin, AnyUser, IngestEdge, Operator, check_machine
 from cloud.api.params import MachineId, RowId
+from cloud.api.routers import rul
 from cloud.api.schemas import (
     EdgeModelOut,
     ModelOut,
@@ -150,3 +151,7 @@ async def lstm_predictions(db: Db, user: AnyUser) -> dict[str, Any]:
             for p in rows
         }
     }
+
+
+# Remaining useful life: the same lifecycle (registry kind 'rul'), its estimates and bands.
+rul.register(router)
