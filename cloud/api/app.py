@@ -9,6 +9,7 @@ from fastapi import APIRouter, FastAPI
 from psycopg_pool import ConnectionPool
 
 from cloud.api.deps import AppServices
+from cloud.api.docs import install_docs
 from cloud.api.errors import install_error_handlers
 from cloud.api.routers import (
     anomalies,
@@ -94,7 +95,11 @@ def create_app(settings: CloudSettings) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
         description="Ingest, statistics and operations API of the Rig Alpha cloud aggregator.",
+        # Served from the package below, not from a CDN (cloud/api/docs.py).
+        docs_url=None,
+        redoc_url=None,
     )
+    install_docs(app, "Rig Alpha cloud API")
     install_error_handlers(app)
     # Every request counted, timed by route template and access-logged; GET /metrics for
     # Prometheus (cloud/metrics/api.py).

@@ -253,11 +253,12 @@ def test_image_copies_every_package_and_its_data() -> None:
 def test_image_has_the_dashboard_libraries() -> None:
     import json
 
+    from cloud.api.docs import DOCS_FILES
     from cloud.dashboard.router import NODE_MODULES, VENDOR_FILES
 
     assert "npm ci --omit=dev" in DOCKERFILE
     package = json.loads((ROOT / "cloud/dashboard/package.json").read_text())
-    for target in VENDOR_FILES.values():
+    for target in [*VENDOR_FILES.values(), *DOCS_FILES.values()]:
         # --omit=dev: what the browser loads must be a runtime dependency.
         assert target.split("/")[0] in package["dependencies"], target
     relative = NODE_MODULES.relative_to(ROOT)  # cloud/dashboard/node_modules
