@@ -101,7 +101,10 @@ $(PEER_OPCUA_MODULES): tests/peers/opcua/package-lock.json
 	@command -v npm >/dev/null || { echo "node 20 + npm are required"; exit 1; }
 	npm ci --prefix tests/peers/opcua --no-audit --no-fund --loglevel=error
 
+# The Sparkplug B node (pysparkplug, which needs paho-mqtt<2) in a venv of its own,
+# <venv>/peers/sparkplug, from PyPI through tests/peers/requirements-sparkplug.txt.
 peer-deps: $(PEER_OPCUA_MODULES)
+	$(PY) -c "from tests.peers.sparkplug import peer_python; peer_python()"
 
 # Lint first: a lint, format, import-direction or type error fails the test run (CI too).
 test: venv system-deps kafka-jars dashboard-deps peer-deps lint
