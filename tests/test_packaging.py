@@ -1,9 +1,10 @@
-"""Each half runs from its own extra. The edge: a clean virtualenv with only ``rig-alpha[edge]`` (at the
-versions of requirements-edge.lock, as the installer puts them on a rig) imports every
-module of edge/, shared/ and detector/ and passes ``rig-edge check-config`` on the example
-config switched to the HTTP output with a models section, and carries none of the cloud's or
-the training stack's packages (rig PCs are small). The test venv installs every extra, which
-is how a missing edge dependency (httpx) hid before. The simulator likewise from `sim`."""
+"""Each half runs from its own extra. The edge: a clean virtualenv with only
+``rig-alpha[edge]`` (at the versions of requirements-edge.lock, as the installer puts them on
+a rig) imports every module of edge/, shared/ and detector/ and passes ``rig-edge
+check-config`` on the example config switched to the HTTP output with a models section, and
+carries none of the cloud's or the training stack's packages (rig PCs are small). The test
+venv installs every extra, which is how a missing edge dependency (httpx) hid before. The
+simulator likewise from ``sim``."""
 
 from __future__ import annotations
 
