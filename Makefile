@@ -15,7 +15,7 @@ WHEEL_PYTHON ?= 3.11
 PYTEST_ARGS ?=
 
 .PHONY: help venv lock wheelhouse system-deps kafka-jars test test-unit test-integration lint demo kafka \
-        bench-e2e bench-sim bench-edge bench-cloud bench-ml bench-dashboard bench-faults bench-rul dashboard-deps peer-deps clean
+        bench-e2e bench-sim bench-edge bench-cloud bench-ml bench-dashboard bench-faults bench-rul dashboard-deps peer-deps peer-telegraf clean
 
 help:
 	@echo "make demo        simulator + edge + cloud (embedded PostgreSQL) on http://127.0.0.1:8080"
@@ -105,6 +105,18 @@ $(PEER_OPCUA_MODULES): tests/peers/opcua/package-lock.json
 # <venv>/peers/sparkplug, from PyPI through tests/peers/requirements-sparkplug.txt.
 peer-deps: $(PEER_OPCUA_MODULES)
 	$(PY) -c "from tests.peers.sparkplug import peer_python; peer_python()"
+
+# Optional peer: Telegraf, built from the Go module proxy with only the plugins its test uses
+# (about ten minutes on two cores, so not part of make test; tests/peers/test_telegraf_peer.py
+# skips without it).
+TELEGRAF_VERSION := v1.37.2
+TELEGRAF_TAGS := custom,inputs.file,inputs.mem,outputs.http,parsers.influx,serializers.influx
+.cache/bin/telegraf:
+	@command -v go >/dev/null || { echo "Go is required to build Telegraf"; exit 1; }
+	GOBIN=$(abspath .cache/bin) go install -tags "$(TELEGRAF_TAGS)" \
+	  github.com/influxdata/telegraf/cmd/telegraf@$(TELEGRAF_VERSION)
+
+peer-telegraf: .cache/bin/telegraf
 
 # Lint first: a lint, format, import-direction or type error fails the test run (CI too).
 test: venv system-deps kafka-jars dashboard-deps peer-deps lint
