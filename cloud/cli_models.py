@@ -105,11 +105,32 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     return 0 if row["status"] == "active" else 3
 
 
+def cmd_train_rul(args: argparse.Namespace) -> int:
+    """The rig's RUL model: trained on a simulated run-to-failure fleet, signed, gated per
+    machine (exit 3 when any machine refused it)."""
+    from cloud.lifecycle.rul import train_rul
+
+    url = _database_url()
+    rows = train_rul(
+        url,
+        args.machines,
+        _signing_key(),
+        train_runs=args.runs,
+        epochs=args.epochs,
+        members=args.members,
+        created_by="cli",
+    )
+    keys = ("id", "machine_id", "version", "status", "reason", "metrics")
+    print(json.dumps([{k: row[k] for k in keys} for row in rows], indent=2, default=str))
+    return 0 if all(row["status"] == "active" for row in rows) else 3
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     url = _database_url()
+    kind = "rul" if args.rul else "detector"
     try:
         with psycopg.connect(url) as conn, conn.transaction():
-            row = registry.rollback(conn, args.machine, "cli")
+            row = registry.rollback(conn, args.machine, "cli", kind)
     except FieldError as exc:
         print(f"error: {exc.field}: {exc.message}", file=sys.stderr)
         return 2
@@ -219,8 +240,19 @@ def add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     retrain.add_argument("machine")
     retrain.add_argument("--days", type=float, default=7.0, help="history to learn from")
     retrain.set_defaults(func=cmd_retrain)
+    train_rul = models.add_parser(
+        "train-rul",
+        help="train the RUL model on a simulated run-to-failure fleet, gate and register it "
+        "for each machine (ml extra; exit 3 when a machine refused it)",
+    )
+    train_rul.add_argument("machines", nargs="+")
+    train_rul.add_argument("--runs", type=int, default=48, help="simulated runs to failure")
+    train_rul.add_argument("--epochs", type=int, default=40)
+    train_rul.add_argument("--members", type=int, default=4, help="ensemble members")
+    train_rul.set_defaults(func=cmd_train_rul)
     rollback = models.add_parser("rollback", help="put the previous model back in service")
     rollback.add_argument("machine")
+    rollback.add_argument("--rul", action="store_true", help="the RUL model, not the detector")
     rollback.set_defaults(func=cmd_rollback)
 
     trainer = sub.add_parser("trainer", help="run queued and scheduled retraining (ml extra)")

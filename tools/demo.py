@@ -3,7 +3,11 @@
 Starts the rig simulator (Modbus TCP), the cloud (API and dashboard on http://127.0.0.1:8080
 with an embedded PostgreSQL under var/demo/), the model trainer, and an edge gateway that
 polls the simulator, forwards over HTTP to the cloud's ingest API and runs the models the
-trainer ships. Ctrl-C stops everything (exit 0); data persists in var/demo/ for the next run.
+trainer ships. Machine C's bearing wears out over the first hour (simulator/scenarios/
+rul-demo.yaml): a RUL model trained on simulated run-to-failure fleets is signed, gated and
+shipped to the edge at start, and the dashboard's EST. LIFE countdown of C falls towards zero
+while A and B stay green. Ctrl-C stops everything (exit 0); data persists in var/demo/ for the
+next run.
 
 Ctrl-C at a terminal goes to the terminal's foreground process group: make, this process and
 (before) the children, so the simulator died first and the demo reported it as a crash while
@@ -204,6 +208,10 @@ def _run(argv: list[str] | None = None) -> int:
                 [
                     "simulator.cli",
                     "run",
+                    "--scenario",
+                    str(ROOT / "simulator" / "scenarios" / "rul-demo.yaml"),
+                    "--ground-truth",
+                    str(state / "ground-truth.jsonl"),
                     "--machines",
                     ",".join(machines),
                     "--rate",
@@ -292,6 +300,16 @@ def _run(argv: list[str] | None = None) -> int:
                 trainer_env,
             )
         )
+        # The RUL model: one training on a simulated fleet (a few minutes), then signed, gated
+        # and registered for every machine; the edge picks it up at its next model poll.
+        children.append(
+            Child(
+                "rig-cloud-train-rul",
+                ["cloud.cli", "model", "train-rul", *machines, "--runs", "32", "--epochs", "25"],
+                logs / "rig-cloud-train-rul.log",
+                trainer_env,
+            )
+        )
         edge_path = state / "edge.yaml"
         edge_path.write_text(yaml.safe_dump(edge_cfg, sort_keys=False))
         children.append(
@@ -310,6 +328,9 @@ def _run(argv: list[str] | None = None) -> int:
             "  ML detectors  : trained from the stored history once each machine has ~1,900\n"
             "                  readings (~16 min at 2 Hz; the trainer retries every 6 min),\n"
             "                  validated, then shipped to the edge (GET /api/v1/models)\n"
+            "  EST. LIFE     : machine C's bearing wears out over the first hour; the RUL\n"
+            "                  model (trained on simulated run-to-failure fleets, ~3 min)\n"
+            "                  counts it down on the overview (GET /api/v1/rul)\n"
             f"  Logs          : {logs}/\n"
             "Press Ctrl-C to stop.\n",
             flush=True,
@@ -318,6 +339,8 @@ def _run(argv: list[str] | None = None) -> int:
         while True:
             time.sleep(1)
             for child in children:
+                if child.name == "rig-cloud-train-rul" and not child.alive():
+                    continue  # a one-off job: it ends when the model is registered
                 if not child.alive():
                     print(f"{child.name} exited unexpectedly; see {child.log}", file=sys.stderr)
                     return 1

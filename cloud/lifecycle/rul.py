@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,7 +173,7 @@ def submit_rul_bundle(
 
 def train_rul(
     database_url: str,
-    machine_id: str,
+    machines: Sequence[str],
     signing_key: PrivateKeyLike,
     *,
     train_runs: int = 48,
@@ -180,19 +181,22 @@ def train_rul(
     members: int = 4,
     seed: int = 1,
     created_by: str | None = None,
-) -> dict[str, Any]:
-    """Train the rig RUL model on a simulated fleet, sign it and put it through the gate."""
+) -> list[dict[str, Any]]:
+    """Train the rig RUL model on a simulated fleet, sign it and put it through each
+    machine's gate (one model serves machines of one kind; each machine's registry decides
+    for itself against its own model in service). Returns the registry rows."""
     from models.rul.sim import SimSettings, export_rig_bundle, train_rig_model
     from simulator.fleet import fleet_specs, simulate_fleet
 
     key = load_private_key(signing_key)
     settings = SimSettings(train_runs=train_runs, epochs=epochs, members=members)
     runs = simulate_fleet(fleet_specs(train_runs, seed))
-    log_event(log, logging.INFO, "training RUL model", machine=machine_id, runs=len(runs))
+    log_event(log, logging.INFO, "training RUL model", machines=list(machines), runs=len(runs))
     model = train_rig_model(runs, settings)
     with tempfile.TemporaryDirectory(prefix="rig-rul-train-") as tmp:
         out = Path(tmp) / "bundle"
         export_rig_bundle(model, runs, out, private_key=key)
-        return submit_rul_bundle(
-            database_url, machine_id, out, key.public_key(), created_by=created_by
-        )
+        return [
+            submit_rul_bundle(database_url, machine, out, key.public_key(), created_by=created_by)
+            for machine in machines
+        ]
