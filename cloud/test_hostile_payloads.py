@@ -44,6 +44,9 @@ def _doc(seq: int, **extra: Any) -> dict[str, Any]:
     }
 
 
+_RUL_BASE = {"method": "thresholds", "is_anomaly": False, "score": 0.0}
+
+
 @dataclass
 class Case:
     name: str
@@ -83,6 +86,58 @@ def _cases(seq: Iterator[int]) -> list[Case]:
             "integer sensors",
             doc(detection={"method": "thresholds", "is_anomaly": True, "score": 1, "sensors": [1]}),
             "$.detection.sensors[0]",
+            422,
+        ),
+        Case(
+            "RUL interval that excludes its estimate",
+            doc(detection={**_RUL_BASE, "rul": {"rul_hours": 5, "low_hours": 6, "high_hours": 7}}),
+            "$.detection.rul",
+            422,
+        ),
+        Case(
+            "RUL hours as a string",
+            doc(
+                detection={**_RUL_BASE, "rul": {"rul_hours": "5", "low_hours": 1, "high_hours": 9}}
+            ),
+            "$.detection.rul.rul_hours",
+            422,
+        ),
+        Case(
+            "RUL of a thousand centuries",
+            doc(
+                detection={
+                    **_RUL_BASE,
+                    "rul": {"rul_hours": 1e9, "low_hours": 1e9, "high_hours": 1e9},
+                }
+            ),
+            "$.detection.rul.rul_hours",
+            422,
+        ),
+        Case(
+            "RUL critical sensor share above 1",
+            doc(
+                detection={
+                    **_RUL_BASE,
+                    "rul": {
+                        "rul_hours": 5,
+                        "low_hours": 1,
+                        "high_hours": 9,
+                        "critical_sensors": [{"sensor": "vibration", "share": 7}],
+                    },
+                }
+            ),
+            "$.detection.rul.critical_sensors[0].share",
+            422,
+        ),
+        Case(
+            "RUL unknown field",
+            doc(
+                detection={
+                    **_RUL_BASE,
+                    "rul": {"rul_hours": 5, "low_hours": 1, "high_hours": 9, "eta": "soon"},
+                }
+            ),
+            "$.detection.rul.eta",
             422,
         ),
         Case("year 9999", doc(ts="9999-12-31T00:00:00Z"), "timestamp out of range", 422),
@@ -191,7 +246,8 @@ def test_hostile_messages_in_the_topic_are_dead_lettered_and_the_stream_flows(
     harness = Harness(database_url, bootstrap, big_topic, dlq)
     letters = 0
     try:
-        for case in _cases(seq):
+        cases = _cases(seq)
+        for case in cases:
             partition, offset = harness.produce(case.raw)
             reason, _detail = harness.dead_letter(partition, offset, case.name)
             assert case.reason in reason, (case.name, reason)
@@ -231,7 +287,8 @@ def test_hostile_messages_in_the_topic_are_dead_lettered_and_the_stream_flows(
             harness.stored(good, f"a backlog header of {header[:20]!r}")
         with psycopg.connect(database_url) as conn:
             rows = conn.execute("SELECT count(*) FROM sensor_readings WHERE edge_id = %s", (EDGE,))
-            assert rows.fetchone()[0] == 8 + 1 + 2 + 4
+            # One good reading after each case, the original, two conflicts' goods, 4 headers.
+            assert rows.fetchone()[0] == len(cases) + 1 + 2 + 4
             backlog = conn.execute("SELECT backlog FROM edges WHERE edge_id = %s", (EDGE,))
             assert backlog.fetchone()[0] is None
             assert conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == letters
