@@ -190,16 +190,20 @@ def test_offline_report_names_sensors_cites_readings_lists_similar(offline: Env)
 
     # A second generation is version 2; both are kept.
     assert offline.post(f"/api/v1/anomalies/{anomaly}/reports").json()["version"] == 2
-    versions = offline.get(f"/api/v1/anomalies/{anomaly}/reports").json()["versions"]
-    assert [v["version"] for v in versions] == [2, 1]
-    first = offline.get(f"/api/v1/anomalies/{anomaly}/report?version=1").json()
+    listed = offline.get(f"/api/v1/anomalies/{anomaly}/reports").json()
+    assert [v["version"] for v in listed["versions"]] == [2, 1]
+    assert listed["report"]["version"] == 2
+    first = offline.get(f"/api/v1/anomalies/{anomaly}/reports?version=1").json()["report"]
     assert first["report"] == report
 
 
 def test_pdf_export(offline: Env) -> None:
     anomaly = offline.ids["now"]
+    none_yet = offline.get(f"/api/v1/anomalies/{anomaly}/reports").json()
+    assert none_yet == {"anomaly_id": anomaly, "versions": [], "report": None}
+    assert offline.get(f"/api/v1/anomalies/{anomaly}/reports?format=pdf").status_code == 404
     offline.post(f"/api/v1/anomalies/{anomaly}/reports")
-    response = offline.get(f"/api/v1/anomalies/{anomaly}/report.pdf")
+    response = offline.get(f"/api/v1/anomalies/{anomaly}/reports?format=pdf")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/pdf"
     assert "report-v1.pdf" in response.headers["content-disposition"]
@@ -207,7 +211,7 @@ def test_pdf_export(offline: Env) -> None:
     for needle in ("Root-cause report", "vibration", "bearing_temp", "Similar past anomalies"):
         assert needle in text, needle
     assert str(offline.ids["past_B"]) in text
-    missing = offline.get(f"/api/v1/anomalies/{anomaly}/report.pdf?version=9")
+    missing = offline.get(f"/api/v1/anomalies/{anomaly}/reports?version=9&format=pdf")
     assert missing.status_code == 404 and missing.json()["field"] == "version"
 
 
@@ -219,7 +223,7 @@ def test_reports_follow_machine_scope(offline: Env) -> None:
     mine = offline.post(f"/api/generate-report/{anomaly}", user="viewer_a").json()
     assert mine["created_by"] == "viewer_a"
     assert mine["report"]["similar_anomalies"]["fleet"] == []
-    pdf = offline.get(f"/api/v1/anomalies/{anomaly}/report.pdf", user="viewer_b")
+    pdf = offline.get(f"/api/v1/anomalies/{anomaly}/reports?format=pdf", user="viewer_b")
     assert pdf.status_code == 404
     assert offline.post("/api/generate-report/999999").status_code == 404
 
@@ -258,7 +262,7 @@ def test_model_written_report(online: Env, fake: FakeOpenAI) -> None:
     assert sent["model"] == "report-model" and sent["response_format"]["type"] == "json_object"
     user = sent["messages"][1]["content"]
     assert '"contributing_sensors"' in user and "bearing_wear" in user
-    pdf = online.get(f"/api/v1/anomalies/{anomaly}/report.pdf")
+    pdf = online.get(f"/api/v1/anomalies/{anomaly}/reports?format=pdf")
     text = PdfReader(io.BytesIO(pdf.content)).pages[0].extract_text()
     assert "local-test-model" in text and "Outer-race bearing defect" in text
 

@@ -12,7 +12,7 @@ them, creates custom sensors and thresholds.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
@@ -65,11 +65,9 @@ _UPLOAD_BODY = {
         },
     }
 }
+# format=pdf answers the same status with a PDF instead of JSON.
 _PDF_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "the report as a PDF",
-        "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
-    }
+    200: {"content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}}
 }
 
 
@@ -262,46 +260,30 @@ async def legacy_generate_report(
 @router.get(
     "/api/v1/anomalies/{anomaly_id}/reports",
     response_model=ReportVersionsOut,
-    summary="The versions of an anomaly's report",
-)
-async def report_versions(anomaly_id: RowId, db: Db, user: AnyUser) -> dict[str, Any]:
-    await _visible_anomaly(db, user, anomaly_id)
-    return {"anomaly_id": anomaly_id, "versions": await db.run(reports.versions, anomaly_id)}
-
-
-@router.get(
-    "/api/v1/anomalies/{anomaly_id}/report",
-    response_model=ReportOut,
-    summary="A version of the anomaly's report (default: the newest)",
-)
-async def report(
-    anomaly_id: RowId,
-    db: Db,
-    user: AnyUser,
-    version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
-) -> dict[str, Any]:
-    await _visible_anomaly(db, user, anomaly_id)
-    return await db.run(reports.load, anomaly_id, version)
-
-
-@router.get(
-    "/api/v1/anomalies/{anomaly_id}/report.pdf",
-    response_class=Response,
     responses=_PDF_RESPONSE,
-    summary="A version of the anomaly's report as PDF (default: the newest)",
+    summary="The anomaly's report versions and one report (default: the newest); "
+    "format=pdf: that report as PDF",
 )
-async def report_pdf(
+async def anomaly_reports(
     anomaly_id: RowId,
     db: Db,
     user: AnyUser,
     version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
-) -> Response:
+    output: Annotated[
+        Literal["json", "pdf"], Query(alias="format", description="pdf: a download")
+    ] = "json",
+) -> Any:
     await _visible_anomaly(db, user, anomaly_id)
-    stored = await db.run(reports.load, anomaly_id, version)
-    body = await run_in_threadpool(pdf.render, stored)
-    name = f"rig-alpha-anomaly-{anomaly_id}-report-v{stored['version']}.pdf"
-    return Response(
-        body,
-        media_type="application/pdf",
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
-    )
+    if output == "pdf":
+        stored = await db.run(reports.load, anomaly_id, version)
+        body = await run_in_threadpool(pdf.render, stored)
+        name = f"rig-alpha-anomaly-{anomaly_id}-report-v{stored['version']}.pdf"
+        return Response(
+            body,
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+    listed = await db.run(reports.versions, anomaly_id)
+    # No report yet is an answer too (report null); a version that does not exist is a 404.
+    report = await db.run(reports.load, anomaly_id, version) if listed or version else None
+    return {"anomaly_id": anomaly_id, "versions": listed, "report": report}

@@ -39,7 +39,7 @@ export class ReportPanel {
   async load() {
     const data = await api(`${this.base()}/reports`);
     this.fillVersions(data.versions);
-    if (data.versions.length) await this.show(data.versions[0].version);
+    if (data.report) this.render(data.report);
     else this.status.textContent = "No report yet: generate one.";
   }
 
@@ -72,15 +72,15 @@ export class ReportPanel {
   }
 
   async show(version) {
-    const stored = await api(`${this.base()}/report?version=${version}`);
-    this.render(stored);
+    const data = await api(`${this.base()}/reports?version=${version}`);
+    this.render(data.report);
   }
 
   render(stored) {
     const report = stored.report;
     const by = stored.path === "model" ? `model ${stored.model}` : "the offline writer";
     this.status.textContent = `Version ${stored.version}, written by ${by} for ${stored.created_by || "—"} at ${timeOf(stored.created_at)}.`;
-    this.pdf.href = `${this.base()}/report.pdf?version=${stored.version}`;
+    this.pdf.href = `${this.base()}/reports?version=${stored.version}&format=pdf`;
     this.pdf.hidden = false;
     this.root.dataset.version = String(stored.version);
     this.root.dataset.path = stored.path;
