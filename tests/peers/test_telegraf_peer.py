@@ -101,11 +101,11 @@ def test_telegraf_writes_through_the_documented_output(
             "the refused status line in the API log",
         )
 
-        # Again, in a later second (Telegraf stamps gathered metrics to its 1 s interval):
-        # it reads the file anew (same timestamp: stored once) and gathers memory at a new
-        # time (a new reading).
+        # Again, two seconds on (Telegraf rounds gather times to its 1 s interval, to the
+        # nearest second): it reads the file anew (same timestamp: stored once) and gathers
+        # memory at a new time (a new reading).
         second = int(time.time())
-        wait_until(lambda: int(time.time()) > second, 5, "the next second")
+        wait_until(lambda: int(time.time()) >= second + 2, 5, "two seconds on")
         run_once()
         with psycopg.connect(database_url) as conn:
             count, plc_count = conn.execute(
