@@ -92,6 +92,8 @@ _HIGH_ALARM = (
 )
 _DEVICE_WORDS = ("transmitter", "sensor", "transducer", "probe", "gauge", "meter", "switch")
 _FILLER = {
+    "combined",
+    "dual",
     "digital",
     "smart",
     "industrial",
@@ -222,7 +224,10 @@ def _ranges(doc: SourceDocument) -> list[_Range]:
             quantity = quantity_of(unit) if unit else None
             if unit is None or quantity is None:
                 continue
-            if _OUTPUT_RE.fullmatch(match.group(0).strip()) and not _has(label, _MEASURING):
+            signal = _OUTPUT_RE.match(match.group(0).strip()) or _has(
+                line.text.lower(), _OUTPUT_WORDS
+            )
+            if signal and not _has(label, _MEASURING):
                 continue  # a 4–20 mA / 0–10 V signal written without a label
             if _has(label, _NOT_MEASURING):
                 priority = 1
