@@ -178,3 +178,17 @@ def test_the_rul_lifecycle_refuses_a_worse_candidate_with_the_reason(
     assert client.get("/api/v1/edge/models/B/rul", headers={"X-API-KEY": KEY}).status_code == 404
     doc = client.get("/api/v1/machines/A/rul").json()
     assert doc["status"] == "insufficient_history" and doc["model"]["version"] == "v1"
+
+
+@pytest.mark.slow
+def test_a_trained_rul_model_is_signed_gated_and_registered(database_url: str) -> None:
+    """The real path: simulated fleet -> Keras ensemble -> signed ONNX bundle -> gate ->
+    registry (tiny settings: the verdict may go either way; it is recorded with the reason)."""
+    pytest.importorskip("keras")
+    from cloud.lifecycle.rul import train_rul
+
+    private, _ = generate_keypair()
+    rows = train_rul(database_url, ["T1"], private, train_runs=8, epochs=3, members=2)
+    assert len(rows) == 1 and rows[0]["strategy"] == "rul" and rows[0]["reason"]
+    assert rows[0]["manifest"]["unit"] == "hours" and rows[0]["manifest"]["step_s"] == 60.0
+    assert rows[0]["metrics"]["validation"]["rmse_hours"] > 0
