@@ -1,8 +1,10 @@
 """The AI assistant in a real headless Chromium against the real API (``rig-cloud serve``)
-and PostgreSQL, without a model (the offline path): an admin imports a transmitter
+and PostgreSQL, first without a model (the offline path): an admin imports a transmitter
 datasheet PDF, reviews the proposal with the source of each value, edits it and confirms;
 the custom sensor's widget then shows on the overview with its unit and thresholds. On an
 anomaly's page "Generate report" writes the report, shown on the page, and the PDF downloads.
+The same flows through a real local OpenAI-compatible server, a broken answer falling back
+visibly.
 Every page is checked for uncaught errors and Content-Security-Policy violations."""
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from cloud.dashboard.browser import (
 )
 from cloud.db.migrate import apply_migrations
 from tests.support.accounts import add_user
+from tests.support.openai_server import FakeOpenAI
 from tests.support.processes import Service, free_port, http_ok, wait_until
 
 pytestmark = pytest.mark.integration
@@ -243,5 +246,137 @@ def test_anomaly_page_generates_report_and_downloads_pdf(
     assert page.eval_on_selector_all("#report-version option", "o => o.length") == 2
     page.select_option("#report-version", "1")
     page.wait_for_function("() => document.getElementById('report').dataset.version === '1'")
+    _clean(watch)
+    page.context.close()
+
+
+# -- through a model: a real local OpenAI-compatible server ---------------------------------
+
+
+def _model_answers(request: dict[str, Any]) -> dict[str, Any]:
+    if request["model"] == "report-model":
+        return {
+            "summary": "vibration at 9.5 mm/s with bearing_temp at 172 °F: the bearing.",
+            "likely_causes": [
+                {
+                    "cause": "Drive-end bearing defect",
+                    "likelihood": 0.8,
+                    "evidence": ["vibration 9.5 mm/s against a 2.0 mm/s baseline"],
+                    "failure_mode": "bearing_wear",
+                }
+            ],
+            "recommended_actions": ["Grease and inspect the drive-end bearing"],
+            "confidence": {"level": "medium", "score": 0.6, "why": "one similar event"},
+        }
+    return {
+        "sensors": [
+            {
+                "sensor_name": "hpu_supply_pressure",
+                "min_range": 0,
+                "max_range": 5000,
+                "unit": "psi",
+                "low_threshold": 500,
+                "high_threshold": 4500,
+                "category": "fluid",
+                "provenance": {"max_range": {"page": 1, "text": "Measuring range: 0 … 5000 psi"}},
+            }
+        ]
+    }
+
+
+@pytest.fixture(scope="module")
+def model_server(
+    prerequisites: None, module_database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, FakeOpenAI]]:
+    fake = FakeOpenAI().start()
+    fake.default = _model_answers
+    port = free_port()
+    env = {
+        "DATABASE_URL": module_database,
+        "RIG_INGEST_API_KEY": INGEST_KEY,
+        "RIG_AI_BASE_URL": fake.base_url,
+        "RIG_AI_API_KEY": "",
+        "GROQ_API_KEY": "",
+        "RIG_AI_MODEL_PARSING": "parse-model",
+        "RIG_AI_MODEL_REPORTS": "report-model",
+        "RIG_AI_MAX_RETRIES": "0",
+    }
+    logs = tmp_path_factory.mktemp("ai-model-logs")
+    api = Service("api-model", ["cloud.cli", "serve", "--port", str(port)], logs, env).start()
+    try:
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), 60, "api up", services=[api])
+        yield f"http://127.0.0.1:{port}", fake
+    finally:
+        api.stop()
+        fake.stop()
+
+
+def test_through_the_model_and_a_visible_fallback(
+    browser: Any,
+    model_server: tuple[str, FakeOpenAI],
+    users: dict[str, tuple[str, str]],
+    ingest: Ingest,
+) -> None:
+    server, fake = model_server
+    page, watch = _open(browser, server, users["admin"], "/admin")
+    page.wait_for_selector("#spec-import[data-ready='true']")
+    assert "model parse-model" in page.text_content("#spec-mode")
+    # A broken answer: the offline reader answers, and the page says why.
+    fake.reply("Sure! The range is 0 to 5000 psi.")
+    page.set_input_files("#spec-file", str(DATASHEET / "transmitter_datasheet.pdf"))
+    page.click("#spec-parse")
+    page.wait_for_selector(".spec-table")
+    assert page.get_attribute("#spec-path", "data-path") == "offline"
+    assert "not JSON" in page.text_content("#spec-note")
+    # The model's answer, reviewed like any other: nothing created until the confirm.
+    page.click("#spec-parse")
+    page.wait_for_selector("#spec-path[data-path='model']")
+    assert page.text_content("#spec-path") == "Produced by: local-test-model"
+    assert page.query_selector("#spec-note") is None
+    source = page.text_content(".spec-table tr[data-field='max_range'] .spec-source")
+    assert source == "p.1 l.4: “Measuring range: 0 … 5000 psi”"
+    page.click("#spec-confirm")
+    created = page.wait_for_selector("#spec-created li")
+    assert created.text_content().startswith("hpu_supply_pressure (psi, fluid")
+    _clean(watch)
+    page.context.close()
+
+    # The report through the model.
+    machine = f"M{uuid.uuid4().hex[:5]}"
+    ingest_model = Ingest(server)
+    try:
+        ingest_model.post(
+            {
+                "machine_id": machine,
+                "vibration": 9.5,
+                "bearing_temp": 172.0,
+                "detection": {
+                    "method": "hybrid_smart",
+                    "is_anomaly": True,
+                    "score": 1.2,
+                    "sensors": ["vibration", "bearing_temp"],
+                    "contributions": [
+                        {"sensor": "vibration", "share": 0.7},
+                        {"sensor": "bearing_temp", "share": 0.3},
+                    ],
+                },
+            }
+        )
+    finally:
+        ingest_model.close()
+    page, watch = _open(browser, server, users["operator"], f"/machines/{machine}")
+    page.wait_for_selector("#anomaly-rows tr a")
+    page.click("#anomaly-rows tr:first-child a")
+    page.wait_for_url(f"{server}/anomalies/*")
+    page.wait_for_function("() => document.body.dataset.ready === 'true'")
+    page.click("#report-generate")
+    page.wait_for_selector("#report-summary")
+    assert page.get_attribute("#report", "data-path") == "model"
+    assert "written by model local-test-model" in page.text_content("#report-status")
+    assert page.text_content("#report-causes li strong") == "Drive-end bearing defect"
+    sensors = page.eval_on_selector_all(
+        "#report-sensors tbody tr", "rows => rows.map(r => r.dataset.sensor)"
+    )
+    assert sensors == ["vibration", "bearing_temp"]
     _clean(watch)
     page.context.close()
