@@ -159,3 +159,17 @@ def test_key_from_a_file(tmp_path: object) -> None:
     settings = CloudSettings.from_env({"RIG_AI_API_KEY_FILE": str(key)})
     assert settings.ai_api_key == "sk-from-file"
     assert "sk-from-file" not in repr(settings)
+
+
+def test_bad_provider_settings_name_the_variable() -> None:
+    from cloud.settings import SettingsError
+
+    with pytest.raises(SettingsError) as raised:
+        CloudSettings.from_env(
+            {"RIG_AI_BASE_URL": "groq.com", "RIG_AI_TIMEOUT_S": "0", "RIG_AI_MAX_RETRIES": "x"}
+        )
+    message = str(raised.value)
+    for variable in ("RIG_AI_BASE_URL='groq.com'", "RIG_AI_TIMEOUT_S='0'", "RIG_AI_MAX_RETRIES"):
+        assert variable in message
+    with pytest.raises(SettingsError, match="RIG_AI_API_KEY_FILE=/nonexistent: no such file"):
+        CloudSettings.from_env({"RIG_AI_API_KEY_FILE": "/nonexistent"})
