@@ -9,6 +9,8 @@ so the decision measured during evaluation is by construction the one taken on t
 - ``detector.strategies``: how component scores become one decision, and sensor shares;
 - ``detector.features``: sensor selection, windows and the trailing smoothing of scores;
 - ``detector.bundle``: ``BundleScorer``, a verified bundle run with ONNX Runtime.
+- ``detector.rul``: remaining useful life, a verified RUL bundle (``RulBundle``) and the
+  per-machine ``RulTracker`` the edge runs beside the detector.
 
 Import direction (enforced by import-linter, see ``[tool.importlinter]`` in pyproject.toml):
 this package imports only ``shared`` and never TensorFlow, scikit-learn or the ``onnx``
