@@ -339,11 +339,15 @@ def confirm_proposal(
     if not sensors:
         raise FieldError("sensors", "confirm at least one sensor (or discard the proposal)")
     # Provenance is the proposal's, not the client's: the admin edits values, not sources.
+    # A sensor the admin renamed is found by its place in the proposal (proposal_index).
     known = {s.get("sensor_name"): s.get("provenance") or {} for s in current["sensors"]}
     by_index = [s.get("provenance") or {} for s in current["sensors"]]
-    for index, sensor in enumerate(sensors):
-        sensor["provenance"] = known.get(sensor.get("sensor_name")) or (
-            by_index[index] if index < len(by_index) else {}
+    for sensor in sensors:
+        index = sensor.pop("proposal_index", None)
+        sensor["provenance"] = (
+            by_index[index]
+            if isinstance(index, int) and 0 <= index < len(by_index)
+            else known.get(sensor.get("sensor_name")) or {}
         )
     checked, problems = check_sensors(sensors)
     if problems:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from fpdf import FPDF
@@ -40,8 +41,9 @@ EDITABLE = (
 
 
 class Api:
-    def __init__(self, client: TestClient, token: str) -> None:
+    def __init__(self, client: TestClient, token: str, database_url: str) -> None:
         self.client = client
+        self.database_url = database_url
         self.headers = bearer(token)
 
     def upload(self, name: str, data: bytes | None = None, path: str = PARSE) -> Any:
@@ -54,7 +56,10 @@ class Api:
         return dict(response.json())
 
     def confirm(self, proposal: dict[str, Any], **overrides: Any) -> Any:
-        sensors = [{k: s[k] for k in EDITABLE} for s in proposal["sensors"]]
+        sensors = [
+            {**{k: s[k] for k in EDITABLE}, "proposal_index": i}
+            for i, s in enumerate(proposal["sensors"])
+        ]
         for key, value in overrides.items():
             sensors[0][key] = value
         body = {"proposal_id": proposal["proposal_id"], "sensors": sensors}
@@ -69,7 +74,7 @@ def _app(database_url: str, **ai: Any) -> Iterator[Api]:
     with TestClient(create_app(settings)) as client:
         token = login(client, "admin", add_user(database_url, "admin", "admin"))
         client.cookies.clear()
-        yield Api(client, token)
+        yield Api(client, token, database_url)
 
 
 @pytest.fixture
@@ -168,6 +173,13 @@ def test_admin_edits_are_validated_like_user_input(offline: Api) -> None:
     assert response.status_code == 200, response.text
     created = offline.get("/api/v1/custom-sensors/hpu_pressure").json()
     assert created["unit"] == "psi"
+    with psycopg.connect(offline.database_url) as conn:
+        row = conn.execute(
+            "SELECT min_range, max_range, output_signal, provenance->'max_range'->>'text' "
+            "FROM custom_sensor_specs WHERE name = 'hpu_pressure'"
+        ).fetchone()
+    # Renamed in the review, the sensor keeps the source of its values.
+    assert row == (0.0, 5000.0, "4–20 mA", "Measuring range: 0 … 5000 psi")
     table = offline.get("/api/v1/thresholds").json()["thresholds"]["hpu_pressure"]
     assert table["critical_high"] == 4000.0
 

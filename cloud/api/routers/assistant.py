@@ -181,6 +181,12 @@ class ProposedSensorIn(BaseModel):
     description: str | None = Field(default=None, max_length=1000)
     accuracy: str | None = Field(default=None, max_length=100)
     output_signal: str | None = Field(default=None, max_length=100)
+    proposal_index: int | None = Field(
+        default=None,
+        ge=0,
+        le=7,
+        description="which proposed sensor this is (keeps its provenance when renamed)",
+    )
 
 
 class ConfirmIn(BaseModel):

@@ -245,7 +245,7 @@ class SpecImport {
     const body = {
       proposal_id: this.proposal.proposal_id,
       machine_id: this.scope.value || null,
-      sensors: chosen.map((i) => this.values(i)),
+      sensors: chosen.map((i) => ({ ...this.values(i), proposal_index: i })),
     };
     try {
       const decision = await api("/api/v1/assistant/spec-proposals/confirm", { method: "POST", body });
