@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from psycopg_pool import ConnectionPool
@@ -11,6 +12,7 @@ from psycopg_pool import ConnectionPool
 from cloud.api.deps import AppServices
 from cloud.api.docs import install_docs
 from cloud.api.errors import install_error_handlers
+from cloud.api.problems import ProblemDetailsMiddleware, document_problem_json
 from cloud.api.routers import (
     anomalies,
     assistant,
@@ -103,9 +105,17 @@ def create_app(settings: CloudSettings) -> FastAPI:
     install_error_handlers(app)
     # Every request counted, timed by route template and access-logged; GET /metrics for
     # Prometheus (cloud/metrics/api.py).
+    # RFC 9457 members for the JSON error bodies a router builds itself (cloud/api/problems.py).
+    app.add_middleware(ProblemDetailsMiddleware)
     app.add_middleware(MetricsMiddleware)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     mark_build("api")
+    build_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        return document_problem_json(build_openapi())
+
+    app.openapi = openapi  # type: ignore[method-assign]
     for router in API_ROUTERS:
         app.include_router(router, responses=ERROR_RESPONSES)
     # The operator dashboard's pages (login redirects, role checks of their own) and assets.

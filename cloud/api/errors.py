@@ -1,4 +1,6 @@
-"""One error shape for the whole API: ``{"error": ..., "field": ..., "status": ...}``.
+"""One error shape for the whole API: RFC 9457 problem details (``application/problem+json``:
+``type``, ``title``, ``status``, ``detail``) with the API's members ``error`` (= ``detail``)
+and ``field`` (cloud/api/problems.py).
 
 Errors are mapped here, once, from what the code below the routers raises:
 
@@ -26,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cloud.api.problems import PROBLEM_JSON, problem_members
 from cloud.fielderror import FieldError, NotFoundError
 from shared.configfile import field_path
 from shared.logs import log_event
@@ -71,9 +74,10 @@ def error_response(
     if retry_after:
         all_headers["Retry-After"] = str(retry_after)
     return JSONResponse(
-        {"error": message, "field": field, "status": status, **extra},
+        {**problem_members(status, message), "error": message, "field": field, **extra},
         status_code=status,
         headers=all_headers or None,
+        media_type=PROBLEM_JSON,
     )
 
 
