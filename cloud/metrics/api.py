@@ -1,7 +1,9 @@
 """The API's metrics and access log: one ASGI middleware sees every HTTP request once.
 
 Exported on ``GET /metrics`` of the API itself (no login: Prometheus scrapes it; it carries
-counts and timings, never a request's content):
+counts and timings, never a request's content). A request that came through a reverse proxy
+(X-Forwarded-For, Forwarded or X-Real-IP set) gets 404, so the public Ingress does not
+publish it:
 
 - ``rig_api_requests_total{method,route,status}`` and
   ``rig_api_request_duration_seconds{method,route}``: by route *template*
@@ -34,7 +36,7 @@ from prometheus_client import (
     generate_latest,
 )
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.logs import log_event
@@ -156,6 +158,14 @@ def _scrape_time_gauges(services: Any) -> None:
         DB_POOL.labels("waiting").set(stats.get("requests_waiting", 0))
 
 
+# Set by reverse proxies (ingress-nginx, Traefik, ...) on what they forward.
+PROXY_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
+
+
 async def metrics_endpoint(request: Request) -> Response:
+    # Prometheus scrapes the pod or container directly; a request that came through the
+    # public Ingress or proxy is not shown the metrics (it answers as an unknown path).
+    if any(header in request.headers for header in PROXY_HEADERS):
+        return JSONResponse({"error": "Not Found", "field": "$", "status": 404}, status_code=404)
     _scrape_time_gauges(getattr(request.app.state, "services", None))
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -40,7 +40,9 @@ def test_metrics_and_access_log(database_url: str, caplog: pytest.LogCaptureFixt
         assert refused.status_code == 422
         assert client.get("/no/such/page").status_code == 404
         response = client.get("/metrics")
+        through_the_ingress = client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.9"})
     assert response.status_code == 200
+    assert through_the_ingress.status_code == 404, "the public Ingress must not publish /metrics"
     assert response.headers["content-type"].startswith("text/plain")
     samples = _samples(response.text)
 
