@@ -12,6 +12,7 @@ from psycopg_pool import ConnectionPool
 from cloud.api.deps import AppServices
 from cloud.api.docs import install_docs
 from cloud.api.errors import install_error_handlers
+from cloud.api.openapi_security import document_security
 from cloud.api.problems import ProblemDetailsMiddleware, document_problem_json
 from cloud.api.routers import (
     anomalies,
@@ -113,7 +114,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
     build_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
-        return document_problem_json(build_openapi())
+        return document_security(document_problem_json(build_openapi()), API_ROUTERS)
 
     app.openapi = openapi  # type: ignore[method-assign]
     for router in API_ROUTERS:
