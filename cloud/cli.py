@@ -446,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     dead_replay.set_defaults(func=cmd_dead_letters_replay)
     add_account_commands(sub)
     add_model_commands(sub)
+    from cloud.alerting.cli import add_alert_commands
+
+    add_alert_commands(sub, add_db)
     return parser
 
 

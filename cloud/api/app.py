@@ -15,6 +15,7 @@ from cloud.api.errors import install_error_handlers
 from cloud.api.openapi_security import document_security
 from cloud.api.problems import ProblemDetailsMiddleware, document_problem_json
 from cloud.api.routers import (
+    alerting,
     anomalies,
     assistant,
     auth,
@@ -49,6 +50,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     models.router,
     models.legacy_router,
     assistant.router,
+    alerting.router,
 )
 
 # Every API operation can answer with the one error shape (cloud/api/errors.py); a route

@@ -46,6 +46,9 @@ SAMPLE_PATH_VALUES = {
     "name": "arm_torque",
     "job_id": "1",
     "model_id": "1",
+    "rule_id": "1",
+    "channel_id": "1",
+    "silence_id": "1",
 }
 WEBSOCKET_PATH = "/api/v1/stream"
 

@@ -29,6 +29,15 @@ class Anomaly:
     detected_sensors: list[str]
     details: dict[str, Any] | None
     created_at: datetime
+    # The operator's workflow (migration 0016).
+    severity: str
+    state: str
+    acknowledged_by: str | None
+    acknowledged_at: datetime | None
+    ack_note: str | None
+    resolved_by: str | None
+    resolved_at: datetime | None
+    resolution_note: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +49,16 @@ class AnomalyFilter:
     sensor: str | None = None
     start: datetime | None = None
     end: datetime | None = None
+    severity: str | None = None
+    state: str | None = None
     # Strictly older than this (reading time, id): the last row of the previous page.
     before: tuple[datetime, int] | None = None
 
 
 _COLUMNS = (
     "id, edge_id, seq, reading_ts, machine_id, detection_method, anomaly_score, "
-    "detected_sensors, details, created_at"
+    "detected_sensors, details, created_at, severity, state, acknowledged_by, acknowledged_at, "
+    "ack_note, resolved_by, resolved_at, resolution_note"
 )
 
 
@@ -72,6 +84,12 @@ def list_anomalies(
     if where.sensor is not None:
         conditions.append(sql.SQL("%(sensor)s = ANY(detected_sensors)"))
         params["sensor"] = where.sensor
+    if where.severity is not None:
+        conditions.append(sql.SQL("severity = %(severity)s"))
+        params["severity"] = where.severity
+    if where.state is not None:
+        conditions.append(sql.SQL("state = %(state)s"))
+        params["state"] = where.state
     if where.start is not None:
         conditions.append(sql.SQL("reading_ts >= %(from)s"))
         params["from"] = _utc(where.start)
