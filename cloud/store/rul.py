@@ -87,47 +87,31 @@ def trend(
     return "degrading", round(slope, 3)
 
 
+# Per machine, its newest TREND_POINTS estimates: one index range scan each (machine_rul grows
+# by one row a minute per machine; nothing here reads a machine's whole history).
 _RECENT = """
-SELECT machine_id, ts, rul_hours, low_hours, high_hours, max_hours, capped, critical_sensors,
-       model_version
-FROM (
-    SELECT m.*, row_number() OVER (PARTITION BY machine_id ORDER BY ts DESC) AS k
-    FROM machine_rul m
-    WHERE (%(all)s OR machine_id = ANY(%(machines)s))
-      AND ts > (SELECT max(ts) FROM machine_rul x WHERE x.machine_id = m.machine_id)
-               - %(span)s
-) s
-WHERE k <= %(points)s
-ORDER BY machine_id, ts
+SELECT k.machine_id, r.ts, r.rul_hours, r.low_hours, r.high_hours, r.max_hours, r.capped,
+       r.critical_sensors, r.model_version
+FROM unnest(%(machines)s::text[]) AS k(machine_id)
+CROSS JOIN LATERAL (
+    SELECT * FROM machine_rul m WHERE m.machine_id = k.machine_id
+    ORDER BY m.ts DESC LIMIT %(points)s
+) r
+ORDER BY k.machine_id, r.ts
 """
 
 
-def _recent(
-    conn: psycopg.Connection, machines: tuple[str, ...] | None
-) -> dict[str, list[dict[str, Any]]]:
+def _recent(conn: psycopg.Connection, machines: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Per machine, its newest estimates within TREND_SPAN of its newest one, oldest first."""
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            _RECENT,
-            {
-                "all": machines is None,
-                "machines": list(machines or ()),
-                "span": TREND_SPAN,
-                "points": TREND_POINTS,
-            },
-        )
+        cur.execute(_RECENT, {"machines": machines, "points": TREND_POINTS})
         out: dict[str, list[dict[str, Any]]] = {}
         for row in cur.fetchall():
             out.setdefault(row["machine_id"], []).append(row)
+    for machine, rows in out.items():
+        newest = rows[-1]["ts"]
+        out[machine] = [r for r in rows if r["ts"] > newest - TREND_SPAN]
     return out
-
-
-def _counts(conn: psycopg.Connection, machines: list[str]) -> dict[str, int]:
-    rows = conn.execute(
-        "SELECT machine_id, count(*) FROM (SELECT machine_id FROM machine_rul "
-        "WHERE machine_id = ANY(%s) ORDER BY ts DESC) s GROUP BY machine_id",
-        (machines,),
-    ).fetchall()
-    return {r[0]: int(r[1]) for r in rows}
 
 
 def _active_models(
@@ -148,10 +132,10 @@ def _active_models(
 def _answer(
     machine_id: str,
     recent: list[dict[str, Any]],
-    total: int,
     model: dict[str, Any] | None,
     now: datetime,
 ) -> dict[str, Any]:
+    total = len(recent)
     doc: dict[str, Any] = {
         "machine_id": machine_id,
         "status": "ok",
@@ -244,10 +228,9 @@ def _now(conn: psycopg.Connection) -> datetime:
 
 
 def machine_rul(conn: psycopg.Connection, machine_id: str) -> dict[str, Any]:
-    recent = _recent(conn, (machine_id,)).get(machine_id, [])
-    total = _counts(conn, [machine_id]).get(machine_id, 0)
+    recent = _recent(conn, [machine_id]).get(machine_id, [])
     model = _active_models(conn, (machine_id,)).get(machine_id)
-    return _answer(machine_id, recent, total, model, _now(conn))
+    return _answer(machine_id, recent, model, _now(conn))
 
 
 def fleet_rul(conn: psycopg.Connection, machines: tuple[str, ...] | None) -> dict[str, Any]:
@@ -255,19 +238,17 @@ def fleet_rul(conn: psycopg.Connection, machines: tuple[str, ...] | None) -> dic
     known = [
         r[0]
         for r in conn.execute(
+            # Estimates arrive in readings, so every machine with one is in reading_totals.
             "SELECT machine_id FROM reading_totals "
-            "UNION SELECT DISTINCT machine_id FROM machine_rul ORDER BY 1"
+            "UNION SELECT machine_id FROM model_registry WHERE kind = 'rul' ORDER BY 1"
         ).fetchall()
         if machines is None or r[0] in machines
     ]
-    recent = _recent(conn, machines)
-    totals = _counts(conn, known)
+    recent = _recent(conn, known)
     models = _active_models(conn, machines)
     now = _now(conn)
     return {
-        "machines": [
-            _answer(m, recent.get(m, []), totals.get(m, 0), models.get(m), now) for m in known
-        ],
+        "machines": [_answer(m, recent.get(m, []), models.get(m), now) for m in known],
         "bands": bands(conn).as_json(),
     }
 

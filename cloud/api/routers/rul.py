@@ -58,7 +58,9 @@ class RulOut(Out):
     critical_sensors: list[CriticalSensorOut]
     model: RulModelOut | None
     time: str | None = Field(description="when the newest estimate was made (reading time)")
-    estimates: int
+    estimates: int = Field(
+        description="estimates the answer rests on: the newest, at most 30 within 6 h of the last"
+    )
 
 
 class RulPointOut(Out):
