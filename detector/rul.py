@@ -30,6 +30,9 @@ RUL_BUNDLE_FORMAT_VERSION = 1
 # Sensors named as driving the countdown: at most this many, each with at least this share.
 MAX_CRITICAL_SENSORS = 5
 MIN_CRITICAL_SHARE = 0.01
+# Below this much life given back in all (a share of the model's cap), the sensors are noise
+# around the healthy reference, not what drives a countdown: none is named.
+MIN_CRITICAL_GAIN = 0.02
 # A prediction this close to the model's cap means "at least max_rul": the model has seen no
 # wear, and the number is a floor, not an estimate.
 CAPPED_FRACTION = 0.97
@@ -136,7 +139,7 @@ class RulBundle(OnnxRul):
             probes[j, :, j] = float(reference[j])
         gains = np.clip(self.run_windows(probes).rul - rul, 0.0, None)
         total = float(gains.sum())
-        if not math.isfinite(total) or total <= 0.0:
+        if not math.isfinite(total) or total <= MIN_CRITICAL_GAIN * self.max_rul:
             return []
         order = np.argsort(-gains)
         out = []
