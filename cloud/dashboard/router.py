@@ -110,6 +110,12 @@ async def machine_page(machine_id: str, request: Request, user: CurrentUser) -> 
     return _page("machine.html")
 
 
+@router.get("/anomalies")
+async def anomalies_page(request: Request, user: CurrentUser) -> Response:
+    # The fleet feed: the API filters it to the machines the user may see.
+    return _page("anomalies.html") if user is not None else _to_login(request)
+
+
 @router.get("/anomalies/{anomaly_id}")
 async def anomaly_page(anomaly_id: str, request: Request, user: CurrentUser) -> Response:
     # Whether the user may see the anomaly's machine is the API's answer (404 otherwise),
