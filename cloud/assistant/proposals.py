@@ -224,3 +224,35 @@ def apply_sensor(
         "thresholds": entry.as_json() if entry else None,
         "machine_id": machine_id,
     }
+
+
+def load_spec(conn: psycopg.Connection, name: str) -> dict[str, Any]:
+    """The confirmed spec of custom sensor ``name`` (every value null when none was)."""
+    row = conn.execute(
+        "SELECT min_range, max_range, accuracy, output_signal, provenance, proposal_id, "
+        "updated_by, updated_at FROM custom_sensor_specs WHERE name = %s",
+        (name,),
+    ).fetchone()
+    if row is None:
+        return {
+            "name": name,
+            "min_range": None,
+            "max_range": None,
+            "accuracy": None,
+            "output_signal": None,
+            "provenance": {},
+            "proposal_id": None,
+            "updated_by": None,
+            "updated_at": None,
+        }
+    return {
+        "name": name,
+        "min_range": row[0],
+        "max_range": row[1],
+        "accuracy": row[2],
+        "output_signal": row[3],
+        "provenance": row[4] or {},
+        "proposal_id": row[5],
+        "updated_by": row[6],
+        "updated_at": row[7].isoformat(),
+    }

@@ -145,6 +145,11 @@ def test_pdf_offline_proposes_confirms_and_creates_sensor_with_thresholds(offlin
         4500.0,
         "fleet",
     )
+    spec = offline.get("/api/v1/custom-sensors/hydraulic_pressure/spec").json()
+    assert (spec["min_range"], spec["max_range"], spec["output_signal"]) == (0.0, 5000.0, "4–20 mA")
+    assert spec["provenance"]["low_threshold"]["text"] == "Low alarm: 500 psi"
+    assert spec["proposal_id"] == proposal["proposal_id"] and spec["updated_by"] == "admin"
+    assert offline.get("/api/v1/custom-sensors/nothing_here/spec").status_code == 404
     again = offline.confirm(proposal)
     assert again.status_code == 422 and "already confirmed" in again.json()["error"]
     listed = offline.get("/api/v1/assistant/spec-proposals").json()["proposals"]

@@ -25,9 +25,11 @@ from cloud.accounts import User
 from cloud.api.deps import Db, Services
 from cloud.api.errors import ApiError
 from cloud.api.guards import Admin, AnyUser
-from cloud.api.params import MachineId, RowId
+from cloud.api.params import CustomSensorName, MachineId, RowId
+from cloud.api.routers.sensors import _visible as visible_sensor
 from cloud.api.schemas import (
     AssistantStatusOut,
+    CustomSensorSpecOut,
     ReportOut,
     ReportVersionsOut,
     SpecDecisionOut,
@@ -35,11 +37,12 @@ from cloud.api.schemas import (
     SpecProposalsOut,
 )
 from cloud.assistant import facts as report_facts
-from cloud.assistant import pdf, reports, spec_parse
+from cloud.assistant import pdf, proposals, reports, spec_parse
 from cloud.assistant.provider import ChatClient, ProviderConfig
 from cloud.assistant.sources import read_source
 from cloud.fielderror import FieldError, NotFoundError
 from cloud.settings import CloudSettings
+from cloud.store import custom_sensors as registry
 
 router = APIRouter(tags=["assistant"])
 
@@ -222,6 +225,19 @@ async def confirm_spec_proposal(body: ConfirmIn, db: Db, admin: Admin) -> dict[s
 )
 async def discard_spec_proposal(body: DiscardIn, db: Db, admin: Admin) -> dict[str, Any]:
     return await db.run(spec_parse.discard_proposal, body.proposal_id, admin.username)
+
+
+@router.get(
+    "/api/v1/custom-sensors/{name}/spec",
+    response_model=CustomSensorSpecOut,
+    summary="A custom sensor's confirmed spec: range, accuracy, output, sources",
+)
+async def custom_sensor_spec(name: CustomSensorName, db: Db, user: AnyUser) -> dict[str, Any]:
+    sensor = await db.run(registry.get_custom_sensor, name)
+    # Who may know of the sensor is the custom-sensor endpoints' rule.
+    if sensor is None or not visible_sensor(sensor, user):
+        raise NotFoundError("name", f"no custom sensor {name!r}")
+    return await db.run(proposals.load_spec, name)
 
 
 # -- reports --------------------------------------------------------------------------------
