@@ -46,10 +46,15 @@ class Problem(Out):
 
 
 class ErrorOut(BaseModel):
-    """Every error answer. ``field`` names what the client sent (``password``, ``limit``,
-    ``$.readings[3].temperature``; ``$`` for the request as a whole). Some answers carry more:
-    ``problems`` (every invalid field of a request), ingest's ``conflicts`` and ``results``."""
+    """Every error answer: RFC 9457 problem details (``application/problem+json``) with the
+    API's own members. ``field`` names what the client sent (``password``, ``limit``,
+    ``$.readings[3].temperature``; ``$`` for the request as a whole); ``error`` repeats
+    ``detail``. Some answers carry more: ``problems`` (every invalid field of a request),
+    ingest's ``conflicts`` and ``results``."""
 
+    type: str = Field(description="RFC 9457: about:blank (the status says what kind)")
+    title: str = Field(description="RFC 9457: the HTTP status phrase")
+    detail: str = Field(description="RFC 9457: what went wrong (the same text as error)")
     error: str
     field: str
     status: int
