@@ -15,7 +15,7 @@ WHEEL_PYTHON ?= 3.11
 PYTEST_ARGS ?=
 
 .PHONY: help venv lock wheelhouse system-deps kafka-jars test test-unit test-integration lint demo kafka \
-        bench-e2e bench-sim bench-edge bench-cloud bench-ml bench-dashboard bench-faults bench-rul dashboard-deps peer-deps peer-telegraf clean
+        bench-e2e bench-sim bench-edge bench-cloud bench-ml bench-dashboard bench-faults bench-rul bench-alerts dashboard-deps peer-deps peer-telegraf clean
 
 help:
 	@echo "make demo        simulator + edge + cloud (embedded PostgreSQL) on http://127.0.0.1:8080"
@@ -33,6 +33,7 @@ help:
 	@echo "make bench-dashboard  push latency ingest -> screen, 3D view fps in Chromium (JSON)"
 	@echo "make bench-faults  fault suite: kills, outages, full disk, poison, bad clocks (JSON)"
 	@echo "make bench-rul   remaining-useful-life model: edge prediction cost and bundle size (JSON)"
+	@echo "make bench-alerts  reading in -> alert received by a webhook and an SMTP server (JSON)"
 
 $(STAMP): pyproject.toml $(LOCK)
 	@command -v $(PYTHON) >/dev/null || { echo "python3 is required"; exit 1; }
@@ -166,6 +167,9 @@ bench-faults: venv system-deps kafka-jars
 
 bench-rul: venv
 	$(PY) -m benchmarks.bench_rul
+
+bench-alerts: venv
+	$(PY) -m benchmarks.bench_alerts
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
