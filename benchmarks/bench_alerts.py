@@ -109,14 +109,11 @@ def run(samples: int, readings: int, work: Path) -> dict[str, Any]:
                 start = time.monotonic()
                 for _ in range(readings):
                     client.post("/api/v1/ingest", json=_reading(machine), headers=ingest)
-                wait_until(
-                    lambda m=machine: (
-                        _hook_at(hook, m) is not None and _mail_at(mail, m) is not None
-                    ),
-                    30,
-                    f"notification of sample {i}",
-                    services=services,
-                )
+
+                def arrived(m: str = machine) -> bool:
+                    return _hook_at(hook, m) is not None and _mail_at(mail, m) is not None
+
+                wait_until(arrived, 30, f"notification of sample {i}", services=services)
                 h, m = _hook_at(hook, machine), _mail_at(mail, machine)
                 assert h is not None and m is not None
                 by_hook.append((h - start) * 1000)
