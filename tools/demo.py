@@ -200,6 +200,9 @@ def _run(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, shutdown)
+    # Set, not inherited: a shell starts background jobs with SIGINT ignored, and Ctrl-C (or
+    # kill -INT) must stop the demo however it was started.
+    signal.signal(signal.SIGINT, shutdown)
     try:
         print("starting simulator, cloud (embedded PostgreSQL) and edge …", flush=True)
         children.append(
