@@ -10,6 +10,7 @@ the ``rig-cloud alerts`` process reads them (``SecretRef``: an environment varia
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -165,6 +166,8 @@ class EmailConfig(_Strict):
     starttls: bool = False
     # SMTP over TLS from the first byte (port 465); excludes STARTTLS.
     ssl: bool = False
+    # A private CA's certificate (PEM) to verify the server with; default: the system's.
+    ca_file: Path | None = None
     username: str | None = Field(default=None, min_length=1, max_length=255)
     password: SecretRef | None = None
     sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+$", max_length=255)

@@ -78,19 +78,21 @@ def _send_mail(config: EmailConfig, subject: str, body: str, n: dict[str, Any]) 
         except ValueError as exc:
             raise DeliveryError(f"config.password: {exc}") from None
     try:
+        # Certificates are always verified (against ca_file when given): credentials never
+        # go to a server that merely claims to be the right one.
+        context = ssl.create_default_context(
+            cafile=str(config.ca_file) if config.ca_file is not None else None
+        )
         smtp: smtplib.SMTP
         if config.ssl:
             smtp = smtplib.SMTP_SSL(
-                config.host,
-                config.port,
-                timeout=config.timeout_s,
-                context=ssl.create_default_context(),
+                config.host, config.port, timeout=config.timeout_s, context=context
             )
         else:
             smtp = smtplib.SMTP(config.host, config.port, timeout=config.timeout_s)
         with smtp:
             if config.starttls:
-                smtp.starttls(context=ssl.create_default_context())
+                smtp.starttls(context=context)
             if config.username is not None:
                 smtp.login(config.username, password or "")
             smtp.send_message(message)

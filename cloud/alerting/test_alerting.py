@@ -6,13 +6,16 @@ unreachable receiver and a broken rule each leave the rest working and are recor
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
+from aiosmtpd.smtp import AuthResult
 from psycopg.types.json import Jsonb
 
 from cloud.alerting.config import ChannelIn, RuleIn, SilenceIn
@@ -289,3 +292,102 @@ def test_predicted_rul_and_edge_rules(database_url: str, hook: WebhookSink) -> N
     assert rules == ["offline", "predicted", "rul"]
     offline = next(b for b in hook.bodies() if b["alert"]["rule"] == "offline")
     assert offline["alert"]["edge_id"] == "rig-9"
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that is its own CA (the channel's ca_file)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "smtp.pem", tmp / "smtp.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_email_over_starttls_with_credentials_from_a_secret_file(
+    database_url: str, tmp_path: Path
+) -> None:
+    cert, key = _self_signed(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    logins: list[tuple[bytes, bytes]] = []
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+        logins.append((data.login, data.password))
+        return AuthResult(success=data.password == b"s3cret-from-file")
+
+    secure = MailSink(
+        tls_context=tls,
+        require_starttls=True,
+        authenticator=authenticator,
+        auth_require_tls=True,
+    ).start()
+    password = tmp_path / "smtp-password"
+    password.write_text("s3cret-from-file\n")
+    try:
+        config = {
+            "host": "127.0.0.1",
+            "port": secure.port,
+            "starttls": True,
+            "ca_file": str(cert),
+            "username": "rig",
+            "sender": "rig@example.test",
+            "to": ["ops@example.test"],
+        }
+        _setup(
+            database_url,
+            [
+                ChannelIn(
+                    name="tls", kind="email", config={**config, "password": {"file": str(password)}}
+                ),
+                ChannelIn(
+                    name="wrong",
+                    kind="email",
+                    config={**config, "password": {"env": "RIG_TEST_UNSET_SMTP_PASSWORD"}},
+                ),
+                ChannelIn(name="plain", kind="email", config={**config, "starttls": False}),
+            ],
+            [RuleIn(name="r", kind="anomaly")],
+        )
+        _store(database_url, [_anomalous("A", 1)])
+        _cycle(database_url, Evaluator(), Backoff(base_s=0.01, max_attempts=1))
+        (mail_1,) = secure.mails()
+        assert "FIRING" in mail_1["Subject"]
+        assert logins == [(b"rig", b"s3cret-from-file")]
+        by_name = {n[0]: n for n in _notifications(database_url)}
+        assert by_name["tls"][2] == "sent"
+        # The secret's reference is named, never a value; the server refusing plain text too.
+        assert by_name["wrong"][2] == "failed"
+        assert "RIG_TEST_UNSET_SMTP_PASSWORD" in (by_name["wrong"][4] or "")
+        assert by_name["plain"][2] == "failed" and "SMTP" in (by_name["plain"][4] or "")
+    finally:
+        secure.stop()

@@ -45,12 +45,14 @@ class _MailHandler:
 class MailSink:
     """aiosmtpd on 127.0.0.1 (a real SMTP conversation: EHLO, MAIL, RCPT, DATA)."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, **smtp: Any) -> None:
+        """``smtp``: aiosmtpd's server options (``tls_context``, ``require_starttls``,
+        ``authenticator``, ...)."""
         self.messages: list[Received] = []
         self.lock = threading.Lock()
         # aiosmtpd checks its server by connecting to the configured port: 0 will not do.
         self._controller = Controller(
-            _MailHandler(self), hostname="127.0.0.1", port=port or free_port()
+            _MailHandler(self), hostname="127.0.0.1", port=port or free_port(), **smtp
         )
 
     def start(self) -> MailSink:
