@@ -593,7 +593,11 @@ class SimilarAnomalyOut(Out):
     score: float | None
     similarity: float | None
     sensors: list[str]
-    note: str | None = Field(description="what operators noted when they resolved it")
+    note: str | None = Field(
+        description="what operators noted when they resolved (or acknowledged) it"
+    )
+    state: Literal["open", "acknowledged", "resolved"]
+    noted_by: str | None
 
 
 class SimilarAnomaliesOut(Out):
