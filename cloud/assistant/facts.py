@@ -5,8 +5,9 @@ For one anomaly: the contributing sensors and their shares, the window of readin
 threshold crossing), the thresholds in force and recent threshold changes, the model that
 judged it and its metrics, the remaining-life estimate where one is stored, and the similar
 past anomalies of the machine and of the fleet: nearest neighbours over contribution
-profiles (cosine similarity of the sensor -> share vectors), with what operators noted on
-them where notes are recorded. Everything is limited to the machines the caller may see.
+profiles (cosine similarity of the sensor -> share vectors), with their workflow state and
+what operators noted when they resolved (or acknowledged) them. Everything is limited to the
+machines the caller may see.
 
 Both writers (the model and the offline one) get exactly these facts; the report's factual
 sections (sensors, cited readings, similar anomalies) come from here, not from the writer.
@@ -37,7 +38,6 @@ MAX_CANDIDATES = 5000
 NEIGHBOURS = 5
 MIN_SIMILARITY = 0.5
 RECENT_THRESHOLD_CHANGES = timedelta(days=7)
-_NOTE_COLUMNS = ("resolution_note", "resolve_note", "note", "notes", "ack_note")
 
 
 def contribution_profile(details: dict[str, Any] | None, sensors: list[str]) -> dict[str, float]:
@@ -279,18 +279,6 @@ def _model(
     }
 
 
-def _note_column(conn: psycopg.Connection) -> str | None:
-    """The column operators' resolution notes are kept in, once the anomaly workflow stores
-    them (none before): the report then quotes them for similar anomalies."""
-    rows = conn.execute(
-        "SELECT column_name FROM information_schema.columns "
-        "WHERE table_name = 'anomaly_detections' AND column_name = ANY(%s)",
-        (list(_NOTE_COLUMNS),),
-    ).fetchall()
-    found = {r[0] for r in rows}
-    return next((c for c in _NOTE_COLUMNS if c in found), None)
-
-
 def _similar(
     conn: psycopg.Connection,
     anomaly_id: int,
@@ -300,14 +288,14 @@ def _similar(
 ) -> dict[str, list[dict[str, Any]]]:
     if not profile:
         return {"machine": [], "fleet": []}
-    note = _note_column(conn)
-    note_sql = sql.Identifier(note) if note else sql.SQL("NULL")
+    # What operators wrote when they resolved (or acknowledged) them: the anomaly workflow's
+    # notes (migration 0016).
     query = sql.SQL(
         "SELECT id, machine_id, reading_ts, detection_method, anomaly_score, detected_sensors, "
-        "details, {note}::text FROM anomaly_detections WHERE id <> %s "
+        "details, coalesce(resolution_note, ack_note), state, coalesce(resolved_by, "
+        "acknowledged_by) FROM anomaly_detections WHERE id <> %s "
         "AND detected_sensors && %s::text[] {scope} ORDER BY reading_ts DESC LIMIT %s"
     ).format(
-        note=note_sql,
         scope=sql.SQL("AND machine_id = ANY(%s)") if visible is not None else sql.SQL(""),
     )
     params: list[Any] = [anomaly_id, list(profile)]
@@ -332,6 +320,8 @@ def _similar(
             "similarity": _r(similarity, 3),
             "sensors": sorted(other, key=lambda s: -other[s])[:5],
             "note": row[7],
+            "state": row[8],
+            "noted_by": row[9],
         }
 
     same = [out(*s) for s in scored if s[1][1] == machine_id][:NEIGHBOURS]

@@ -173,12 +173,13 @@ def render(stored: dict[str, Any]) -> bytes:
             a["timestamp"],
             a["similarity"],
             ", ".join(a["sensors"]),
+            a.get("state"),
             a.get("note"),
         ]
         for a in [*similar["machine"], *similar["fleet"]]
     ]
     if rows:
-        w.table(["id", "machine", "time", "similarity", "sensors", "operator note"], rows)
+        w.table(["id", "machine", "time", "similarity", "sensors", "state", "operator note"], rows)
     else:
         w.para("None found.")
     if report.get("threshold_changes"):

@@ -157,6 +157,13 @@ def online(database_url: str, fake: FakeOpenAI) -> Iterator[Env]:
 
 def test_offline_report_names_sensors_cites_readings_lists_similar(offline: Env) -> None:
     anomaly = offline.ids["now"]
+    # What the operator wrote when resolving the earlier one comes with it.
+    resolved = offline.client.post(
+        f"/api/v1/anomalies/{offline.ids['past_A']}/resolve",
+        json={"note": "regreased the drive-end bearing"},
+        headers=offline.users["op"],
+    )
+    assert resolved.status_code == 200, resolved.text
     response = offline.post(f"/api/generate-report/{anomaly}")
     assert response.status_code == 200, response.text
     stored = response.json()
@@ -181,6 +188,9 @@ def test_offline_report_names_sensors_cites_readings_lists_similar(offline: Env)
     assert [a["id"] for a in similar["machine"]] == [offline.ids["past_A"]]
     assert [a["id"] for a in similar["fleet"]] == [offline.ids["past_B"]]
     assert similar["machine"][0]["similarity"] > 0.9
+    assert similar["machine"][0]["note"] == "regreased the drive-end bearing"
+    assert (similar["machine"][0]["state"], similar["machine"][0]["noted_by"]) == ("resolved", "op")
+    assert (similar["fleet"][0]["state"], similar["fleet"][0]["note"]) == ("open", None)
     causes = report["likely_causes"]
     assert causes[0]["failure_mode"] == "bearing_wear"
     assert any("vibration carried 70 %" in e for e in causes[0]["evidence"])
@@ -210,7 +220,7 @@ def test_pdf_export(offline: Env) -> None:
     text = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(response.content)).pages)
     for needle in ("Root-cause report", "vibration", "bearing_temp", "Similar past anomalies"):
         assert needle in text, needle
-    assert str(offline.ids["past_B"]) in text
+    assert str(offline.ids["past_B"]) in text and "open" in text
     missing = offline.get(f"/api/v1/anomalies/{anomaly}/reports?version=9&format=pdf")
     assert missing.status_code == 404 and missing.json()["field"] == "version"
 

@@ -147,7 +147,7 @@ export class ReportPanel {
       parts.push(
         table(
           "report-similar",
-          ["Anomaly", "Machine", "Time", "Similarity", "Sensors", "Operator note"],
+          ["Anomaly", "Machine", "Time", "Similarity", "Sensors", "State", "Operator note"],
           similar.map((a) =>
             el(
               "tr",
@@ -157,7 +157,8 @@ export class ReportPanel {
               el("td", { text: timeOf(a.timestamp) }),
               el("td", { text: fmt(a.similarity) }),
               el("td", { text: a.sensors.join(", ") }),
-              el("td", { text: a.note || "—" }),
+              el("td", { text: a.state }),
+              el("td", { text: a.note ? `${a.note} (${a.noted_by || "—"})` : "—" }),
             ),
           ),
         ),
