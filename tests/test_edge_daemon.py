@@ -139,9 +139,15 @@ def test_bad_config_never_starts_a_half_configured_daemon(
 def _buffered_machines(path: Path) -> dict[str, int]:
     import sqlite3
 
+    if not path.exists():
+        return {}
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    rows = dict(conn.execute("SELECT machine_id, count(*) FROM readings GROUP BY 1").fetchall())
-    conn.close()
+    try:
+        rows = dict(conn.execute("SELECT machine_id, count(*) FROM readings GROUP BY 1").fetchall())
+    except sqlite3.OperationalError:
+        return {}  # the daemon has not created its tables yet
+    finally:
+        conn.close()
     return rows
 
 
