@@ -198,6 +198,13 @@ def render(stored: dict[str, Any]) -> bytes:
                 for c in report["threshold_changes"]
             ],
         )
+    life = report.get("remaining_life")
+    if life:
+        w.heading("Remaining life")
+        w.para(
+            f"{life.get('rul_hours')} h (interval {life.get('low_hours')}–"
+            f"{life.get('high_hours')} h), estimated {life.get('timestamp')}."
+        )
     model = report.get("model_in_service")
     if model:
         w.heading("Detector")

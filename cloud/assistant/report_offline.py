@@ -226,6 +226,12 @@ def write(facts: dict[str, Any]) -> dict[str, Any]:
     if causes:
         first = str(causes[0]["cause"])
         parts.append(f"Most likely cause: {first[:1].lower()}{first[1:]}.")
+    life = facts.get("remaining_life")
+    if life and life.get("rul_hours") is not None:
+        parts.append(
+            f"Estimated remaining life {life['rul_hours']:g} h "
+            f"({life['low_hours']:g}–{life['high_hours']:g} h)."
+        )
     similar = facts["similar_anomalies"]
     count = len(similar["machine"]) + len(similar["fleet"])
     if count:

@@ -66,7 +66,15 @@ def _seed(client: TestClient) -> None:
             "vibration": 9.4,
             "bearing_temp": 171.0,
             "rpm": 3190.0,
-            "detection": _detection({"vibration": 0.7, "bearing_temp": 0.3}, score=1.3),
+            "detection": {
+                **_detection({"vibration": 0.7, "bearing_temp": 0.3}, score=1.3),
+                "rul": {
+                    "rul_hours": 120.0,
+                    "low_hours": 90.0,
+                    "high_hours": 150.0,
+                    "critical_sensors": [{"sensor": "vibration", "share": 0.8}],
+                },
+            },
         },
         # The past: the same fault on A two days ago and on B yesterday; a voltage anomaly on
         # C that has nothing in common.
@@ -197,6 +205,9 @@ def test_offline_report_names_sensors_cites_readings_lists_similar(offline: Env)
     assert report["recommended_actions"][0].startswith("Check bearing lubrication")
     assert report["confidence"]["level"] in {"medium", "high"}
     assert report["model_in_service"] == {"version": "3", "in_registry": False}
+    life = report["remaining_life"]
+    assert (life["rul_hours"], life["low_hours"], life["high_hours"]) == (120.0, 90.0, 150.0)
+    assert "Estimated remaining life 120 h (90–150 h)." in report["summary"]
 
     # A second generation is version 2; both are kept.
     assert offline.post(f"/api/v1/anomalies/{anomaly}/reports").json()["version"] == 2

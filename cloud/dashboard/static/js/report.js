@@ -92,6 +92,16 @@ export class ReportPanel {
       el("p", { id: "report-confidence", dataset: { level: c.level } }, `Confidence: ${c.level} (${fmt(c.score)}) — ${c.why}`),
     );
     parts.push(
+      ...(report.remaining_life
+        ? [
+            el(
+              "p",
+              { id: "report-life" },
+              `Remaining life: ${fmt(report.remaining_life.rul_hours)} h ` +
+                `(${fmt(report.remaining_life.low_hours)}–${fmt(report.remaining_life.high_hours)} h)`,
+            ),
+          ]
+        : []),
       el("h3", { text: "Likely causes" }),
       el(
         "ol",
