@@ -175,7 +175,7 @@ def test_integrator_reading_to_one_notification_then_acknowledged_and_resolved_i
     page.wait_for_selector('#workflow[data-ready="true"]')
     assert "acknowledged by olga" in page.text_content("#workflow-audit")
     assert "on my way" in page.text_content("#workflow-audit")
-    assert page.text_content("#context-model").startswith("Judged by thresholds")
+    assert page.text_content("#context-model").startswith("Judged by the thresholds")
     assert page.locator("#context svg.window-chart polyline").count() >= 1
     page.click('#workflow button[data-step="resolve"]')
     page.fill("#step-note", "loose mount tightened")

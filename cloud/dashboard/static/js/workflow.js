@@ -83,7 +83,7 @@ function contextSection(ctx, anomaly) {
   );
   const model = ctx.model
     ? `${ctx.model.method}${ctx.model.model_version ? ` · model ${ctx.model.model_version}` : ""}${ctx.model.registry_version ? ` · registry v${ctx.model.registry_version} (${ctx.model.strategy})` : ""}`
-    : `${anomaly.method} (thresholds)`;
+    : "the thresholds (limits below)";
   const similar = ctx.similar.length
     ? el(
         "ul",
