@@ -86,10 +86,3 @@ CREATE INDEX alert_notifications_due ON alert_notifications (next_attempt_at)
     WHERE status = 'pending';
 CREATE INDEX alert_notifications_by_alert ON alert_notifications (alert_id);
 
--- The evaluator's progress through anomaly_detections (one row): each anomaly is evaluated
--- once, across restarts.
-CREATE TABLE alert_progress (
-    singleton        BOOLEAN PRIMARY KEY DEFAULT true CHECK (singleton),
-    last_anomaly_id  BIGINT NOT NULL DEFAULT 0
-);
-INSERT INTO alert_progress DEFAULT VALUES;
