@@ -6,9 +6,7 @@ edge/inputs/mqtt/README.md."""
 
 from __future__ import annotations
 
-import json
 import shutil
-import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.pipeline import kafka_output, start_edge, wait_health
+from tests.support.pipeline import buffered_documents, kafka_output, start_edge, wait_health
 from tests.support.processes import free_port, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -76,17 +74,7 @@ def _config(tmp: Path, broker: tuple[str, int]) -> Path:
 
 
 def _buffered(tmp: Path) -> list[dict[str, Any]]:
-    path = tmp / "buffer.db"
-    if not path.exists():
-        return []
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        rows = conn.execute("SELECT payload FROM readings ORDER BY seq").fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        conn.close()
-    return [json.loads(payload) for (payload,) in rows]
+    return buffered_documents(tmp / "buffer.db")
 
 
 def _of(tmp: Path, machine: str) -> list[dict[str, Any]]:

@@ -9,7 +9,6 @@ Real servers (pymodbus, asyncua) whose sample counter the test moves by hand, a 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from shared.catalog import CORE_SENSOR_NAMES
 from simulator.edge_config import simulator_edge_config
 from simulator.engine import Sample
 from simulator.protocols.modbus import ModbusImage, start_tcp
-from tests.support.pipeline import kafka_output, start_edge, wait_health
+from tests.support.pipeline import buffered_documents, kafka_output, start_edge, wait_health
 from tests.support.processes import free_port, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -125,19 +124,7 @@ def _config(tmp: Path, inputs: dict[str, Any]) -> Path:
 
 
 def _buffered_temperatures(tmp: Path) -> list[float]:
-    import json
-
-    path = tmp / "buffer.db"
-    if not path.exists():
-        return []
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        rows = conn.execute("SELECT payload FROM readings ORDER BY seq").fetchall()
-    except sqlite3.OperationalError:
-        return []  # the edge has not created its tables yet
-    finally:
-        conn.close()
-    return [json.loads(payload)["values"]["temperature"] for (payload,) in rows]
+    return [doc["values"]["temperature"] for doc in buffered_documents(tmp / "buffer.db")]
 
 
 def _device_answers(doc: dict[str, Any]) -> bool:

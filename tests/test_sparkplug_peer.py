@@ -14,7 +14,6 @@ Mosquitto to a real ``rig-edge`` process, whose buffer file the test reads.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import pytest
 import yaml
 
 from tests.peers.sparkplug import SparkplugPeer
-from tests.support.pipeline import kafka_output, start_edge, wait_health
+from tests.support.pipeline import buffered_documents, kafka_output, start_edge, wait_health
 from tests.support.processes import free_port, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -81,17 +80,7 @@ def _config(tmp: Path, broker: tuple[str, int], node: str) -> Path:
 
 
 def _buffered(tmp: Path) -> list[dict[str, Any]]:
-    path = tmp / "buffer.db"
-    if not path.exists():
-        return []
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        rows = conn.execute("SELECT payload FROM readings ORDER BY seq").fetchall()
-    except sqlite3.OperationalError:
-        return []  # the edge has not created its tables yet
-    finally:
-        conn.close()
-    return [json.loads(payload) for (payload,) in rows]
+    return buffered_documents(tmp / "buffer.db")
 
 
 def _has(tmp: Path, **values: Any) -> bool:

@@ -6,12 +6,10 @@ PascalCase browse names, and a client certificate made as the technician README 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.pipeline import start_edge
+from tests.support.pipeline import buffered_documents, start_edge
 from tests.support.processes import free_port, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -85,19 +83,6 @@ def _edge(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _buffered(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        rows = conn.execute("SELECT payload FROM readings ORDER BY seq").fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        conn.close()
-    return [json.loads(payload) for (payload,) in rows]
-
-
 def test_psi_node_mapped_to_the_bar_sensor_stores_bar(node_opcua: str, tmp_path: Path) -> None:
     """Browsing finds PascalCase Pressure/Temperature/BearingTemp/RPM; their EngineeringUnits
     (psi, °C, °F, r/min) are converted to the catalog units (bar, °F, °F, RPM) before the
@@ -115,14 +100,14 @@ def test_psi_node_mapped_to_the_bar_sensor_stores_bar(node_opcua: str, tmp_path:
     edge = start_edge(cfg, tmp_path)
     try:
         wait_until(
-            lambda: len(_buffered(tmp_path / "edge-buffer.db")) >= 10,
+            lambda: len(buffered_documents(tmp_path / "edge-buffer.db")) >= 10,
             90,
             "ten readings stored",
             services=[edge],
         )
     finally:
         edge.stop()
-    readings = _buffered(tmp_path / "edge-buffer.db")
+    readings = buffered_documents(tmp_path / "edge-buffer.db")
     pressures = set()
     for reading in readings:
         values = reading["values"]

@@ -774,6 +774,21 @@ def topic_size(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
+def buffered_documents(path: Path) -> list[dict[str, Any]]:
+    """The wire documents waiting in an edge's buffer file, oldest first, read beside a
+    running edge; none while the file or its tables do not exist yet (a daemon starting)."""
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = conn.execute("SELECT payload FROM readings ORDER BY seq").fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        conn.close()
+    return [json.loads(payload) for (payload,) in rows]
+
+
 def read_buffered(path: Path) -> list[Stored]:
     """The readings waiting in an edge's buffer file, as the checker's rows (for tests whose
     edge forwards nothing: the buffer is then the destination)."""
