@@ -65,7 +65,8 @@ wheelhouse: venv
 # Java 17 and Maven run the Kafka broker, Mosquitto is the MQTT broker of the tests (and
 # mosquitto_pub, from mosquitto-clients, a publisher nobody here wrote),
 # systemd-analyze verifies the edge unit, promtool (prometheus) the alert rules, kcat is the
-# independent Kafka client of the peer tests (tests/peers/test_kcat_peer.py);
+# independent Kafka client of the peer tests (tests/peers/test_kcat_peer.py), Alertmanager the
+# peer of the alerting channel (tests/peers/test_alertmanager_peer.py);
 # Debian packages them. Installed only when missing
 # and only as root (otherwise the message says what to install).
 system-deps:
@@ -79,6 +80,7 @@ system-deps:
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v kcat >/dev/null || missing="$$missing kcat"; \
+	command -v prometheus-alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing; \
 	  else echo "please install:$$missing"; exit 1; fi; \
