@@ -45,10 +45,10 @@ class Evaluator:
         # Rules already reported unavailable: logged once, not every few seconds.
         self._unavailable: set[int] = set()
 
-    def run_pass(self, conn: psycopg.Connection) -> PassResult:
-        """Evaluate every enabled rule (the caller commits)."""
+    def run_pass(self, conn: psycopg.Connection, kinds: frozenset[str] | None = None) -> PassResult:
+        """Evaluate every enabled rule, or those of ``kinds`` (the caller commits)."""
         result = PassResult()
-        rules = list_rules(conn, enabled_only=True)
+        rules = [r for r in list_rules(conn, enabled_only=True) if kinds is None or r.kind in kinds]
         channels = {c.id: c for c in list_channels(conn, enabled_only=True)}
         for rule in rules:
             try:

@@ -31,8 +31,10 @@ from shared.logs import log_event
 log = logging.getLogger(__name__)
 
 LOCK_KEY = 0x7269_6761_6C72  # "rigalr": one alerting process at a time
-# Events on the live channel that can change what rules find.
+# Events on the live channel that can change what rules find, and the rules they concern:
+# a burst of anomalies re-evaluates these at once, everything else waits for the tick.
 WAKE_TYPES = frozenset({"anomaly", "anomaly_state"})
+ANOMALY_KINDS = frozenset({"anomaly", "persistence"})
 
 
 class AlertService:
@@ -130,16 +132,23 @@ class AlertService:
             if kind in WAKE_TYPES:
                 self._evaluate.set()
 
-    def _pass(self, pool: ConnectionPool) -> PassResult:
+    def _pass(self, pool: ConnectionPool, kinds: frozenset[str] | None) -> PassResult:
         with pool.connection() as conn, conn.transaction():
-            return self.evaluator.run_pass(conn)
+            return self.evaluator.run_pass(conn, kinds)
 
     async def _evaluate_loop(self, pool: ConnectionPool) -> None:
+        loop = asyncio.get_running_loop()
+        next_full = 0.0  # the first pass is a full one
         while True:
+            wait = max(0.0, next_full - loop.time())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._evaluate.wait(), self.tick_s)
+                await asyncio.wait_for(self._evaluate.wait(), wait)
             self._evaluate.clear()
-            result = await asyncio.to_thread(self._pass, pool)
+            full = loop.time() >= next_full
+            if full:
+                next_full = loop.time() + self.tick_s
+            kinds = None if full else ANOMALY_KINDS
+            result = await asyncio.to_thread(self._pass, pool, kinds)
             self.passes += 1
             if result.opened or result.resolved or result.queued:
                 log_event(
