@@ -238,6 +238,19 @@ def test_viewers_get_no_buttons_and_scoped_operators_see_their_machines_only(
     )
     assert set(machines) == {mine}
     assert page.locator('#feed-rows button[data-step="acknowledge"]').count() == 1
+    # Pushed live: a new anomaly of its machine appears without a reload; another's does not.
+    marker = page.evaluate("() => (window.__marker = Math.random())")
+    ingest = Ingest(base, INGEST_KEY)
+    try:
+        ingest.post(_breaking(other), _breaking(mine))
+    finally:
+        ingest.close()
+    page.wait_for_function("() => document.querySelectorAll('#feed-rows tr').length === 2")
+    machines = page.eval_on_selector_all(
+        "#feed-rows tr td:nth-child(2)", "c => c.map(x => x.textContent)"
+    )
+    assert machines == [mine, mine]
+    assert page.evaluate("() => window.__marker") == marker, "the page was reloaded"
     page.context.close()
 
     page, _ = _page(browser, base, loop["users"]["viewer"], "/anomalies")
