@@ -304,6 +304,10 @@ def test_key_conflict_refuses_the_batch_naming_both_versions(
     assert response.status_code == 409, response.text
     body = response.json()
     IngestConflictsOut.model_validate(body)  # what /openapi.json says a 409 holds
+    # An RFC 9457 problem like every other error, conflicts its extension member.
+    assert response.headers["content-type"] == "application/problem+json"
+    assert (body["type"], body["title"], body["status"]) == ("about:blank", "Conflict", 409)
+    assert body["detail"] == body["error"] and "another timestamp" in body["detail"]
     assert body["field"] == "$.readings[1]"
     assert [c["field"] for c in body["conflicts"]] == ["$.readings[1]", "$.readings[2]"]
     assert "another timestamp" in body["conflicts"][0]["error"]

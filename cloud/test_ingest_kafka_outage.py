@@ -175,6 +175,9 @@ def test_partly_produced_batch_answers_503_per_reading(
     assert response.headers["Retry-After"] == "5"
     body = response.json()
     IngestNotTakenOut.model_validate(body)  # what /openapi.json says a 503 may hold
+    assert response.headers["content-type"] == "application/problem+json"
+    assert (body["type"], body["title"]) == ("about:blank", "Service Unavailable")
+    assert body["detail"] == body["error"] and "did not take 3 of 5" in body["detail"]
     assert (body["accepted"], body["failed"], body["unconfirmed"]) == (2, 3, 0)
     results = body["results"]
     assert [r["status"] for r in results] == ["accepted"] * 2 + ["failed"] * 3
@@ -205,6 +208,9 @@ def test_reading_kafka_refuses_for_good_answers_422_per_reading(
     assert "Retry-After" not in response.headers
     body = response.json()
     IngestNotTakenOut.model_validate(body)  # what /openapi.json says a 422 may hold
+    assert response.headers["content-type"] == "application/problem+json"
+    assert (body["type"], body["title"]) == ("about:blank", "Unprocessable Entity")
+    assert body["detail"] == body["error"]
     assert (body["accepted"], body["failed"], body["unconfirmed"]) == (2, 1, 0)
     assert body["field"] == "$.readings[1]"
     results = body["results"]

@@ -435,8 +435,11 @@ class IngestConflictOut(Out):
 
 class IngestConflictsOut(Out):
     """409 without Kafka: nothing of the body is stored; the error names the first
-    conflict, ``conflicts`` every one."""
+    conflict, ``conflicts`` every one. An RFC 9457 problem (``application/problem+json``)."""
 
+    type: str = Field(description="RFC 9457: about:blank")
+    title: str = Field(description="RFC 9457: the HTTP status phrase")
+    detail: str = Field(description="RFC 9457: the same text as error")
     error: str
     field: str
     status: Literal[409]
@@ -461,8 +464,12 @@ class IngestResultOut(Out):
 
 class IngestNotTakenOut(Out):
     """With Kafka, when the broker did not take every reading: 422 if one was refused for
-    good (too large, invalid), else 503 with Retry-After."""
+    good (too large, invalid), else 503 with Retry-After. An RFC 9457 problem
+    (``application/problem+json``); ``results`` is its extension."""
 
+    type: str = Field(description="RFC 9457: about:blank")
+    title: str = Field(description="RFC 9457: the HTTP status phrase")
+    detail: str = Field(description="RFC 9457: the same text as error")
     success: Literal[False]
     error: str
     field: str

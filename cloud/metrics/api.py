@@ -11,7 +11,13 @@ publish it:
   a path no route matched is ``route="<unmatched>"``;
 - ``rig_api_requests_in_flight``;
 - ``rig_api_ingest_requests_total{route,outcome}`` (accepted 2xx, refused 4xx, unavailable
-  5xx) and ``rig_api_ingest_bytes_total{route}`` for the ingest routes;
+  5xx) and ``rig_api_ingest_bytes_total{route}`` for the ingest routes (not the key check
+  ``/api/v1/ingest/check``, which stores nothing);
+- ``rig_api_ingest_readings_total{route,outcome}``: readings accepted (stored or confirmed
+  by Kafka, duplicates included), refused (invalid for good, key conflicts) or unavailable
+  (not taken: storage or Kafka down) by ingest route; ``rig_api_ingest_lines_total{outcome}``
+  the same for the lines of the line-protocol route (a line refused before it named a
+  reading counts as a line only);
 - ``rig_api_websocket_clients`` (live-stream subscribers of this process) and
   ``rig_api_db_pool_connections{state}`` (PostgreSQL pool), read at scrape time.
 
@@ -46,6 +52,8 @@ access_log = logging.getLogger("rig-cloud.access")
 UNMATCHED = "<unmatched>"
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 INGEST_PREFIX = "/api/v1/ingest"
+# Validates a key, stores nothing: a probe, not ingest traffic.
+INGEST_CHECK = "/api/v1/ingest/check"
 
 REQUESTS = Counter(
     "rig_api_requests",
@@ -67,6 +75,16 @@ INGEST_REQUESTS = Counter(
 INGEST_BYTES = Counter(
     "rig_api_ingest_bytes", "Request body bytes received on the ingest routes", ["route"]
 )
+INGEST_READINGS = Counter(
+    "rig_api_ingest_readings",
+    "Readings by ingest route and fate: accepted, refused (for good), unavailable (retry)",
+    ["route", "outcome"],
+)
+INGEST_LINES = Counter(
+    "rig_api_ingest_lines",
+    "Line-protocol lines by fate: accepted, refused (for good), unavailable (retry)",
+    ["outcome"],
+)
 WEBSOCKET_CLIENTS = Gauge(
     "rig_api_websocket_clients", "Live-stream WebSocket subscribers of this API process"
 )
@@ -75,6 +93,15 @@ DB_POOL = Gauge(
     "PostgreSQL pool of this API process: size, available, waiting requests",
     ["state"],
 )
+
+
+def count_ingested(route: str, outcome: str, readings: int, *, lines: int | None = None) -> None:
+    """Called by the ingest routes, which alone know how many readings a body held and what
+    became of each (the middleware sees one status per request)."""
+    if readings:
+        INGEST_READINGS.labels(route, outcome).inc(readings)
+    if lines:
+        INGEST_LINES.labels(outcome).inc(lines)
 
 
 def _outcome(status: int) -> str:
@@ -126,7 +153,7 @@ class MetricsMiddleware:
         method = str(scope.get("method", ""))
         REQUESTS.labels(method, route, str(status)).inc()
         LATENCY.labels(method, route).observe(elapsed)
-        if route.startswith(INGEST_PREFIX):
+        if route.startswith(INGEST_PREFIX) and route != INGEST_CHECK:
             INGEST_REQUESTS.labels(route, _outcome(status)).inc()
             INGEST_BYTES.labels(route).inc(body_bytes)
         path = str(scope.get("path", ""))

@@ -54,6 +54,7 @@ from cloud.aggregator import is_infrastructure_error, is_row_error
 from cloud.api.deps import Services
 from cloud.api.errors import ApiError
 from cloud.api.guards import IngestEdge
+from cloud.api.problems import PROBLEM_JSON, problem_members
 from cloud.api.schemas import (
     ErrorOut,
     IngestConflictsOut,
@@ -65,15 +66,27 @@ from cloud.api.schemas import (
 from cloud.influx import LineError, Point
 from cloud.influx import parse as parse_line_protocol
 from cloud.ingest_producer import Delivery, Failure, KafkaUnavailable, Outcome
+from cloud.metrics.api import count_ingested
 from cloud.storage import Conflict, StoreResult, store_readings
 from shared.catalog import SENSOR_INDEX
 from shared.failpoints import failpoint
 from shared.logs import log_event
-from shared.message import MessageError, Reading, TimeWindow, format_ts, parse_reading
+from shared.message import (
+    EDGE_ID_RE,
+    MessageError,
+    Reading,
+    TimeWindow,
+    format_ts,
+    parse_reading,
+)
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["ingest"])
+
+JSON_ROUTE = "/api/v1/ingest"
+INFLUX_ROUTE = "/api/v1/ingest/influx"
+CHECK_ROUTE = "/api/v1/ingest/check"
 
 _INGEST_BODY_SCHEMA: dict[str, Any] = {
     "oneOf": [
@@ -152,6 +165,8 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
         "model": IngestConflictsOut,
         "description": "Without Kafka: a reading reuses a stored (edge_id, seq) with other "
         "content; nothing of the body is stored, `conflicts` names both versions",
+        # An RFC 9457 problem like every error (labelled so by ProblemDetailsMiddleware).
+        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/IngestConflictsOut"}}},
     },
     413: {"model": ErrorOut, "description": "Body or batch too large"},
     422: {
@@ -170,7 +185,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 @router.post(
-    "/api/v1/ingest",
+    JSON_ROUTE,
     summary="Ingest one reading or a batch",
     # Documents the body: the handler answers with a ready JSONResponse, passed through.
     response_model=IngestOut,
@@ -204,6 +219,27 @@ async def ingest(
         raise ApiError(422, "Idempotency-Key", "1-255 visible ASCII characters")
     raw = await _read_body(request, settings.max_body_bytes)
     items, is_batch = _parse_body(raw, settings.max_batch_readings)
+    try:
+        answer = await _ingest_items(
+            services, key_edge, raw, items, is_batch, x_edge_backlog, idempotency_key
+        )
+    except ApiError as exc:
+        # All-or-nothing: a refused body refuses every reading in it.
+        count_ingested(JSON_ROUTE, "refused" if exc.status < 500 else "unavailable", len(items))
+        raise
+    return answer
+
+
+async def _ingest_items(
+    services: Any,
+    key_edge: str,
+    raw: bytes,
+    items: list[Any],
+    is_batch: bool,
+    x_edge_backlog: int | None,
+    idempotency_key: str | None,
+) -> JSONResponse:
+    settings = services.settings
     now = datetime.now(UTC)
     window = settings.window
     # The bootstrap key (RIG_INGEST_API_KEY) may write for any edge, like the prototype's one
@@ -254,7 +290,7 @@ async def ingest(
             result = await run_in_threadpool(_store, services, readings, backlog)
             return _stored_answer(result, is_batch)
     except _ConflictRefused as refused:
-        return _conflict_answer(refused.conflicts, is_batch)
+        return _conflict_answer(refused.conflicts, is_batch, readings)
     except _IdempotencyMismatch:
         raise ApiError(
             422, "Idempotency-Key", "already used with a different body; use a new key"
@@ -302,6 +338,7 @@ def _produced_answer(
                 {"partition": d.partition, "offset": d.offset} for d in deliveries
             ]
         body["keys"] = _keys(readings, is_batch)
+        count_ingested(JSON_ROUTE, "accepted", len(deliveries))
         return JSONResponse(body)
     # Not 207: a client that looks only at the status must not take a partly produced
     # batch for a success. 422 when Kafka refused a reading for good (too large, invalid:
@@ -332,11 +369,18 @@ def _produced_answer(
     # The reading the answer names: the first refused for good, else the first not taken.
     first = next(r for r in results if r.get("permanent") or (not permanent and "error" in r))
     status = 422 if permanent else 503
+    refused = sum(1 for r in results if r.get("permanent"))
+    count_ingested(JSON_ROUTE, "accepted", len(deliveries))
+    count_ingested(JSON_ROUTE, "refused", refused)
+    count_ingested(JSON_ROUTE, "unavailable", failed + unconfirmed - refused)
+    message = f"Kafka did not take {failed + unconfirmed} of {len(outcomes)} readings: " + str(
+        first["error"]
+    )
     return JSONResponse(
         {
+            **problem_members(status, message),
             "success": False,
-            "error": f"Kafka did not take {failed + unconfirmed} of {len(outcomes)} readings: "
-            f"{first['error']}",
+            "error": message,
             "field": first["field"],
             "status": status,
             "accepted": len(deliveries),
@@ -357,6 +401,7 @@ def _keys(readings: list[Reading], is_batch: bool) -> Any:
 
 
 def _stored_answer(result: StoreResult, is_batch: bool) -> JSONResponse:
+    count_ingested(JSON_ROUTE, "accepted", result.received)
     return JSONResponse(
         {
             "success": True,
@@ -367,13 +412,17 @@ def _stored_answer(result: StoreResult, is_batch: bool) -> JSONResponse:
     )
 
 
-def _conflict_answer(conflicts: tuple[Conflict, ...], is_batch: bool) -> JSONResponse:
+def _conflict_answer(
+    conflicts: tuple[Conflict, ...], is_batch: bool, readings: list[Reading]
+) -> JSONResponse:
     def field(index: int) -> str:
         return f"$.readings[{index}]" if is_batch else "$"
 
     first = conflicts[0]
+    count_ingested(JSON_ROUTE, "refused", len(readings))
     return JSONResponse(
         {
+            **problem_members(409, first.reason),
             "error": first.reason,
             "field": field(first.index),
             "status": 409,
@@ -474,6 +523,42 @@ def _store(services: Any, readings: list[Reading], backlog: dict[str, int] | Non
         return result
 
 
+class IngestCheckOut(Out):
+    """The key is valid (and may write for ``edge_id`` when asked); nothing was stored."""
+
+    key_edge: str = Field(
+        description="the edge the key belongs to; 'default': the bootstrap key (any edge)"
+    )
+    edge_id: str | None = Field(description="the edge asked about (?edge_id=), if any")
+
+
+@router.get(
+    CHECK_ROUTE,
+    summary="Check an ingest key (stores nothing)",
+    response_model=IngestCheckOut,
+    responses={
+        401: _RESPONSES[401],
+        403: {"model": ErrorOut, "description": "A per-edge key asked about another edge"},
+    },
+)
+async def ingest_check(
+    key_edge: IngestEdge,
+    edge_id: Annotated[
+        str | None,
+        Query(
+            pattern=EDGE_ID_RE.pattern,
+            description="the edge whose readings the caller will send: 403 when this key "
+            "may not write them",
+        ),
+    ] = None,
+) -> IngestCheckOut:
+    """What ``rig-edge check-config --probe`` asks before deployment: the same key guard and
+    edge scope as ``POST /api/v1/ingest``, without a reading to store."""
+    if edge_id is not None and key_edge not in ("default", edge_id):
+        raise ApiError(403, "edge_id", f"this API key belongs to edge {key_edge!r}")
+    return IngestCheckOut(key_edge=key_edge, edge_id=edge_id)
+
+
 # --- InfluxDB line protocol -----------------------------------------------------------------
 
 Precision = Literal["ns", "us", "ms", "s"]
@@ -514,6 +599,9 @@ class InfluxOut(Out):
 
     success: bool
     status: Literal[200, 422, 503]
+    type: str | None = Field(description="RFC 9457 when not 200: about:blank")
+    title: str | None = Field(description="RFC 9457 when not 200: the HTTP status phrase")
+    detail: str | None = Field(description="RFC 9457 when not 200: the same text as error")
     error: str | None
     field: str | None
     lines: int
@@ -532,7 +620,7 @@ _INFLUX_EXAMPLE = (
 
 
 @router.post(
-    "/api/v1/ingest/influx",
+    INFLUX_ROUTE,
     summary="Ingest InfluxDB line protocol (Telegraf, gateways)",
     response_model=InfluxOut,
     openapi_extra={
@@ -610,6 +698,28 @@ async def ingest_influx(
         raise ApiError(
             413, "$", f"{len(points)} lines exceed the batch limit of {settings.max_batch_readings}"
         )
+    try:
+        return await _ingest_points(
+            request, services, key_edge, raw, points, precision, machine_tag, idempotency_key
+        )
+    except ApiError as exc:
+        # Refused or not taken as a whole: every line (and reading) of the body shares it.
+        outcome = "refused" if exc.status < 500 else "unavailable"
+        count_ingested(INFLUX_ROUTE, outcome, len(points), lines=len(points))
+        raise
+
+
+async def _ingest_points(
+    request: Request,
+    services: Any,
+    key_edge: str,
+    raw: bytes,
+    points: list[Point | LineError],
+    precision: Precision,
+    machine_tag: str,
+    idempotency_key: str | None,
+) -> JSONResponse:
+    settings = services.settings
     bootstrap = key_edge == "default"
     default_edge = "ingest:default" if bootstrap else key_edge
     now = datetime.now(UTC)
@@ -853,16 +963,36 @@ def _store_lines(services: Any, readings: list[Reading]) -> StoreResult:
         return store_readings(conn, readings)
 
 
+_LINE_OUTCOME = {
+    "accepted": "accepted",
+    "refused": "refused",
+    "failed": "unavailable",
+    "unconfirmed": "unavailable",
+}
+
+
 def _influx_answer(results: list[dict[str, Any]], duplicates: int, edge: str) -> JSONResponse:
     counts = {s: 0 for s in ("accepted", "refused", "failed", "unconfirmed")}
     for entry in results:
         counts[entry["status"]] += 1
     transient = counts["failed"] + counts["unconfirmed"]
+    # Lines and the readings among them (a line refused before it named one has no seq).
+    lines: dict[str, int] = {"accepted": 0, "refused": 0, "unavailable": 0}
+    readings = dict(lines)
+    for entry in results:
+        outcome = _LINE_OUTCOME[entry["status"]]
+        lines[outcome] += 1
+        readings[outcome] += entry["seq"] is not None
+    for outcome, number in lines.items():
+        count_ingested(INFLUX_ROUTE, outcome, readings[outcome], lines=number)
     status = 503 if transient else 422 if counts["refused"] else 200
     first = next((e for e in results if e["status"] != "accepted"), None)
     body: dict[str, Any] = {
         "success": status == 200,
         "status": status,
+        "type": None,
+        "title": None,
+        "detail": None,
         "error": None,
         "field": None,
         "lines": len(results),
@@ -874,6 +1004,8 @@ def _influx_answer(results: list[dict[str, Any]], duplicates: int, edge: str) ->
         not_in = len(results) - counts["accepted"]
         body["error"] = f"{not_in} of {len(results)} lines not accepted: {first['error']}"
         body["field"] = f"line {first['line']}: {first['field'] or '$'}"
+        # An RFC 9457 problem like every error answer, the lines' fates its extension.
+        body.update(problem_members(status, body["error"]))
         if counts["refused"]:
             # Telegraf does not read answers: the operator finds refusals in the log.
             log_event(
