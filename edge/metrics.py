@@ -13,7 +13,7 @@ from __future__ import annotations
 import platform
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
@@ -125,8 +125,14 @@ class EdgeMetrics:
             ["machine", "result"],
             registry=r,
         )
-        self.model_version = Gauge(
-            "rig_edge_model_version", "Registry id of the model in use", ["machine"], registry=r
+        # Info-style (``rig_edge_model_info{machine,version} 1``): a version is a label, not a
+        # number to graph; a swap replaces the machine's series (Info keeps one per machine).
+        self.model_info = Info(
+            "rig_edge_model",
+            "Always 1; the version label names the model bundle in use per machine "
+            "(machine:rul for a remaining-life model)",
+            ["machine"],
+            registry=r,
         )
         # -- the writer (sources -> buffer) ----------------------------------------------
         self.writer_queue = Gauge(

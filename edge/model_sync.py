@@ -421,7 +421,7 @@ class ModelSync:
             self.installed[machine] = model_id
             self._refused.pop(machine, None)
         self.metrics.model_updates.labels(machine, "installed").inc()
-        self.metrics.model_version.labels(machine).set(model_id)
+        self.metrics.model_info.labels(machine).info({"version": model.version})
         log_event(
             log,
             logging.INFO,
@@ -445,7 +445,7 @@ class ModelSync:
             self.installed[machine] = model_id
             self._refused.pop(machine, None)
         self.metrics.model_updates.labels(self._label(machine), "installed").inc()
-        self.metrics.model_version.labels(self._label(machine)).set(model_id)
+        self.metrics.model_info.labels(self._label(machine)).info({"version": tracker.version})
         log_event(
             log,
             logging.INFO,

@@ -193,6 +193,15 @@ def test_models_hot_swap_while_streaming_refuse_foreign_bundles_and_survive_offl
             "machine A scored by v2",
             services=services,
         )
+        # Info-style: the version in use is a label; the swap removed v1's series.
+        wait_until(
+            lambda: _metric(cfg, 'rig_edge_model_info{machine="A",version="v2"}') == 1,
+            60,
+            "rig_edge_model_info naming v2 for A",
+            services=services,
+        )
+        assert _metric(cfg, 'rig_edge_model_info{machine="A",version="v1"}') == 0
+        assert _metric(cfg, 'rig_edge_model_info{machine="B"') == 0  # B has no model
 
         forged_seq = _max_seq(database_url)
         _publish(database_url, "A", *foreign)
