@@ -276,7 +276,8 @@ def _edge_backlog(conn: psycopg.Connection, rule: Rule, memory: Memory) -> list[
             samples.popleft()
         oldest = samples[0][1]
         # Growing: deeper now than at the start of the window the evaluator has seen (a
-        # backlog that is deep but draining raises nothing; it is being dealt with).
+        # backlog that is deep but draining raises nothing, it is being dealt with; at first
+        # sight growth is not known yet).
         if backlog >= p.min_backlog and backlog > oldest:
             out.append(
                 Finding(
@@ -288,9 +289,6 @@ def _edge_backlog(conn: psycopg.Connection, rule: Rule, memory: Memory) -> list[
                     summary=f"edge {edge_id} backlog growing: {oldest} -> {backlog} readings",
                 )
             )
-        elif backlog >= p.min_backlog and len(samples) == 1:
-            # First sight of a deep backlog: growth is not known yet, so nothing is raised.
-            continue
     return out
 
 

@@ -391,3 +391,36 @@ def test_email_over_starttls_with_credentials_from_a_secret_file(
         assert by_name["plain"][2] == "failed" and "SMTP" in (by_name["plain"][4] or "")
     finally:
         secure.stop()
+
+
+def test_a_growing_edge_backlog_alerts_and_a_draining_one_resolves(
+    database_url: str, hook: WebhookSink
+) -> None:
+    _setup(
+        database_url,
+        [ChannelIn(name="hook", kind="webhook", config={"url": hook.url})],
+        [RuleIn(name="backlog", kind="edge_backlog", params={"min_backlog": 1000})],
+    )
+    evaluator = Evaluator()
+
+    def report(depth: int) -> None:
+        with psycopg.connect(database_url) as conn, conn.transaction():
+            conn.execute(
+                "INSERT INTO edges (edge_id, backlog, backlog_reported_at) "
+                "VALUES ('rig-1', %s, now()) ON CONFLICT (edge_id) DO UPDATE "
+                "SET backlog = excluded.backlog, backlog_reported_at = now()",
+                (depth,),
+            )
+
+    report(5000)
+    _cycle(database_url, evaluator)
+    assert hook.bodies() == []  # deep, but whether it grows is not known yet
+    report(6000)
+    _cycle(database_url, evaluator)
+    report(6500)
+    _cycle(database_url, evaluator)
+    (firing,) = hook.bodies()
+    assert firing["alert"]["edge_id"] == "rig-1" and "growing" in firing["alert"]["summary"]
+    report(200)
+    _cycle(database_url, evaluator)
+    assert [b["event"] for b in hook.bodies()] == ["firing", "resolved"]
