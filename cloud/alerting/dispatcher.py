@@ -18,6 +18,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from cloud.alerting.senders import DeliveryError, deliver
+from cloud.live import notify_event
 from shared.logs import log_event
 
 log = logging.getLogger(__name__)
@@ -69,9 +70,16 @@ def record(
 ) -> str:
     """The result of one attempt; returns the notification's new status."""
     row = conn.execute(
-        "SELECT attempts FROM alert_notifications WHERE id = %s FOR UPDATE", (notification_id,)
+        "SELECT n.attempts, a.id, a.machine_id FROM alert_notifications n "
+        "JOIN alerts a ON a.id = n.alert_id WHERE n.id = %s FOR UPDATE OF n",
+        (notification_id,),
     ).fetchone()
     attempts = (int(row[0]) if row else 0) + 1
+    if row is not None and row[2] is not None:
+        # Open feeds show each alert's deliveries: they reload its row on this event (edge
+        # alerts name no machine and are not shown to scoped users, so not announced).
+        with conn.cursor() as cur:
+            notify_event(cur, {"type": "alert", "id": row[1], "machine_id": row[2]})
     if error is None:
         status = "sent"
         conn.execute(

@@ -250,6 +250,13 @@ def test_viewers_get_no_buttons_and_scoped_operators_see_their_machines_only(
         "#feed-rows tr td:nth-child(2)", "c => c.map(x => x.textContent)"
     )
     assert machines == [mine, mine]
+    # Its alert and where it was delivered, live too.
+    page.wait_for_function(
+        "(m) => [...document.querySelectorAll('#alerts li')].some("
+        "li => li.textContent.includes(`machine ${m}`) && li.textContent.includes('firing sent'))",
+        arg=mine,
+    )
+    assert other not in page.text_content("#alerts")
     assert page.evaluate("() => window.__marker") == marker, "the page was reloaded"
     page.context.close()
 

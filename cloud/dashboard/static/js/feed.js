@@ -107,7 +107,8 @@ function onEvent(event) {
     const row = rows.find((r) => r.id === event.id);
     if (row && row.state !== event.state) scheduleReload();
     else loadAlerts().catch((e) => console.error(e));
-  } else if (event.type === "gap") scheduleReload();
+  } else if (event.type === "alert") loadAlerts().catch((e) => console.error(e));
+  else if (event.type === "gap") scheduleReload();
 }
 
 async function main() {
