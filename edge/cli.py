@@ -17,6 +17,7 @@ from shared.version import version_line
 if TYPE_CHECKING:
     # For the annotation only: the commands import the configuration when they run.
     from edge.config import EdgeConfig
+    from edge.inputs.base import ProbeResult
 
 DEFAULT_CONFIG = Path("/etc/rig-edge/edge.yaml")
 
@@ -61,8 +62,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         results = asyncio.run(probe_inputs(config))
         for r in results:
             print(f"{'ok  ' if r.ok else 'FAIL'} {r.input}: {r.target}: {r.detail}")
-        if not all(r.ok for r in results):
-            print(f"{args.config}: valid, but some inputs did not answer", file=sys.stderr)
+        output = [] if args.inputs_only else _probe_output(config)
+        for r in output:
+            print(f"{'ok  ' if r.ok else 'FAIL'} {r.input}: {r.target}: {r.detail}")
+        failed = [
+            what
+            for what, lines in (("inputs", results), ("the output", output))
+            if not all(r.ok for r in lines)
+        ]
+        if failed:
+            print(
+                f"{args.config}: valid, but {' and '.join(failed)} did not answer as needed",
+                file=sys.stderr,
+            )
             return 1
     counts = ", ".join(
         f"{len(entries)} {kind}" for kind, entries in config.inputs.by_kind().items() if entries
@@ -72,6 +84,18 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"output {config.output.kind}; buffer {config.buffer.path}"
     )
     return 0
+
+
+def _probe_output(config: EdgeConfig) -> list[ProbeResult]:
+    """The configured output asked, with the daemon's own client settings, whether it would
+    take this edge's readings (Kafka: metadata and the topic; HTTP: the key and its edge)."""
+    if config.output.kind == "kafka":
+        from edge.outputs.kafka.probe import probe_kafka
+
+        return probe_kafka(config.output)
+    from edge.outputs.http.probe import probe_http
+
+    return probe_http(config.output, config.edge_id)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -202,7 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--probe",
         action="store_true",
-        help="also read every input once (exit 1 if any does not answer)",
+        help="also read every input once and ask the output whether it takes this edge's "
+        "readings (Kafka: metadata and the topic; HTTP: the API key and its edge); exit 1 if "
+        "any does not answer",
+    )
+    check.add_argument(
+        "--inputs-only",
+        action="store_true",
+        help="with --probe: probe the inputs only (commissioning before the uplink exists)",
     )
     check.set_defaults(func=cmd_check_config)
 

@@ -63,9 +63,11 @@ def test_probe_reports_live_and_dead_sources(
             poll_interval_s=1,
             output={"kind": "http", "url": "http://127.0.0.1:1/x", "api_key_env": "PATH"},
         )
-        assert edge_main(["check-config", "-c", str(cfg), "--probe"]) == 0
+        # The inputs answer; the output (nothing listens on port 1) does not: exit 1.
+        assert edge_main(["check-config", "-c", str(cfg), "--probe"]) == 1
         out = capsys.readouterr().out
         assert "ok   simulator: unit 1 (A): 50 values read" in out
+        assert "FAIL output http: http://127.0.0.1:1/x: not reachable: ConnectError" in out
         dead = edge_config(
             tmp_path,
             sim_port=free_port(),

@@ -127,7 +127,7 @@ def test_a_fourth_input_type_is_configured_checked_and_probed(
 
     assert edge_main(["check-config", "-c", str(path)]) == 0
     assert "inputs: 1 constant;" in capsys.readouterr().out
-    assert edge_main(["check-config", "-c", str(path), "--probe"]) == 0
+    assert edge_main(["check-config", "-c", str(path), "--probe", "--inputs-only"]) == 0
     assert "ok   const: K: 2 values" in capsys.readouterr().out
 
     assert edge_main(["scan", "constant", "--value", "3.5"]) == 0

@@ -133,7 +133,7 @@ def test_imported_sample_csv_passes_check_config_probe_against_rig_sim(tmp_path:
         assert made.returncode == 0, made.stderr
         doc = yaml.safe_load(out.read_text())
         assert [e["name"] for e in doc["inputs"]["modbus"]] == ["rig-plc"]
-        probed = _edge("check-config", "-c", str(out), "--probe")
+        probed = _edge("check-config", "-c", str(out), "--probe", "--inputs-only")
         assert probed.returncode == 0, probed.stdout + probed.stderr
         assert "ok   rig-plc: unit 1 (A): 12 values read" in probed.stdout
         assert "warning" not in probed.stderr

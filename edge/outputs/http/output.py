@@ -23,14 +23,22 @@ log = logging.getLogger(__name__)
 _RETRYABLE = {408, 425, 429}
 
 
+def http_client(config: HttpOutputConfig) -> httpx.Client:
+    """The client the output sends with (TLS verification, timeout, the key): the probe of
+    ``check-config --probe`` uses the same, so a probe that passes means the daemon gets in."""
+    verify: bool | str = str(config.ca_file) if config.ca_file is not None else config.verify_tls
+    return httpx.Client(
+        timeout=config.timeout_s,
+        verify=verify,
+        headers={"X-API-KEY": config.api_key(), "Content-Type": "application/json"},
+    )
+
+
 class HttpOutput:
     name = "http"
 
     def __init__(self, config: HttpOutputConfig) -> None:
         self.config = config
-        verify: bool | str = (
-            str(config.ca_file) if config.ca_file is not None else config.verify_tls
-        )
         self._backlog = 0
         # Isolating a refused reading takes up to 2*log2(batch) requests; they stop at this
         # deadline (the rest is retried next round), so one send is bounded whatever the
@@ -39,11 +47,7 @@ class HttpOutput:
         # httpx's timeout applies per phase (connect, write, read, pool).
         self.max_send_s = self._send_budget_s + 4 * config.timeout_s
         self._deadline = 0.0
-        self._client = httpx.Client(
-            timeout=config.timeout_s,
-            verify=verify,
-            headers={"X-API-KEY": config.api_key(), "Content-Type": "application/json"},
-        )
+        self._client = http_client(config)
 
     def _post(self, batch: Sequence[BufferedReading]) -> httpx.Response:
         body = b'{"readings":[' + b",".join(item.payload for item in batch) + b"]}"
