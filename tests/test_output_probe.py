@@ -78,6 +78,23 @@ def test_kafka_output_probe(
     admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap})
     assert missing not in admin.list_topics(timeout=10).topics
 
+    # The daemon's security settings are what the probe connects with: SASL against this
+    # PLAINTEXT listener fails the handshake, named in the line.
+    sasl = {
+        **kafka,
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "PLAIN",
+        "sasl_username": "rig-edge",
+        "sasl_password_env": "PATH",
+    }
+    code, lines, _err = _probe(tmp_path, sim_port, sasl, capsys)
+    assert code == 1
+    assert lines[0].startswith(
+        f"FAIL output kafka: {kafka_broker.bootstrap}: no broker answered a metadata request "
+        "within 10 s (security_protocol SASL_PLAINTEXT): "
+    ), lines
+    assert "SASL PLAIN mechanism handshake failed" in lines[0], lines
+
     wrong = f"127.0.0.1:{free_port()}"
     code, lines, _err = _probe(tmp_path, sim_port, {**kafka, "bootstrap_servers": wrong}, capsys)
     assert code == 1
@@ -86,6 +103,7 @@ def test_kafka_output_probe(
         f"FAIL output kafka: {wrong}: no broker answered a metadata request within 10 s "
         "(security_protocol PLAINTEXT): "
     ), lines
+    assert f"Connect to ipv4#{wrong} failed: Connection refused" in lines[0], lines
 
 
 def test_http_output_probe(

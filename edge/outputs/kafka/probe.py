@@ -41,6 +41,7 @@ def probe_kafka(config: KafkaOutputConfig, timeout_s: float = 10.0) -> list[Prob
     try:
         metadata = producer.list_topics(timeout=timeout_s)
     except KafkaException as exc:
+        producer.poll(0)  # serves error_cb: what the client saw (refused, TLS, SASL)
         seen = f"; {errors[-1]}" if errors else ""
         detail = (
             f"no broker answered a metadata request within {timeout_s:g} s "
