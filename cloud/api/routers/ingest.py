@@ -705,7 +705,8 @@ async def ingest_influx(
     except ApiError as exc:
         # Refused or not taken as a whole: every line (and reading) of the body shares it.
         outcome = "refused" if exc.status < 500 else "unavailable"
-        count_ingested(INFLUX_ROUTE, outcome, len(points), lines=len(points))
+        readings = sum(1 for p in points if not isinstance(p, LineError))
+        count_ingested(INFLUX_ROUTE, outcome, readings, lines=len(points))
         raise
 
 
