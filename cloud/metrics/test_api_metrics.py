@@ -30,6 +30,9 @@ def test_metrics_and_access_log(database_url: str, caplog: pytest.LogCaptureFixt
     settings = CloudSettings(database_url=database_url, ingest_api_key=KEY)
     caplog.set_level(logging.DEBUG, logger="rig-cloud.access")
     with TestClient(create_app(settings)) as client:
+        # The registry is the process's: other tests in this process count too, so the
+        # assertions are about what these requests added.
+        before = _samples(client.get("/metrics").text)
         assert client.get("/healthz").status_code == 200
         latest = client.get(
             f"/api/v1/machines/A/latest?token={SECRET_TOKEN}",
@@ -46,20 +49,35 @@ def test_metrics_and_access_log(database_url: str, caplog: pytest.LogCaptureFixt
     assert response.headers["content-type"].startswith("text/plain")
     samples = _samples(response.text)
 
-    requests = {
-        (s["method"], s["route"], s["status"]): v for s, v in samples["rig_api_requests_total"]
-    }
-    assert requests[("GET", "/api/v1/machines/{machine_id}/latest", "401")] == 1
-    assert requests[("POST", "/api/v1/ingest", "422")] == 1
-    assert requests[("GET", "<unmatched>", "404")] == 1
+    def requests(doc: dict[str, list[tuple[dict[str, str], float]]]) -> dict[tuple, float]:
+        return {
+            (s["method"], s["route"], s["status"]): v
+            for s, v in doc.get("rig_api_requests_total", [])
+        }
+
+    def added(now: dict[tuple, float], then: dict[tuple, float], key: tuple) -> float:
+        return now.get(key, 0.0) - then.get(key, 0.0)
+
+    after_requests, before_requests = requests(samples), requests(before)
+    for key in [
+        ("GET", "/api/v1/machines/{machine_id}/latest", "401"),
+        ("POST", "/api/v1/ingest", "422"),
+        ("GET", "<unmatched>", "404"),
+    ]:
+        assert added(after_requests, before_requests, key) == 1, key
     buckets = [
         s for s, _ in samples["rig_api_request_duration_seconds_bucket"] if s["route"] == "/healthz"
     ]
     assert buckets, "no latency histogram for /healthz"
-    ingest = {(s["route"], s["outcome"]): v for s, v in samples["rig_api_ingest_requests_total"]}
-    assert ingest[("/api/v1/ingest", "refused")] == 1
+
+    def ingest(doc: dict[str, list[tuple[dict[str, str], float]]]) -> dict[tuple, float]:
+        return {
+            (s["route"], s["outcome"]): v for s, v in doc.get("rig_api_ingest_requests_total", [])
+        }
+
+    assert added(ingest(samples), ingest(before), ("/api/v1/ingest", "refused")) == 1
     assert samples["rig_api_ingest_bytes_total"][0][1] > 0
-    assert samples["rig_api_websocket_clients"] == [({}, 0.0)]
+    assert [labels for labels, _ in samples["rig_api_websocket_clients"]] == [{}]
     assert {s["state"] for s, _ in samples["rig_api_db_pool_connections"]} == {
         "size",
         "available",
