@@ -7,8 +7,9 @@ text as ``error``), plus the extension members the API always had: ``error``, ``
 the client sent that is wrong, ``$`` for the request as a whole) and, where they apply,
 ``problems``. ``cloud/api/errors.py`` builds them for everything the error handlers map;
 ``ProblemDetailsMiddleware`` gives the same members to a plain error body a router builds
-itself. Ingest's richer answers (``conflicts``, ``results``: their own closed models) stay
-``application/json`` as documented. The OpenAPI document lists ``application/problem+json``
+itself. Ingest's richer answers (the 409 key conflict, the Kafka 422/503, the line-protocol
+422/503) are problem details too, with ``conflicts`` or ``results`` as extension members of
+their own closed models. The OpenAPI document lists ``application/problem+json``
 next to ``application/json`` wherever an error is documented with ``ErrorOut``.
 """
 
