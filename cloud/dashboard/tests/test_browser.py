@@ -788,3 +788,41 @@ def test_browser_colour_rule_matches_the_catalog(browser: Any, server: str) -> N
     mismatches = [(c[3], c[0], c[2], g) for c, g in zip(cases, got, strict=True) if c[2] != g]
     assert not mismatches, mismatches[:10]
     page.close()
+
+
+# -- formatting -----------------------------------------------------------------------------
+
+
+def test_durations_read_the_same_way_on_every_page(
+    browser: Any, server: str, users: dict[str, tuple[str, str]]
+) -> None:
+    """One formatter for every duration (stream state, latency, ages, remaining life): the
+    unit grows with the value instead of "7200 s" or "300 min"."""
+    page, watch = _open(browser, server, users["operator"], "/")
+    try:
+        got = page.evaluate(
+            """async () => {
+                const f = await import('/static/js/format.js');
+                const ms = [0, 850, 4200, 59_949, 17 * 60_000, 5.3 * 3_600_000,
+                            47.9 * 3_600_000, 76 * 3_600_000, 71.8 * 3_600_000, NaN, null];
+                return {ms: ms.map((v) => f.durationText(v)), hours: f.hoursText(0.5),
+                        age: f.ageText(90_000)};
+            }"""
+        )
+        assert got["ms"] == [
+            "0 ms",
+            "850 ms",
+            "4.2 s",
+            "59.9 s",
+            "17 min",
+            "5.3 h",
+            "47.9 h",
+            "3 d 4 h",
+            "3 d",
+            "—",
+            "—",
+        ]
+        assert got["hours"] == "30 min" and got["age"] == "2 min"
+        _clean(watch)
+    finally:
+        page.context.close()

@@ -31,11 +31,36 @@ export function timeOf(iso) {
   return date.toLocaleString("en-GB", { hour12: false });
 }
 
-export function ageText(ms) {
+const MINUTE_MS = 60_000;
+const HOUR_MS = 60 * MINUTE_MS;
+const DAY_MS = 24 * HOUR_MS;
+
+/** How long, said one way on every page: "850 ms", "4.2 s", "17 min", "5.3 h", "3 d 4 h"
+ *  (the unit grows with the value; hours up to two days, then days and hours). */
+export function durationText(ms) {
   if (ms === null || ms === undefined || !Number.isFinite(ms)) return "—";
-  if (ms < 1000) return `${Math.max(0, Math.round(ms))} ms`;
-  if (ms < 60000) return `${(ms / 1000).toFixed(1)} s`;
-  return `${Math.round(ms / 60000)} min`;
+  const t = Math.max(0, ms);
+  if (t < 1000) return `${Math.round(t)} ms`;
+  if (t < MINUTE_MS) return `${(t / 1000).toFixed(1)} s`;
+  if (t < HOUR_MS) return `${Math.round(t / MINUTE_MS)} min`;
+  if (t < 2 * DAY_MS) return `${(t / HOUR_MS).toFixed(1)} h`;
+  let days = Math.floor(t / DAY_MS);
+  let hours = Math.round((t - days * DAY_MS) / HOUR_MS);
+  if (hours === 24) {
+    days += 1;
+    hours = 0;
+  }
+  return hours ? `${days} d ${hours} h` : `${days} d`;
+}
+
+/** The same, from hours (remaining life). */
+export function hoursText(hours) {
+  return hours === null || hours === undefined ? "—" : durationText(hours * HOUR_MS);
+}
+
+/** Age of something last seen ``ms`` ago. */
+export function ageText(ms) {
+  return durationText(ms);
 }
 
 export function el(tag, attrs = {}, ...children) {

@@ -3,6 +3,7 @@
 // The server sends a heartbeat every 2 s, so silence means a dead or stuck connection.
 
 import { loginUrl } from "./api.js";
+import { durationText } from "./format.js";
 
 export const STALE_MS = 5000;
 const MIN_BACKOFF_MS = 500;
@@ -101,7 +102,7 @@ export class LiveStream {
     const delay = base * (0.5 + Math.random() / 2);
     this.attempt += 1;
     this.nextRetryAt = performance.now() + delay;
-    this.setState("offline", `${detail}; retrying in ${(delay / 1000).toFixed(1)} s`);
+    this.setState("offline", `${detail}; retrying in ${durationText(delay)}`);
     this.retryTimer = setTimeout(() => this.connect(), delay);
   }
 
@@ -111,7 +112,7 @@ export class LiveStream {
     if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return;
     const silent = performance.now() - this.lastMessageAt;
     if (this.lastMessageAt && silent > STALE_MS) {
-      this.setState("stale", `no message for ${(silent / 1000).toFixed(0)} s`);
+      this.setState("stale", `no message for ${durationText(silent)}`);
       if (silent > 3 * STALE_MS) this.ws.close(4000, "silent");
     }
   }

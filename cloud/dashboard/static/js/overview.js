@@ -11,7 +11,7 @@ import {
   setupPage,
   showConnection,
 } from "./chrome.js";
-import { ageText, el, fmt, fmtInt, label } from "./format.js";
+import { ageText, durationText, el, fmt, fmtInt, label } from "./format.js";
 import { LiveStream, STALE_MS } from "./live.js";
 import { ThresholdTable, worst } from "./thresholds.js";
 import { HISTORY, Tile } from "./tile.js";
@@ -333,8 +333,7 @@ class Overview {
       set("p-mps", fmt(stats.messages_per_second, 10));
       set("p-lag", stats.consumer_lag === null || stats.consumer_lag === undefined ? "n/a" : fmtInt(stats.consumer_lag));
       const lat = stats.latency_ms || {};
-      const ms = (v) => (typeof v === "number" ? `${fmtInt(v)} ms` : "—");
-      set("p-latency", `${ms(lat.p50)} / ${ms(lat.p95)}`);
+      set("p-latency", `${durationText(lat.p50)} / ${durationText(lat.p95)}`);
       const edges = Object.entries(stats.edges || {});
       set(
         "p-edges",

@@ -6,7 +6,7 @@
 // Everything comes from /api/v1/rul*; a machine without a model says so, never a made-up number.
 
 import { api } from "./api.js";
-import { el, timeOf } from "./format.js";
+import { el, hoursText, timeOf } from "./format.js";
 
 const POLL_MS = 5000;
 const ARROWS = { stable: "→", degrading: "↘", accelerating: "⇊" };
@@ -27,14 +27,7 @@ export function countdownText(doc) {
     if (doc.status === "no_model") return "NO MODEL";
     return "WAITING";
   }
-  const h = doc.rul_hours;
-  let text;
-  if (h >= 48) {
-    const days = Math.floor(h / 24);
-    const hours = Math.round(h - days * 24);
-    text = hours ? `${days} d ${hours} h` : `${days} d`;
-  } else if (h >= 1) text = `${h.toFixed(1)} h`;
-  else text = `${Math.round(h * 60)} min`;
+  const text = hoursText(doc.rul_hours);
   return doc.at_least ? `≥ ${text}` : text;
 }
 
@@ -237,7 +230,7 @@ function startMachinePanel() {
       const parts = [];
       if (doc.interval) {
         const level = Math.round(doc.interval.level * 100);
-        parts.push(`${level}% interval ${doc.interval.low_hours.toFixed(1)}–${doc.interval.high_hours.toFixed(1)} h`);
+        parts.push(`${level}% interval ${hoursText(doc.interval.low_hours)} – ${hoursText(doc.interval.high_hours)}`);
       }
       if (doc.degradation_trend) parts.push(doc.degradation_trend);
       if (doc.model && doc.model.version) parts.push(`model ${doc.model.version}`);

@@ -3,7 +3,7 @@
 // step is the API's decision; the buttons are only offered to operators and admins.
 
 import { api, ApiError } from "./api.js";
-import { el } from "./format.js";
+import { el, timeOf } from "./format.js";
 
 export const STEP_ROLES = new Set(["admin", "operator"]);
 const TITLES = { acknowledge: "Acknowledge", resolve: "Resolve" };
@@ -99,10 +99,10 @@ export function stepButtons(user, anomaly, onDone) {
 export function auditText(anomaly) {
   const parts = [];
   if (anomaly.acknowledged_at) {
-    parts.push(`acknowledged by ${anomaly.acknowledged_by} ${new Date(anomaly.acknowledged_at).toLocaleString("en-GB", { hour12: false })}${anomaly.ack_note ? `: “${anomaly.ack_note}”` : ""}`);
+    parts.push(`acknowledged by ${anomaly.acknowledged_by} ${timeOf(anomaly.acknowledged_at)}${anomaly.ack_note ? `: “${anomaly.ack_note}”` : ""}`);
   }
   if (anomaly.resolved_at) {
-    parts.push(`resolved by ${anomaly.resolved_by} ${new Date(anomaly.resolved_at).toLocaleString("en-GB", { hour12: false })}${anomaly.resolution_note ? `: “${anomaly.resolution_note}”` : ""}`);
+    parts.push(`resolved by ${anomaly.resolved_by} ${timeOf(anomaly.resolved_at)}${anomaly.resolution_note ? `: “${anomaly.resolution_note}”` : ""}`);
   }
   return parts.join(" · ");
 }
