@@ -19,6 +19,7 @@ from cloud.api.routers import (
     anomalies,
     assistant,
     auth,
+    edge_thresholds,
     health,
     ingest,
     machines,
@@ -49,6 +50,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     stream.router,
     models.router,
     models.legacy_router,
+    edge_thresholds.router,
     assistant.router,
     alerting.router,
 )
