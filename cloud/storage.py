@@ -24,6 +24,7 @@ from psycopg.types.json import Jsonb
 
 from cloud.ingest_stats import record_batch
 from cloud.live import notify_readings
+from cloud.scoring import client_part, client_part_sql, default_scorer
 from shared.catalog import CORE_SENSOR_NAMES
 from shared.message import Reading, format_ts
 
@@ -98,6 +99,8 @@ _MERGE_GUARDED = _MERGE_TEMPLATE.replace(
     "{guard}", 'ON CONFLICT (edge_id, seq, "timestamp") DO NOTHING'
 )
 
+# The last content column, the detection, is compared by what its sender posted
+# (``cloud.scoring.client_part``): the verdict the cloud added to a reading is not content.
 # After the merge, in a statement of its own (it sees what concurrent writers committed): the
 # staged readings whose key is held by a row with other content. PostgreSQL compares: jsonb
 # by value (key order, 1 = 1.0), float8 with -0.0 = 0.0. A key whose row is gone counts.
@@ -108,8 +111,8 @@ FROM {_STAGING} s
 JOIN reading_keys k ON k.edge_id = s.edge_id AND k.seq = s.seq
 LEFT JOIN sensor_readings r ON r.edge_id = k.edge_id AND r.seq = k.seq AND r."timestamp" = k.ts
 WHERE r.edge_id IS NULL
-   OR ({", ".join(f'r."{c}"' for c in _CONTENT)})
-      IS DISTINCT FROM ({", ".join(f's."{c}"' for c in _CONTENT)})
+   OR ({", ".join(f'r."{c}"' for c in _CONTENT[:-1])}, {client_part_sql("r")})
+      IS DISTINCT FROM ({", ".join(f's."{c}"' for c in _CONTENT[:-1])}, {client_part_sql("s")})
 """
 _ROW_COLUMNS = (
     f'machine_id, edge_id, seq, "timestamp", {_SENSOR_LIST}, custom_sensors, quality, detection'
@@ -147,7 +150,7 @@ def _content(reading: Reading) -> tuple[object, ...]:
         values,
         reading.custom,
         reading.quality,
-        reading.detection,
+        client_part(reading.detection),
     )
 
 
@@ -213,9 +216,13 @@ def store_readings(
         return StoreResult(0, 0)
     unique, repeats = _one_version_per_key(readings)
     conflicts: list[Conflict] = []
+    # Readings without a trusted detection get the cloud's verdict before they are staged
+    # (cloud.scoring); ``readings`` stays as received for the comparisons below.
+    judged = default_scorer().judge(conn, [readings[i] for i in unique])
+    staged = dict(zip(unique, judged, strict=True))
     with conn.cursor() as cur:
         cur.execute(_CREATE_STAGING)
-        _stage(cur, [readings[i] for i in unique])
+        _stage(cur, judged)
         try:
             with conn.transaction():
                 cur.execute(_MERGE)
@@ -228,7 +235,7 @@ def store_readings(
         if len(inserted) < len(unique):
             stored_now = {(edge, seq) for _, _, edge, seq, _ in inserted}
             taken = [i for i in unique if (readings[i].edge_id, readings[i].seq) not in stored_now]
-            other = _stored_otherwise(cur, [readings[i] for i in taken])
+            other = _stored_otherwise(cur, [staged[i] for i in taken])
             for i in taken:
                 _compare(i, readings, other, conflicts)
         for i, j in repeats:
@@ -237,7 +244,7 @@ def store_readings(
         if edge_backlog:
             _record_backlog(cur, edge_backlog)
         # Only rows stored now count: a redelivered reading adds nothing twice.
-        by_key = {(readings[i].edge_id, readings[i].seq): readings[i] for i in unique}
+        by_key = {(staged[i].edge_id, staged[i].seq): staged[i] for i in unique}
         fresh = [by_key[(edge, seq)] for _, _, edge, seq, _ in inserted]
         _register_custom_sensors(cur, fresh)
         _store_anomalies(cur, fresh)
@@ -451,7 +458,8 @@ def _store_anomalies(cur: psycopg.Cursor, readings: list[Reading]) -> None:
                 float(d.get("score", 0.0)),
                 True,
                 list(d.get("sensors", [])),
-                Jsonb(d),
+                # What a client posted is kept on the reading only, apart from the verdict.
+                Jsonb({k: v for k, v in d.items() if k != "client"}),
             )
         )
     if rows:

@@ -67,6 +67,7 @@ from cloud.influx import LineError, Point
 from cloud.influx import parse as parse_line_protocol
 from cloud.ingest_producer import Delivery, Failure, KafkaUnavailable, Outcome
 from cloud.metrics.api import count_ingested
+from cloud.scoring import mark_client
 from cloud.storage import Conflict, StoreResult, store_readings
 from shared.catalog import SENSOR_INDEX
 from shared.failpoints import failpoint
@@ -266,6 +267,15 @@ async def _ingest_items(
             raise ApiError(422, _safe(exc.field), _safe(exc.problem)) from None
         if not bootstrap and reading.edge_id != key_edge:
             raise ApiError(403, f"{path}.edge_id", f"this API key belongs to edge {key_edge!r}")
+        if (
+            bootstrap
+            and reading.detection is not None
+            and not ("edge_id" in item and "seq" in item)
+        ):
+            # Trust rule (cloud.scoring): with the shared key, only a reading numbered by an
+            # edge's buffer (its edge_id and seq) carries the edge's verdict; an integrator's
+            # detection is marked as the client's and the cloud judges the reading itself.
+            reading.detection = mark_client(reading.detection)
         if "seq" not in item:
             needs_seq.append(i)
         readings.append(reading)
