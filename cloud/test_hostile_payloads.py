@@ -140,6 +140,30 @@ def _cases(seq: Iterator[int]) -> list[Case]:
             "$.detection.rul.eta",
             422,
         ),
+        Case(
+            "thresholds version not a string",
+            doc(detection={**_RUL_BASE, "thresholds_version": 7}),
+            "$.detection.thresholds_version",
+            422,
+        ),
+        Case(
+            "thresholds version with a newline",
+            doc(detection={**_RUL_BASE, "thresholds_version": "abc\n<script>"}),
+            "$.detection.thresholds_version",
+            422,
+        ),
+        Case(
+            "nested thresholds version too long",
+            doc(
+                detection={
+                    "method": "onnx",
+                    "score": 0.1,
+                    "thresholds": {**_RUL_BASE, "thresholds_version": "v" * 65},
+                }
+            ),
+            "$.detection.thresholds.thresholds_version",
+            422,
+        ),
         Case("year 9999", doc(ts="9999-12-31T00:00:00Z"), "timestamp out of range", 422),
         Case("unparseable bytes", b"\x00\xff{not json", "not valid JSON", 400),
         Case("2 MB message", orjson.dumps(big), "a reading is at most", 413),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,10 +29,11 @@ from edge.inputs import registry
 from edge.inputs.base import InputConfig
 from edge.outputs.http.config import ApiKeySource, HttpOutputConfig
 from edge.outputs.kafka.config import KafkaOutputConfig
+from shared.catalog import SENSORS_BY_NAME, Thresholds
 from shared.configfile import ConfigError, load_yaml_model
 from shared.configtypes import SecretRef, StrictModel
 from shared.logs import log_event
-from shared.message import EDGE_ID_RE, TimeWindow
+from shared.message import EDGE_ID_RE, MACHINE_ID_RE, TimeWindow
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +153,67 @@ class ModelsConfig(ApiKeySource):
     ca_file: Path | None = None
     # Download cap for one bundle: the models directory shares the disk with the buffer.
     max_bundle_bytes: int = Field(default=64 << 20, ge=1 << 20, le=4 << 30)
+    # Thresholds are a small JSON table per machine, polled often: an admin's change is
+    # judged by within seconds (edge/threshold_sync.py).
+    thresholds_poll_s: float = Field(default=3.0, ge=0.5, le=3600.0)
+
+
+# Limits a threshold may take (the cloud refuses the same: cloud/thresholds.py validate).
+MAX_THRESHOLD_ABS = 1e12
+
+
+def threshold_problem(
+    critical_low: float | None,
+    critical_high: float | None,
+    warn_low: float | None,
+    warn_high: float | None,
+) -> tuple[str, str] | None:
+    """(field, why) when the four limits do not make a threshold, else None. The same rules
+    as the cloud's, so a pin and a cloud table mean the same thing."""
+    named = {
+        "critical_low": critical_low,
+        "critical_high": critical_high,
+        "warn_low": warn_low,
+        "warn_high": warn_high,
+    }
+    for field, value in named.items():
+        # bool is an int in Python; a limit is never true/false.
+        if value is not None and (type(value) not in (int, float) or not math.isfinite(value)):
+            return field, "must be a finite number or null"
+        if value is not None and abs(value) > MAX_THRESHOLD_ABS:
+            return field, "is out of range (|value| > 1e12)"
+    if critical_low is None and critical_high is None:
+        return "critical_high", "give at least one of critical_low and critical_high"
+    if critical_low is not None and critical_high is not None and critical_low >= critical_high:
+        return "critical_high", "must be greater than critical_low"
+    if warn_low is not None and critical_low is not None and warn_low < critical_low:
+        return "warn_low", "must not be below critical_low"
+    if warn_high is not None and critical_high is not None and warn_high > critical_high:
+        return "warn_high", "must not be above critical_high"
+    if warn_low is not None and warn_high is not None and warn_low >= warn_high:
+        return "warn_high", "must be greater than warn_low"
+    return None
+
+
+class ThresholdPin(StrictModel):
+    """A local threshold for one sensor of one machine; it wins over the cloud's."""
+
+    critical_low: float | None = Field(default=None, allow_inf_nan=False)
+    critical_high: float | None = Field(default=None, allow_inf_nan=False)
+    warn_low: float | None = Field(default=None, allow_inf_nan=False, description="null: rule")
+    warn_high: float | None = Field(default=None, allow_inf_nan=False, description="null: rule")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ThresholdPin:
+        problem = threshold_problem(
+            self.critical_low, self.critical_high, self.warn_low, self.warn_high
+        )
+        if problem is not None:
+            raise ValueError(f"{problem[0]}: {problem[1]}")
+        return self
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.critical_low, self.critical_high, self.warn_low, self.warn_high)
 
 
 class EdgeConfig(StrictModel):
@@ -165,6 +228,8 @@ class EdgeConfig(StrictModel):
     health: HealthConfig = Field(default_factory=HealthConfig)
     time_window: TimeWindowConfig = Field(default_factory=TimeWindowConfig)
     models: ModelsConfig | None = None
+    # Local pins, machine -> core sensor -> limits: they win over the cloud's thresholds.
+    thresholds: dict[str, dict[str, ThresholdPin]] = Field(default_factory=dict)
     # What the file says in a deprecated way (logged by ``load_edge_config``).
     _deprecations: list[str] = PrivateAttr(default_factory=list)
 
@@ -233,6 +298,26 @@ class EdgeConfig(StrictModel):
         # their location (inputs.modbus[0].port).
         return inputs_model().model_validate(value)
 
+    @field_validator("thresholds")
+    @classmethod
+    def _pin_names(
+        cls, value: dict[str, dict[str, ThresholdPin]]
+    ) -> dict[str, dict[str, ThresholdPin]]:
+        for machine, sensors in value.items():
+            if not MACHINE_ID_RE.fullmatch(machine):
+                raise ValueError(f"thresholds.{machine[:40]!r}: not a machine id")
+            for sensor in sensors:
+                # The edge judges core sensors only (custom ones have no limits here).
+                if sensor not in SENSORS_BY_NAME:
+                    raise ValueError(f"thresholds.{machine}.{sensor[:64]}: not a core sensor name")
+        return value
+
+    def threshold_pins(self) -> dict[str, dict[str, Thresholds]]:
+        return {
+            machine: {sensor: pin.thresholds() for sensor, pin in sensors.items()}
+            for machine, sensors in self.thresholds.items()
+        }
+
     @field_validator("edge_id")
     @classmethod
     def _edge_id(cls, value: str) -> str:
@@ -255,6 +340,12 @@ class EdgeConfig(StrictModel):
                     f"{name!r}; one machine, one input"
                 )
             seen[machine] = name
+        for machine in self.thresholds:
+            if machine not in seen:
+                raise ValueError(
+                    f"thresholds.{machine}: machine {machine!r} is read by no input; "
+                    f"pins apply to the machines in inputs ({sorted(seen)})"
+                )
         names = [entry.name for entry in self.inputs.all()]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:

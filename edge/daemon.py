@@ -51,6 +51,7 @@ from shared.message import MessageError, Reading, TimeWindow, check_reading, enc
 
 if TYPE_CHECKING:
     from edge.model_sync import ModelSync
+    from edge.threshold_sync import ThresholdSync
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,10 @@ class EdgeDaemon:
     def __init__(self, config: EdgeConfig, detector: Detector | None = None) -> None:
         self.config = config
         self.metrics = EdgeMetrics()
-        self.detector = detector or CombinedDetector()
+        # Local pins (edge YAML ``thresholds:``) win over the cloud's tables and the catalog.
+        self.detector = detector or CombinedDetector(
+            ThresholdDetector(pins=config.threshold_pins())
+        )
         self._thresholds = (
             self.detector.thresholds
             if isinstance(self.detector, CombinedDetector)
@@ -199,6 +203,7 @@ class EdgeDaemon:
         self._health_server: HealthServer | None = None
         self.model_sync: ModelSync | None = None
         self.rul_sync: ModelSync | None = None  # remaining useful life, same lifecycle
+        self.threshold_sync: ThresholdSync | None = None  # thresholds, same lifecycle
         self._model_sync_started = False
         # Writer state, for /healthz and the watchdog.
         self._writer_task: asyncio.Task[None] | None = None
@@ -217,12 +222,14 @@ class EdgeDaemon:
         if config.models is not None and isinstance(self.detector, CombinedDetector):
             # Imported here: onnxruntime loads only on edges that run ML models.
             from edge.model_sync import ModelSync
+            from edge.threshold_sync import ThresholdSync
 
             machines = [machine for machine, _ in config.inputs.machines()]
             self.model_sync = ModelSync(config.models, machines, self.detector, self.metrics)
             self.rul_sync = ModelSync(
                 config.models, machines, self.detector, self.metrics, kind="rul"
             )
+            self.threshold_sync = ThresholdSync(config.models, machines, self._thresholds)
 
     # -- hand-over from the inputs --------------------------------------------------------
 
@@ -793,6 +800,11 @@ class EdgeDaemon:
                     doc["rul_sync"] = {"error": _describe(exc)}
                 if isinstance(self.detector, CombinedDetector):
                     doc["rul_models"] = self.detector.rul_versions()
+            if self.threshold_sync is not None:
+                try:
+                    doc["threshold_sync"] = self.threshold_sync.health()
+                except Exception as exc:
+                    doc["threshold_sync"] = {"error": _describe(exc)}
             if sync.get("running") is False and not self._stopping:
                 doc["reasons"].append("model sync thread is not running")
                 if doc["status"] == "ok":
@@ -996,6 +1008,10 @@ class EdgeDaemon:
             next_seq=stats.next_seq,
             output=self.config.output.kind,
         )
+        if self.threshold_sync is not None:
+            # Before the first reading: a restart without network judges by the last table.
+            await asyncio.to_thread(self.threshold_sync.load_saved)
+            self.threshold_sync.start()
         if self.model_sync is not None:
             await asyncio.to_thread(self.model_sync.load_installed)
             self.model_sync.start()
@@ -1064,6 +1080,8 @@ class EdgeDaemon:
                 await asyncio.to_thread(self.model_sync.stop)
             if self.rul_sync is not None:
                 await asyncio.to_thread(self.rul_sync.stop)
+            if self.threshold_sync is not None:
+                await asyncio.to_thread(self.threshold_sync.stop)
             await asyncio.to_thread(self.forwarder.stop, self.config.forwarding.shutdown_flush_s)
             self._output.close()
             if self._health_server is not None:

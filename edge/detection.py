@@ -26,49 +26,104 @@ class Detector(Protocol):
     def score(self, reading: Reading) -> dict[str, Any]: ...
 
 
+CATALOG_VERSION = "catalog"
+PINNED_SUFFIX = "+pinned"
+_Limits = dict[str, tuple[float, float, float, float]]
+
+
 class ThresholdDetector:
     """Flags a reading whose core values are past their critical limits.
 
     ``score`` is the largest excursion beyond a limit as a fraction of the sensor's band
     (0 when everything is inside), so operators can rank readings by how far out they are.
+
+    Limits per sensor, first found wins: a local pin (edge YAML ``thresholds:``), the cloud's
+    resolved table for the machine (``install_table``, from ``edge.threshold_sync``), the
+    ``overrides`` given at construction, the catalog default. Every verdict names the table
+    that judged it in ``thresholds_version``: the cloud table's version (or ``catalog``),
+    with ``+pinned`` when the machine has local pins.
     """
 
     method = "thresholds"
 
-    def __init__(self, overrides: Mapping[str, Mapping[str, Thresholds]] | None = None) -> None:
+    def __init__(
+        self,
+        overrides: Mapping[str, Mapping[str, Thresholds]] | None = None,
+        pins: Mapping[str, Mapping[str, Thresholds]] | None = None,
+    ) -> None:
         self._defaults = {name: spec.thresholds() for name, spec in SENSORS_BY_NAME.items()}
         self._overrides = {m: dict(t) for m, t in (overrides or {}).items()}
+        self._pins = {m: dict(t) for m, t in (pins or {}).items() if t}
+        # Per machine: the cloud's table and its version, one tuple so both are read together.
+        self._cloud: dict[str, tuple[str, dict[str, Thresholds]]] = {}
         # Per machine: sensor -> (low, high, warn_low, warn_high) as plain floats (inf for
-        # "no limit"), so scoring is a few comparisons per value on the hot path.
-        self._limits: dict[str, dict[str, tuple[float, float, float, float]]] = {}
+        # "no limit"), so scoring is a few comparisons per value on the hot path. Kept with
+        # the cloud entry they were computed from: an entry installed since makes them stale.
+        self._limits: dict[str, tuple[object, _Limits]] = {}
+
+    def install_table(self, machine_id: str, table: Mapping[str, Thresholds], version: str) -> None:
+        """Swap in the cloud's resolved thresholds of one machine. Called from the sync
+        thread: the dictionary is replaced whole (one assignment), so a batch being scored
+        sees either the old table or the new one, never half of each."""
+        self._cloud = {**self._cloud, machine_id: (version, dict(table))}
+
+    def version_of(self, machine_id: str) -> str:
+        entry = self._cloud.get(machine_id)
+        return self._version(machine_id, entry)
+
+    def _version(self, machine_id: str, entry: tuple[str, dict[str, Thresholds]] | None) -> str:
+        version = entry[0] if entry else CATALOG_VERSION
+        return version + PINNED_SUFFIX if machine_id in self._pins else version
+
+    def versions(self) -> dict[str, str]:
+        machines = set(self._cloud) | set(self._pins)
+        return {m: self.version_of(m) for m in sorted(machines)}
 
     def thresholds_for(self, machine_id: str, sensor: str) -> Thresholds | None:
+        entry = self._cloud.get(machine_id)
+        return self._resolve(machine_id, sensor, entry[1] if entry else {})
+
+    def _resolve(
+        self, machine_id: str, sensor: str, cloud: Mapping[str, Thresholds]
+    ) -> Thresholds | None:
+        pinned = self._pins.get(machine_id)
+        if pinned and sensor in pinned:
+            return pinned[sensor]
+        if sensor in cloud:
+            return cloud[sensor]
         machine = self._overrides.get(machine_id)
         if machine and sensor in machine:
             return machine[sensor]
         return self._defaults.get(sensor)
 
-    def _limits_for(self, machine_id: str) -> dict[str, tuple[float, float, float, float]]:
-        limits = self._limits.get(machine_id)
-        if limits is None:
-            inf = float("inf")
-            limits = {}
-            for name in self._defaults:
-                t = self.thresholds_for(machine_id, name)
-                if t is None:
-                    continue
-                wl, wh = t.effective_warn_low, t.effective_warn_high
-                limits[name] = (
-                    -inf if t.low is None else t.low,
-                    inf if t.high is None else t.high,
-                    -inf if wl is None else wl,
-                    inf if wh is None else wh,
-                )
-            self._limits[machine_id] = limits
+    def _limits_for(
+        self, machine_id: str, entry: tuple[str, dict[str, Thresholds]] | None
+    ) -> _Limits:
+        hit = self._limits.get(machine_id)
+        if hit is not None and hit[0] is entry:
+            return hit[1]
+        inf = float("inf")
+        cloud = entry[1] if entry else {}
+        limits: _Limits = {}
+        for name in self._defaults:
+            t = self._resolve(machine_id, name, cloud)
+            if t is None:
+                continue
+            wl, wh = t.effective_warn_low, t.effective_warn_high
+            limits[name] = (
+                -inf if t.low is None else t.low,
+                inf if t.high is None else t.high,
+                -inf if wl is None else wl,
+                inf if wh is None else wh,
+            )
+        self._limits = {**self._limits, machine_id: (entry, limits)}
         return limits
 
     def score(self, reading: Reading) -> dict[str, Any]:
-        limits = self._limits_for(reading.machine_id)
+        # One read of the machine's cloud entry: the limits and the version named in the
+        # verdict come from the same table even while the sync thread installs a new one.
+        entry = self._cloud.get(reading.machine_id)
+        limits = self._limits_for(reading.machine_id, entry)
         critical: list[str] = []
         warning: list[str] = []
         worst = 0.0
@@ -89,6 +144,7 @@ class ThresholdDetector:
             "score": round(worst, 6),
             "sensors": critical,
             "warnings": warning,
+            "thresholds_version": self._version(reading.machine_id, entry),
         }
 
 
@@ -244,6 +300,8 @@ def _merge(threshold: dict[str, Any], ml: dict[str, Any]) -> dict[str, Any]:
             score=threshold["score"],
         )
     merged["warnings"] = threshold["warnings"]
+    if "thresholds_version" in threshold:
+        merged["thresholds_version"] = threshold["thresholds_version"]
     if rul is not None:
         merged["rul"] = rul
     return merged

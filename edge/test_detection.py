@@ -19,6 +19,7 @@ def test_typical_reading_is_normal() -> None:
         "score": 0.0,
         "sensors": [],
         "warnings": [],
+        "thresholds_version": "catalog",
     }
 
 

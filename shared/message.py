@@ -59,6 +59,9 @@ MAX_DETECTION_LIST = 64
 MAX_FORECAST_STEPS = 64
 DETECTION_METHOD_RE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,31}$")
 MODEL_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,63}$")
+# ``detection.thresholds_version``: which threshold table judged the reading ("catalog", the
+# cloud table's hash, "+pinned" when the edge YAML pins some limits of that machine).
+THRESHOLDS_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,63}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,6 +483,14 @@ def _check_detection(
         not isinstance(version, str) or not MODEL_VERSION_RE.fullmatch(version)
     ):
         raise MessageError(f"{path}.model_version", "1-64 characters of letters, digits, '_.:+-'")
+    thresholds_version = detection.get("thresholds_version")
+    if thresholds_version is not None and (
+        not isinstance(thresholds_version, str)
+        or not THRESHOLDS_VERSION_RE.fullmatch(thresholds_version)
+    ):
+        raise MessageError(
+            f"{path}.thresholds_version", "1-64 characters of letters, digits, '_.:+-'"
+        )
     probability = detection.get("probability_ahead")
     if (
         probability is not None
@@ -574,7 +585,9 @@ def _check_rul(path: str, rul: Any) -> None:
 
 
 # The fields the edge's detectors write (edge/detection.py, edge/onnx_detector.py).
-_DETECTION_NESTED_KEYS = frozenset({"method", "is_anomaly", "score", "sensors", "warnings"})
+_DETECTION_NESTED_KEYS = frozenset(
+    {"method", "is_anomaly", "score", "sensors", "warnings", "thresholds_version"}
+)
 _DETECTION_KEYS = _DETECTION_NESTED_KEYS | {
     "contributions",
     "model_version",
