@@ -36,6 +36,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,7 +50,7 @@ from edge.detection import CombinedDetector
 from edge.metrics import EdgeMetrics
 from edge.onnx_detector import OnnxDetector
 from shared.logs import log_event
-from shared.message import Reading
+from shared.message import MACHINE_ID_RE, Reading
 from shared.model_bundle import BundleError, TamperedBundleError, extract_bundle, load_public_key
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,10 @@ MAX_MODEL_ID = 2**63 - 1
 # Machine id of the probe reading scored when a model loads: not a valid machine id, so the
 # probe never shares rolling state with a real machine.
 PROBE_MACHINE = "~load-probe"
+# Machines learned from the data (MQTT and Sparkplug machines have no id in the config),
+# beside the configured ones: bounded, so a publisher inventing ids cannot grow the poll
+# (one request per machine and interval) without limit.
+MAX_SEEN_MACHINES = 256
 
 
 class RefusedAnswerError(BundleError):
@@ -153,6 +158,13 @@ class ModelSync:
         # dot, and the detector's clean-up of old bundles skips hidden entries.
         self._root = config.directory if kind == "detector" else config.directory / ".rul"
         self.machines = sorted(set(machines))
+        self._configured = frozenset(self.machines)
+        self._known: frozenset[str] = self._configured
+        # Learned from readings (``observe``) or from bundles installed by an earlier run.
+        self._seen: set[str] = set()
+        self._seen_refused = 0
+        # Seen machines whose installed bundle the sync thread has yet to load.
+        self._to_load: list[str] = []
         self.detector = detector
         self.metrics = metrics
         self.public_key = load_public_key(config.public_key_file.read_bytes())
@@ -189,6 +201,11 @@ class ModelSync:
         from the first reading, with or without the cloud. Never raises: a bundle that no
         longer loads is refused and reported, and the machine runs thresholds only until the
         cloud has a good one, so the daemon always starts."""
+        # A machine whose model an earlier run installed is served again, seen in the
+        # data or not yet: an MQTT-only machine keeps its model across an offline restart.
+        self._add_seen(self._installed_before())
+        with self._lock:
+            self._to_load.clear()
         for machine in self.machines:
             try:
                 self._load_installed(machine)
@@ -213,6 +230,70 @@ class ModelSync:
         self._activate(machine, path, model_id)
         with self._lock:
             self._remembered[machine] = model_id
+
+    def _installed_before(self) -> list[str]:
+        if not self._root.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self._root.iterdir()
+            if p.is_dir() and MACHINE_ID_RE.fullmatch(p.name) and (p / CURRENT).is_file()
+        )
+
+    # -- machines seen in the data ----------------------------------------------------------
+
+    def observe(self, machine_ids: Iterable[str]) -> list[str]:
+        """Serve the machines of readings the edge takes (called from the daemon's hot path:
+        a set lookup per distinct id when none is new). Returns the machines new to the
+        sync; their models are fetched from the next poll on. Past ``MAX_SEEN_MACHINES``
+        learned machines, new ones are counted and not added."""
+        known = self._known  # replaced whole under the lock: read without it
+        new = [m for m in set(machine_ids) if m not in known]
+        if not new:
+            return []
+        added = self._add_seen(new)
+        if added:
+            log_event(
+                log,
+                logging.INFO,
+                "model sync serves machines seen in the data",
+                kind=self.kind,
+                machines=added,
+            )
+        return added
+
+    def _add_seen(self, machine_ids: Iterable[str]) -> list[str]:
+        added: list[str] = []
+        with self._lock:
+            for machine in sorted(set(machine_ids)):
+                if machine in self._configured or machine in self._seen:
+                    continue
+                if not MACHINE_ID_RE.fullmatch(machine):
+                    continue
+                if len(self._seen) >= MAX_SEEN_MACHINES:
+                    self._seen_refused += 1
+                    continue
+                self._seen.add(machine)
+                self._to_load.append(machine)
+                added.append(machine)
+            if added:
+                # Replaced whole: a poll iterating the old list is not disturbed.
+                self._known = self._configured | self._seen
+                self.machines = sorted(self._known)
+        return added
+
+    def _load_pending(self) -> None:
+        """Load the installed bundles of machines learned since the last poll (in the sync
+        thread, so the daemon's path never touches the disk)."""
+        with self._lock:
+            pending, self._to_load = self._to_load, []
+        for machine in pending:
+            if machine in self.installed:
+                continue
+            try:
+                self._load_installed(machine)
+            except Exception as exc:  # any failure refuses that bundle only
+                self._refuse(machine, None, f"installed bundle not loaded: {_describe(exc)}")
 
     def _remove_stale_downloads(self, folder: Path) -> None:
         """A download cut short by a kill leaves its temporary directory behind."""
@@ -262,6 +343,7 @@ class ModelSync:
         bundle does not (the cloud answered, the edge said no)."""
         changed: list[str] = []
         failed: str | None = None
+        self._load_pending()
         for machine in self.machines:
             if self._stop.is_set():
                 return changed
