@@ -167,9 +167,13 @@ def threshold_problem(
     critical_high: float | None,
     warn_low: float | None,
     warn_high: float | None,
+    *,
+    warn_order: bool = True,
 ) -> tuple[str, str] | None:
     """(field, why) when the four limits do not make a threshold, else None. The same rules
-    as the cloud's, so a pin and a cloud table mean the same thing."""
+    as the cloud's, so a pin and a cloud table mean the same thing. ``warn_order=False`` for
+    the cloud's resolved tables: it serves warning bands derived by the catalog rule, which
+    cross for a narrow band of negative limits (harmless: the critical band still judges)."""
     named = {
         "critical_low": critical_low,
         "critical_high": critical_high,
@@ -190,7 +194,7 @@ def threshold_problem(
         return "warn_low", "must not be below critical_low"
     if warn_high is not None and critical_high is not None and warn_high > critical_high:
         return "warn_high", "must not be above critical_high"
-    if warn_low is not None and warn_high is not None and warn_low >= warn_high:
+    if warn_order and warn_low is not None and warn_high is not None and warn_low >= warn_high:
         return "warn_high", "must be greater than warn_low"
     return None
 

@@ -213,3 +213,14 @@ def test_custom_sensor_entries_are_checked_but_not_judged_at_the_edge() -> None:
     assert parse_thresholds(json.dumps(body).encode(), "A").thresholds == {}
     with pytest.raises(RefusedThresholdsError, match=r"^\$: \d+ bytes"):
         parse_thresholds(json.dumps(body).encode() + b" " * (300 << 10), "A")
+
+
+def test_a_cloud_table_with_rule_derived_warnings_that_cross_is_taken() -> None:
+    # The cloud derives warnings by the catalog rule: for limits -1000..-999 they cross
+    # (warn_low -900 > warn_high -1098.9). The critical band still judges; refusing the
+    # table would keep the edge on the old limits.
+    entry: dict[str, Any] = {"critical_low": -1000.0, "critical_high": -999.0, "source": "x"}
+    entry |= {"warn_low": -900.0, "warn_high": -1098.9}
+    body = {"machine_id": "A", "version": "v3", "thresholds": {"temperature": entry}}
+    table = parse_thresholds(json.dumps(body).encode(), "A")
+    assert table.thresholds["temperature"] == Thresholds(-1000.0, -999.0, -900.0, -1098.9)

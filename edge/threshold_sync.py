@@ -96,7 +96,7 @@ def parse_thresholds(body: bytes, machine: str) -> ThresholdTable:
         if not isinstance(entry, dict):
             raise RefusedThresholdsError(f"{where}: expected an object")
         values = [entry.get(name) for name in _LIMITS]
-        problem = threshold_problem(*values)
+        problem = threshold_problem(*values, warn_order=False)
         if problem is not None:
             raise RefusedThresholdsError(f"{where}.{problem[0]}: {problem[1]}")
         if sensor in SENSORS_BY_NAME:
