@@ -336,7 +336,8 @@ def _stored_otherwise(
 
 
 def stored_reading(conn: psycopg.Connection, edge_id: str, seq: int) -> Reading | None:
-    """The reading stored under a key, as a ``Reading`` (None if there is none)."""
+    """The reading stored under a key, as a ``Reading`` as it was received (None if there is
+    none); the cloud's verdict on it, if any, is in the row's ``detection``."""
     found = conn.execute(
         "SELECT ts FROM reading_keys WHERE edge_id = %s AND seq = %s", (edge_id, seq)
     ).fetchone()
@@ -357,7 +358,8 @@ def _row_reading(row: dict[str, Any]) -> Reading:
         {name: row[name] for name in CORE_SENSOR_NAMES if row[name] is not None},
         row["custom_sensors"] or {},
         row["quality"] or {},
-        row["detection"],
+        # As it was received: a verdict the cloud added is not part of the reading's content.
+        client_part(row["detection"]),
     )
 
 
