@@ -6,8 +6,8 @@ per reading); the operator acknowledges and resolves it in the feed and on the a
 in Chromium; the alert is resolved and that is notified once too. A viewer gets no buttons,
 a scoped operator sees only its machines.
 
-The cloud does not score integrator readings itself yet (issue 13 item 2): the anomaly is
-the one the posted reading's ``detection`` declares, which the ingest path stores today.
+The readings are plain, as an integrator posts them (no ``detection``): the anomaly is the
+cloud's own verdict against the machine's thresholds (cloud/scoring.py).
 """
 
 from __future__ import annotations
@@ -104,20 +104,13 @@ def loop(
 
 
 def _breaking(machine: str) -> dict[str, Any]:
-    # 40 mm/s is past vibration's critical limit; the detection says so, as an integrator's
-    # gateway with its own limit check would.
+    # 40 mm/s is past vibration's critical limit (the catalog's 7 mm/s): the cloud judges
+    # the plain reading and stores the anomaly itself.
     return {
         "machine_id": machine,
         "ts": datetime.now(UTC).isoformat(),
         "vibration": 40.0,
         "rpm": 3000.0,
-        "detection": {
-            "method": "thresholds",
-            "is_anomaly": True,
-            "score": 2.5,
-            "sensors": ["vibration"],
-            "warnings": [],
-        },
     }
 
 
