@@ -27,6 +27,8 @@ from cloud.storage import store_readings
 from cloud.thresholds import set_threshold
 from shared.catalog import CORE_SENSOR_NAMES
 from shared.message import Reading
+from tests.support.processes import wait_until
+from tools.kafka_broker import KafkaBroker
 
 pytestmark = pytest.mark.integration
 KEY = "k-" + "s" * 30
@@ -245,3 +247,37 @@ def test_a_broken_bundle_falls_back_to_thresholds_and_loses_nothing(database_url
 def _failures(stage: str) -> float:
     value = REGISTRY.get_sample_value("rig_cloud_scoring_failures_total", {"stage": stage})
     return float(value or 0.0)
+
+
+def test_through_kafka_the_aggregator_judges_integrator_readings_alike(
+    database_url: str, kafka_broker: KafkaBroker, kafka_topic: str
+) -> None:
+    import threading
+
+    from cloud.aggregator import Aggregator
+
+    settings = CloudSettings(
+        database_url=database_url,
+        ingest_api_key=KEY,
+        kafka_bootstrap=kafka_broker.bootstrap,
+        topic=kafka_topic,
+    )
+    claimed = {"method": "thresholds", "is_anomaly": True, "score": 9.0, "sensors": ["rpm"]}
+    with TestClient(create_app(settings)) as client:
+        _post(client, {"machine_id": "K", "values": {"rpm": 3000.0}, "detection": claimed})
+        _post(client, {"machine_id": "K", "values": {"vibration": 12.0, "rpm": 3000.0}})
+    aggregator = Aggregator(
+        kafka_broker.bootstrap, database_url, topic=kafka_topic, group=f"g-{kafka_topic}"
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=aggregator.run, args=(stop,))
+    thread.start()
+    try:
+        wait_until(lambda: aggregator.stored_total >= 2, 60, "both readings stored")
+    finally:
+        stop.set()
+        thread.join(30)
+    assert _anomalies(database_url, "K") == [("thresholds", ["vibration"])]
+    stored = _rows(database_url, "K")
+    assert all(d["source"] == "cloud" for d in stored)
+    assert [d["client"]["is_anomaly"] for d in stored if "client" in d] == [True]
