@@ -961,6 +961,10 @@ class EdgeDaemon:
             return None
         old = self.config
         self.config = new
+        if new.thresholds != old.thresholds:
+            # Local pins apply from the next batch, like a table from the cloud.
+            self._thresholds.set_pins(new.threshold_pins())
+            log_event(log, logging.INFO, "threshold pins reloaded", machines=sorted(new.thresholds))
         if new.inputs != old.inputs:
             inputs_stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)

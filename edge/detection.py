@@ -59,7 +59,11 @@ class ThresholdDetector:
         # Per machine: sensor -> (low, high, warn_low, warn_high) as plain floats (inf for
         # "no limit"), so scoring is a few comparisons per value on the hot path. Kept with
         # the cloud entry they were computed from: an entry installed since makes them stale.
-        self._limits: dict[str, tuple[object, _Limits]] = {}
+        self._limits: dict[str, tuple[object, object, _Limits]] = {}
+
+    def set_pins(self, pins: Mapping[str, Mapping[str, Thresholds]]) -> None:
+        """Replace the local pins (a reloaded edge YAML), between two batches like a table."""
+        self._pins = {m: dict(t) for m, t in pins.items() if t}
 
     def install_table(self, machine_id: str, table: Mapping[str, Thresholds], version: str) -> None:
         """Swap in the cloud's resolved thresholds of one machine. Called from the sync
@@ -84,9 +88,13 @@ class ThresholdDetector:
         return self._resolve(machine_id, sensor, entry[1] if entry else {})
 
     def _resolve(
-        self, machine_id: str, sensor: str, cloud: Mapping[str, Thresholds]
+        self,
+        machine_id: str,
+        sensor: str,
+        cloud: Mapping[str, Thresholds],
+        pins: Mapping[str, Mapping[str, Thresholds]] | None = None,
     ) -> Thresholds | None:
-        pinned = self._pins.get(machine_id)
+        pinned = (self._pins if pins is None else pins).get(machine_id)
         if pinned and sensor in pinned:
             return pinned[sensor]
         if sensor in cloud:
@@ -99,14 +107,15 @@ class ThresholdDetector:
     def _limits_for(
         self, machine_id: str, entry: tuple[str, dict[str, Thresholds]] | None
     ) -> _Limits:
+        pins = self._pins
         hit = self._limits.get(machine_id)
-        if hit is not None and hit[0] is entry:
-            return hit[1]
+        if hit is not None and hit[0] is entry and hit[1] is pins:
+            return hit[2]
         inf = float("inf")
         cloud = entry[1] if entry else {}
         limits: _Limits = {}
         for name in self._defaults:
-            t = self._resolve(machine_id, name, cloud)
+            t = self._resolve(machine_id, name, cloud, pins)
             if t is None:
                 continue
             wl, wh = t.effective_warn_low, t.effective_warn_high
@@ -116,7 +125,7 @@ class ThresholdDetector:
                 -inf if wl is None else wl,
                 inf if wh is None else wh,
             )
-        self._limits = {**self._limits, machine_id: (entry, limits)}
+        self._limits = {**self._limits, machine_id: (entry, pins, limits)}
         return limits
 
     def score(self, reading: Reading) -> dict[str, Any]:

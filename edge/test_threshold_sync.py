@@ -224,3 +224,14 @@ def test_a_cloud_table_with_rule_derived_warnings_that_cross_is_taken() -> None:
     body = {"machine_id": "A", "version": "v3", "thresholds": {"temperature": entry}}
     table = parse_thresholds(json.dumps(body).encode(), "A")
     assert table.thresholds["temperature"] == Thresholds(-1000.0, -999.0, -900.0, -1098.9)
+
+
+def test_reloaded_pins_judge_the_next_reading() -> None:
+    detector = ThresholdDetector()
+    detector.install_table("A", {"rpm": Thresholds(0.0, 10.0)}, "v4")
+    assert detector.score(_reading(rpm=20.0))["sensors"] == ["rpm"]
+    detector.set_pins({"A": {"rpm": Thresholds(0.0, 100.0)}})
+    verdict = detector.score(_reading(rpm=20.0))
+    assert verdict["sensors"] == [] and verdict["thresholds_version"] == "v4+pinned"
+    detector.set_pins({})
+    assert detector.score(_reading(rpm=20.0))["thresholds_version"] == "v4"
