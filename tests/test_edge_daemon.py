@@ -155,7 +155,9 @@ def test_sighup_reloads_sources_without_losing_buffered_data(tmp_path: Path, log
     import signal
 
     record = tmp_path / "rec.db"
-    sim, sim_port = start_simulator(log_dir, record, ["A", "B"], 10.0)
+    # Each sample stays on show 400 ms: an edge held up for less than that by a loaded
+    # machine still reads every one (the checker requires them all).
+    sim, sim_port = start_simulator(log_dir, record, ["A", "B"], 2.5)
     out = {"kind": "http", "url": f"http://127.0.0.1:{free_port()}/x", "api_key_env": "PATH"}
     cfg = edge_config(tmp_path, sim_port=sim_port, machines=["A"], poll_interval_s=0.02, output=out)
     buffer = tmp_path / "edge-e2e-buffer.db"
