@@ -1,7 +1,8 @@
 """Thresholds reach the edge: an admin changes one through the API of a real ``rig-cloud
-serve`` (embedded PostgreSQL); within 10 s a real ``rig-edge`` judges by it without restart
-(an anomaly stored in the cloud names the new table's version); and after the edge is killed
-and the API stopped, the edge started again offline still judges by it (its buffer shows it).
+serve`` (embedded PostgreSQL), or in the admin page of a headless Chromium; within 10 s a real
+``rig-edge`` judges by it without restart (an anomaly stored in the cloud names the new
+table's version); and after the edge is killed and the API stopped, the edge started again
+offline still judges by it (its buffer shows it).
 
 Real processes throughout: ``rig-sim`` (Modbus TCP) -> ``rig-edge`` (HTTP output with its own
 edge key, threshold sync against the same API) -> ``rig-cloud serve`` -> PostgreSQL.
@@ -18,7 +19,7 @@ import pytest
 import yaml
 
 from shared.model_bundle import generate_keypair
-from tests.support.accounts import admin_token, bearer
+from tests.support.accounts import add_user, admin_token, bearer
 from tests.support.pipeline import buffered_documents, edge_config, start_edge, start_simulator
 from tests.support.processes import Service, free_port, http_ok, wait_until
 
@@ -50,8 +51,37 @@ def _buffered_judged_by(buffer: Path, version: str, after_seq: int) -> list[dict
     ]
 
 
+def _change_through_api(base: str, admin: dict[str, str]) -> None:
+    changed = httpx.put(
+        f"{base}/api/v1/machines/A/thresholds/{SENSOR}", headers=admin, json=NEW_LIMITS, timeout=10
+    )
+    assert changed.status_code == 200, changed.text
+
+
+def _change_in_browser(base: str, database_url: str) -> None:
+    from cloud.dashboard.browser import ConsoleWatch, chromium, login, missing_prerequisites
+
+    reason = missing_prerequisites()
+    if reason:
+        pytest.skip(reason)
+    password = add_user(database_url, "browser-admin", "admin")
+    with chromium() as browser:
+        page = browser.new_context(viewport={"width": 1600, "height": 1000}).new_page()
+        watch = ConsoleWatch(page)
+        login(page, base, "browser-admin", password, path="/admin?machine=A")
+        row = f'#thr-rows tr[data-sensor="{SENSOR}"]'
+        for name, value in (*NEW_LIMITS.items(), ("warn_low", None), ("warn_high", None)):
+            page.fill(f'{row} input[name="{SENSOR}.{name}"]', "" if value is None else str(value))
+        page.click(f"{row} button.primary")
+        page.wait_for_function(
+            f"() => document.querySelector('{row}').dataset.source === 'machine'", timeout=10_000
+        )
+        assert not watch.errors and not watch.csp, (watch.errors, watch.csp)
+
+
+@pytest.mark.parametrize("where", ["api", "browser"])
 def test_a_threshold_changed_in_the_cloud_is_judged_by_at_the_edge_and_kept_offline(
-    tmp_path: Path, log_dir: Path, database_url: str
+    tmp_path: Path, log_dir: Path, database_url: str, where: str
 ) -> None:
     api_port = free_port()
     base = f"http://127.0.0.1:{api_port}"
@@ -113,13 +143,10 @@ def test_a_threshold_changed_in_the_cloud_is_judged_by_at_the_edge_and_kept_offl
         assert before.status_code == 200, before.text
         assert before.json()["thresholds"][SENSOR]["source"] == "default"
 
-        changed = httpx.put(
-            f"{base}/api/v1/machines/A/thresholds/{SENSOR}",
-            headers=admin,
-            json=NEW_LIMITS,
-            timeout=10,
-        )
-        assert changed.status_code == 200, changed.text
+        if where == "api":
+            _change_through_api(base, admin)
+        else:
+            _change_in_browser(base, database_url)
         after = httpx.get(f"{base}/api/v1/edge/thresholds/A", headers=key, timeout=10)
         version = after.json()["version"]
         assert version != before.json()["version"]
