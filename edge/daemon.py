@@ -421,6 +421,9 @@ class EdgeDaemon:
         return batch
 
     def _score(self, readings: list[Reading]) -> list[dict[str, Any] | Exception]:
+        if self.threshold_sync is not None:
+            # Machines known only from their readings (MQTT) get the cloud's thresholds too.
+            self.threshold_sync.observe(r.machine_id for r in readings)
         detector = self.detector
         if isinstance(detector, CombinedDetector):
             try:

@@ -235,3 +235,26 @@ def test_reloaded_pins_judge_the_next_reading() -> None:
     assert verdict["sensors"] == [] and verdict["thresholds_version"] == "v4+pinned"
     detector.set_pins({})
     assert detector.score(_reading(rpm=20.0))["thresholds_version"] == "v4"
+
+
+def test_machines_seen_in_the_data_get_their_table_and_keep_it_offline(
+    tmp_path: Path, cloud: Cloud
+) -> None:
+    detector = ThresholdDetector()
+    sync = ThresholdSync(_config(tmp_path, cloud.url), [], detector)
+    try:
+        cloud.offer("M1", "v5", rpm={"critical_low": 0.0, "critical_high": 10.0})
+        assert sync.poll_once() == []
+        assert sync.observe(["M1", "M1", "not valid!"]) == ["M1"]
+        assert sync.observe(["M1"]) == []
+        assert sync.poll_once() == ["M1"]
+        assert detector.version_of("M1") == "v5"
+    finally:
+        sync.stop()
+    offline = ThresholdDetector()
+    again = ThresholdSync(_config(tmp_path, "http://127.0.0.1:9"), [], offline)
+    try:
+        again.load_saved()  # the saved copy names the machine: served again after a restart
+        assert offline.version_of("M1") == "v5"
+    finally:
+        again.stop()

@@ -27,6 +27,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +39,7 @@ from edge.config import ModelsConfig, threshold_problem
 from edge.detection import ThresholdDetector
 from shared.catalog import SENSORS_BY_NAME, Thresholds
 from shared.logs import log_event
-from shared.message import CUSTOM_NAME_RE, THRESHOLDS_VERSION_RE
+from shared.message import CUSTOM_NAME_RE, MACHINE_ID_RE, THRESHOLDS_VERSION_RE
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,9 @@ FOLDER = ".thresholds"
 # A table is a few hundred sensors of four numbers: anything bigger is not one.
 MAX_ANSWER_BYTES = 256 << 10
 MAX_BACKOFF_FACTOR = 4
+# Machines one edge serves at most (configured and seen in the data): a stream of made-up
+# machine ids must not grow the poll without bound.
+MAX_MACHINES = 1000
 _LIMITS = ("critical_low", "critical_high", "warn_low", "warn_high")
 
 
@@ -127,6 +131,9 @@ class ThresholdSync:
     ) -> None:
         self.config = config
         self.machines = sorted(set(machines))
+        # Configured machines, plus those seen in the data (MQTT-only machines are known only
+        # from their readings: ``observe``) or saved by an earlier run. Replaced whole.
+        self._known: frozenset[str] = frozenset(self.machines)
         self.detector = detector
         self.directory = config.directory / FOLDER
         self.installed: dict[str, str] = {}  # machine -> version in use (from the cloud)
@@ -154,7 +161,11 @@ class ThresholdSync:
         """Install each machine's last saved table (checked again). Never raises: a copy that
         does not pass is reported and the machine is judged by pins and the catalog until the
         cloud answers."""
-        for machine in self.machines:
+        saved = set()
+        if self.directory.is_dir():
+            saved = {p.stem for p in self.directory.glob("*.json")}
+        self._add(saved)
+        for machine in sorted(self._known):
             path = self.directory / f"{machine}.json"
             try:
                 body = path.read_bytes()
@@ -169,6 +180,28 @@ class ThresholdSync:
                 self._refuse(machine, f"saved thresholds refused: {exc}")
                 continue
             self._apply(table, source="disk")
+
+    # -- machines seen in the data ----------------------------------------------------------
+
+    def observe(self, machine_ids: Iterable[str]) -> list[str]:
+        """Serve the machines of readings the edge takes (called per batch from the daemon:
+        a set lookup per distinct id when none is new). Their tables are fetched from the
+        next poll on; until then the catalog and pins judge them."""
+        known = self._known
+        new = [m for m in set(machine_ids) if m not in known]
+        return self._add(new) if new else []
+
+    def _add(self, machine_ids: Iterable[str]) -> list[str]:
+        with self._lock:
+            room = MAX_MACHINES - len(self._known)
+            added = sorted(m for m in set(machine_ids) - self._known if MACHINE_ID_RE.fullmatch(m))[
+                : max(room, 0)
+            ]
+            if added:
+                self._known = self._known | frozenset(added)
+        if added:
+            log_event(log, logging.INFO, "threshold sync serves machines", machines=added)
+        return added
 
     # -- the poll loop ----------------------------------------------------------------------
 
@@ -202,7 +235,7 @@ class ThresholdSync:
         does not (the cloud answered, the edge said no)."""
         changed: list[str] = []
         errors: list[str] = []
-        for machine in self.machines:
+        for machine in sorted(self._known):
             if self._stop.is_set():
                 break
             try:
