@@ -1,6 +1,7 @@
 """Alarm thresholds from the cloud: polled, checked, applied between two batches, kept on disk.
 
-For every machine this edge reads, the cloud is asked for the machine's resolved thresholds
+For every machine this edge reads (configured, or seen in its readings: MQTT-only machines),
+the cloud is asked for the machine's resolved thresholds
 (machine override, else fleet, else catalog: ``GET /api/v1/edge/thresholds/{machine}``, with
 the edge's own key, the one model sync uses). The answer carries a ``version`` (a hash of the
 table); a new version is checked field by field, swapped into the threshold detector
