@@ -6,6 +6,7 @@ back with a note, versions, PDF export, and machine scope."""
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,10 +39,16 @@ def _detection(shares: dict[str, float], score: float = 0.9) -> dict[str, Any]:
     }
 
 
+_SEQ = itertools.count(1)
+
+
 def _post(client: TestClient, *readings: dict[str, Any]) -> None:
-    response = client.post(
-        "/api/v1/ingest", json={"readings": list(readings)}, headers={"X-API-KEY": KEY}
-    )
+    # A detection is taken as the platform's own only from an edge (edge_id and seq, see
+    # cloud/scoring.py): these readings stand for an edge's verdicts.
+    sent = [
+        {"edge_id": "rig-1", "seq": next(_SEQ), **r} if "detection" in r else r for r in readings
+    ]
+    response = client.post("/api/v1/ingest", json={"readings": sent}, headers={"X-API-KEY": KEY})
     assert response.status_code == 200, response.text
 
 
