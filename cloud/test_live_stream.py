@@ -65,7 +65,10 @@ def test_events_cross_api_processes_and_respect_machine_scope(
                     "readings": [
                         {"machine_id": "B", "temperature": 71.0},
                         {
+                            # An edge's own verdict (edge_id and seq): see cloud/scoring.py.
                             "machine_id": "A",
+                            "edge_id": "rig-a",
+                            "seq": 1,
                             "temperature": 72.0,
                             "custom_sensors": {"arm_torque": 3.5},
                             "detection": {
