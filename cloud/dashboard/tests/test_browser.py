@@ -367,7 +367,10 @@ def test_prediction_dots_follow_detection_forecast(
     forecast = {"temperature": [74.0, 82.0, 88.0, 93.0]}
     ingest.post(
         {
+            # The edge's own verdict (edge_id and seq; cloud/scoring.py's trust rule).
             "machine_id": machine,
+            "edge_id": f"rig-{machine}",
+            "seq": 1,
             "temperature": 73.0,
             "detection": {
                 "method": "lstm",
