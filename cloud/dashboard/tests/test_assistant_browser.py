@@ -195,7 +195,10 @@ def test_anomaly_page_generates_report_and_downloads_pdf(
             for i in range(15)
         ],
         {
+            # Edges' own verdicts (edge_id and seq; cloud/scoring.py's trust rule).
             "machine_id": machine,
+            "edge_id": f"rig-{machine}",
+            "seq": 1,
             "timestamp": (start - timedelta(days=1)).isoformat(),
             "vibration": 8.0,
             "bearing_temp": 160.0,
@@ -203,6 +206,8 @@ def test_anomaly_page_generates_report_and_downloads_pdf(
         },
         {
             "machine_id": machine,
+            "edge_id": f"rig-{machine}",
+            "seq": 2,
             "timestamp": (start + timedelta(minutes=16)).isoformat(),
             "vibration": 9.5,
             "bearing_temp": 172.0,
@@ -348,6 +353,8 @@ def test_through_the_model_and_a_visible_fallback(
         ingest_model.post(
             {
                 "machine_id": machine,
+                "edge_id": f"rig-{machine}",
+                "seq": 1,
                 "vibration": 9.5,
                 "bearing_temp": 172.0,
                 "detection": {
