@@ -404,7 +404,10 @@ def test_lstm_predictions_manifest_path(api: Api) -> None:
         {
             "readings": [
                 {
+                    # An edge's own verdict (edge_id and seq; cloud/scoring.py's trust rule).
                     "machine_id": m,
+                    "edge_id": f"rig-{m}",
+                    "seq": 1,
                     "temperature": 70.0,
                     "detection": {
                         "method": "hybrid_smart",
