@@ -14,6 +14,8 @@ let context;
 let rows = [];
 let next = null;
 let reloadTimer = null;
+// Acknowledgements and resolutions made on this page (a list fetched before one is stale).
+let changes = 0;
 
 function filters() {
   const value = (id) => document.getElementById(id).value;
@@ -48,6 +50,8 @@ function rowFor(anomaly) {
 }
 
 function replaceRow(updated) {
+  // A list fetched before this change must not bring the old row back (see load).
+  changes += 1;
   const index = rows.findIndex((r) => r.id === updated.id);
   if (index < 0) return;
   rows[index] = { ...rows[index], ...updated };
@@ -67,7 +71,14 @@ function render() {
 
 async function load(more = false) {
   const params = { ...filters(), limit: PAGE, before: more ? next : undefined };
+  const seen = changes;
   const page = await api(`/api/v1/anomalies${query(params)}`);
+  if (seen !== changes) {
+    // A row was acknowledged or resolved here while this list was on its way: it may be
+    // older than that change. Ask again rather than show a resolved anomaly as open.
+    scheduleReload();
+    return;
+  }
   rows = more ? rows.concat(page.anomalies) : page.anomalies;
   next = page.next;
   render();
