@@ -421,9 +421,15 @@ class EdgeDaemon:
         return batch
 
     def _score(self, readings: list[Reading]) -> list[dict[str, Any] | Exception]:
-        if self.threshold_sync is not None:
-            # Machines known only from their readings (MQTT) get the cloud's thresholds too.
-            self.threshold_sync.observe(r.machine_id for r in readings)
+        # Machines known only from their readings (MQTT, Sparkplug) get the cloud's
+        # thresholds and models too.
+        machines = {r.machine_id for r in readings}
+        for sync in (self.threshold_sync, self.model_sync, self.rul_sync):
+            if sync is not None:
+                try:
+                    sync.observe(machines)
+                except Exception:  # learning a machine must never cost the batch
+                    log.exception("a sync could not take new machines")
         detector = self.detector
         if isinstance(detector, CombinedDetector):
             try:
