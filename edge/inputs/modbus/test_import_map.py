@@ -13,6 +13,7 @@ import yaml
 from edge.cli import main as edge_main
 from edge.inputs.modbus.import_map import MapImportError, csv_to_devices, sensor_name
 from tests.support.pipeline import start_simulator
+from tools.kafka_broker import KafkaBroker
 
 SAMPLE = Path(__file__).with_name("sample_plc.csv")
 BASE = {
@@ -105,12 +106,21 @@ def test_4xxxx_looking_offset_is_warned_about(
 
 @pytest.mark.integration
 @pytest.mark.timeout(180)
-def test_imported_sample_csv_passes_check_config_probe_against_rig_sim(tmp_path: Path) -> None:
+def test_imported_sample_csv_passes_check_config_probe_against_rig_sim(
+    tmp_path: Path, kafka_broker: KafkaBroker, kafka_topic: str
+) -> None:
     sim, port = start_simulator(tmp_path, None, ["A"], rate_hz=5)
     try:
         base = tmp_path / "base.yaml"
+        # A whole edge config: the probe also asks the output (a real broker and topic).
+        output = {
+            "kind": "kafka",
+            "bootstrap_servers": kafka_broker.bootstrap,
+            "topic": kafka_topic,
+        }
+        doc = {"edge_id": "import-check", "output": output}
         base.write_text(
-            yaml.safe_dump({**BASE, "buffer": {"path": str(tmp_path / "buffer.db")}}),
+            yaml.safe_dump({**doc, "buffer": {"path": str(tmp_path / "buffer.db")}}),
             encoding="utf-8",
         )
         out = tmp_path / "edge.yaml"
@@ -133,9 +143,10 @@ def test_imported_sample_csv_passes_check_config_probe_against_rig_sim(tmp_path:
         assert made.returncode == 0, made.stderr
         doc = yaml.safe_load(out.read_text())
         assert [e["name"] for e in doc["inputs"]["modbus"]] == ["rig-plc"]
-        probed = _edge("check-config", "-c", str(out), "--probe", "--inputs-only")
+        probed = _edge("check-config", "-c", str(out), "--probe")
         assert probed.returncode == 0, probed.stdout + probed.stderr
         assert "ok   rig-plc: unit 1 (A): 12 values read" in probed.stdout
+        assert "ok   output kafka" in probed.stdout, probed.stdout
         assert "warning" not in probed.stderr
     finally:
         sim.stop()
