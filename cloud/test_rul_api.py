@@ -27,6 +27,8 @@ from tests.support.rul_bundle import write_test_rul_bundle
 
 pytestmark = pytest.mark.integration
 KEY = "k" * 32
+# Fixed for the pure trend test only: readings stored for the API are stamped when the test
+# runs (a whole suite runs long after this module is imported, and old estimates are stale).
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
@@ -52,17 +54,18 @@ def _reading(machine: str, seq: int, ts: datetime, rul: dict[str, Any] | None) -
 
 @pytest.fixture
 def client(database_url: str) -> Iterator[TestClient]:
+    now = datetime.now(UTC).replace(microsecond=0)
     readings = [
         # W wears out: 20 estimates a minute apart, falling as fast as the clock and faster.
-        _reading("W", i, NOW - timedelta(minutes=20 - i), _rul(30.0 - i * (1 + i / 10) / 60))
+        _reading("W", i, now - timedelta(minutes=20 - i), _rul(30.0 - i * (1 + i / 10) / 60))
         for i in range(20)
     ]
-    readings += [_reading("H", 100 + i, NOW - timedelta(minutes=5 - i), None) for i in range(5)]
+    readings += [_reading("H", 100 + i, now - timedelta(minutes=5 - i), None) for i in range(5)]
     readings += [
-        _reading("F", 200 + i, NOW - timedelta(minutes=2 - i), _rul(50.0)) for i in range(2)
+        _reading("F", 200 + i, now - timedelta(minutes=2 - i), _rul(50.0)) for i in range(2)
     ]
     readings += [
-        _reading("G", 300 + i, NOW - timedelta(minutes=10 - i), _rul(240.0, capped=True))
+        _reading("G", 300 + i, now - timedelta(minutes=10 - i), _rul(240.0, capped=True))
         for i in range(10)
     ]
     with psycopg.connect(database_url) as conn, conn.transaction():
