@@ -10,6 +10,7 @@ edge key, threshold sync against the same API) -> ``rig-cloud serve`` -> Postgre
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,8 @@ def _change_in_browser(base: str, database_url: str) -> None:
     from cloud.dashboard.browser import ConsoleWatch, chromium, login, missing_prerequisites
 
     reason = missing_prerequisites()
+    if reason and os.environ.get("CI"):
+        pytest.fail(f"browser tests cannot run in CI: {reason}")
     if reason:
         pytest.skip(reason)
     password = add_user(database_url, "browser-admin", "admin")
