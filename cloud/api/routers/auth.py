@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from types import EllipsisType
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from cloud.api.schemas import (
     EdgeKeysOut,
     LoginOut,
     NewEdgeKeyOut,
+    Out,
     UserOut,
     UsersOut,
 )
@@ -138,6 +140,27 @@ async def change_user(
     user = await db.run(work)
     services.credentials.sessions.clear()
     return user.as_json()
+
+
+class PasswordResetOut(Out):
+    username: str
+    password: str = Field(description="shown once; only its hash is stored")
+
+
+@router.post(
+    "/users/{username}/password-reset",
+    response_model=PasswordResetOut,
+    summary="Give a user a new random password, shown once; ends their sessions (admin)",
+)
+async def reset_password(
+    username: Username, services: Services, db: Db, admin: Admin
+) -> dict[str, Any]:
+    # Generated, not typed by the admin: nobody picks a weak or reused password for someone
+    # else, and the admin sees it once only (like an edge key).
+    password = secrets.token_urlsafe(15)
+    await db.run(accounts.set_password, username, password)
+    services.credentials.sessions.clear()
+    return {"username": username, "password": password}
 
 
 @router.delete("/users/{username}", status_code=204, summary="Delete a user (admin)")
