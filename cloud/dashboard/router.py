@@ -127,6 +127,10 @@ async def anomaly_page(anomaly_id: str, request: Request, user: CurrentUser) -> 
     return _page("anomaly.html")
 
 
+# The admin area's tabs: one page (one header) that shows the section its path names.
+ADMIN_SECTIONS = frozenset({"users", "keys", "models", "sensors", "fleet"})
+
+
 @router.get("/admin")
 async def admin_page(request: Request, user: CurrentUser) -> Response:
     if user is None:
@@ -134,6 +138,15 @@ async def admin_page(request: Request, user: CurrentUser) -> Response:
     if getattr(user.role, "value", user.role) != "admin":
         return _page("403.html", 403)
     return _page("admin.html")
+
+
+@router.get("/admin/{section}")
+async def admin_section(section: str, request: Request, user: CurrentUser) -> Response:
+    if user is None:
+        return _to_login(request)
+    if getattr(user.role, "value", user.role) != "admin":
+        return _page("403.html", 403)
+    return _page("admin.html") if section in ADMIN_SECTIONS else _page("404.html", 404)
 
 
 def _file(path: Path) -> Response:
