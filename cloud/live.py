@@ -52,8 +52,14 @@ def _send(cur: psycopg.Cursor, payloads: list[bytes]) -> None:
         cur.executemany("SELECT pg_notify(%s, %s)", [(CHANNEL, p.decode()) for p in payloads])
 
 
-def notify_readings(cur: psycopg.Cursor, readings: Iterable[Reading]) -> None:
-    """Announce the newest reading of each machine in a committed batch, and its anomalies."""
+def notify_readings(
+    cur: psycopg.Cursor,
+    readings: Iterable[Reading],
+    anomaly_ids: Mapping[tuple[str, int], int] | None = None,
+) -> None:
+    """Announce the newest reading of each machine in a committed batch, and its anomalies
+    (with their ``anomaly_detections`` row id from ``anomaly_ids``, keyed by edge and seq, so
+    a feed links a live row to its detail page)."""
     latest: dict[str, Reading] = {}
     anomalies: dict[str, list[Reading]] = {}
     for r in readings:
@@ -82,6 +88,7 @@ def notify_readings(cur: psycopg.Cursor, readings: Iterable[Reading]) -> None:
             d = r.detection or {}
             event = {
                 "type": "anomaly",
+                "id": (anomaly_ids or {}).get((r.edge_id, r.seq)),
                 "machine_id": r.machine_id,
                 "edge_id": r.edge_id,
                 "seq": r.seq,

@@ -247,9 +247,9 @@ def store_readings(
         by_key = {(staged[i].edge_id, staged[i].seq): staged[i] for i in unique}
         fresh = [by_key[(edge, seq)] for _, _, edge, seq, _ in inserted]
         _register_custom_sensors(cur, fresh)
-        _store_anomalies(cur, fresh)
+        anomaly_ids = _store_anomalies(cur, fresh)
         # Delivered by PostgreSQL only if this transaction commits.
-        notify_readings(cur, fresh)
+        notify_readings(cur, fresh, anomaly_ids)
     conflicts.sort(key=lambda c: c.index)
     return StoreResult(len(readings), len(inserted), tuple(conflicts))
 
@@ -444,7 +444,9 @@ def _register_custom_sensors(cur: psycopg.Cursor, readings: list[Reading]) -> No
     )
 
 
-def _store_anomalies(cur: psycopg.Cursor, readings: list[Reading]) -> None:
+def _store_anomalies(cur: psycopg.Cursor, readings: list[Reading]) -> dict[tuple[str, int], int]:
+    """Stores the readings' anomalies; their row ids by reading key (the live event carries
+    the id, so a feed can link a row pushed to it to the anomaly's detail page)."""
     rows = []
     for r in readings:
         d = r.detection
@@ -464,13 +466,23 @@ def _store_anomalies(cur: psycopg.Cursor, readings: list[Reading]) -> None:
                 Jsonb({k: v for k, v in d.items() if k != "client"}),
             )
         )
+    ids: dict[tuple[str, int], int] = {}
     if rows:
         cur.executemany(
             "INSERT INTO anomaly_detections (edge_id, seq, reading_ts, machine_id, "
             "detection_method, anomaly_score, is_anomaly, detected_sensors, details) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING "
+            "RETURNING id, edge_id, seq",
             rows,
+            returning=True,
         )
+        # One result set per row; a row kept out by ON CONFLICT returns nothing.
+        while True:
+            for anomaly_id, edge_id, seq in cur.fetchall():
+                ids[(edge_id, seq)] = anomaly_id
+            if not cur.nextset():
+                break
+    return ids
 
 
 def record_edge_backlog(conn: psycopg.Connection, edge_backlog: Mapping[str, int]) -> None:

@@ -87,6 +87,10 @@ def test_events_cross_api_processes_and_respect_machine_scope(
             assert reading["values"] == {"temperature": 72.0}
             assert reading["custom_sensors"] == {"arm_torque": 3.5}
             assert (anomaly["type"], anomaly["sensors"]) == ("anomaly", ["temperature"])
+            # The live row links to its detail page: the event names the stored anomaly.
+            detail = reader.get(f"/api/v1/anomalies/{anomaly['id']}", headers=bearer(operator))
+            assert detail.status_code == 200, detail.text
+            assert (detail.json()["machine_id"], detail.json()["seq"]) == ("A", 1)
 
             changed = writer.put(
                 "/api/v1/machines/A/thresholds/temperature",
