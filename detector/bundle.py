@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +110,11 @@ class BatchScores:
     opinion on the machine). ``probability_ahead`` is NaN before the machine's first full
     LSTM window and ``None`` for a bundle without LSTM. ``contributions`` ranks the sensors
     of the flagged rows only, and ``missing`` names the sensors each row lacked (filled with
-    the machine's last value of that sensor before scoring)."""
+    the machine's last value of that sensor before scoring). ``forecast`` maps the last row
+    of each machine that has an LSTM window to its next ``prediction_horizon`` readings
+    ``(H, len(sensors))`` in raw units; only that row, because the newest forecast is the one
+    anybody draws and de-standardising every row would cost the hot path for nothing. Empty
+    for a bundle without LSTM or one exported before the manifest carried the scaling."""
 
     score: np.ndarray
     is_anomaly: np.ndarray
@@ -118,6 +122,7 @@ class BatchScores:
     probability_ahead: np.ndarray | None
     contributions: dict[int, list[dict[str, float | str]]]
     missing: dict[int, list[str]]
+    forecast: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 class BundleScorer:
@@ -162,6 +167,17 @@ class BundleScorer:
         self._forecast_threshold = (
             float(lstm["forecast_threshold"]) if lstm and LSTM in self._components else None
         )
+        # z -> raw units for the forecast (absent in bundles exported before it was written).
+        self._forecast_scaling: tuple[np.ndarray, np.ndarray] | None = None
+        if lstm and "forecast_mean" in lstm and "forecast_scale" in lstm:
+            mean = np.asarray(lstm["forecast_mean"], dtype=np.float64)
+            scale = np.asarray(lstm["forecast_scale"], dtype=np.float64)
+            if mean.shape != (len(self.sensors),) or scale.shape != mean.shape:
+                raise BundleError(
+                    "components.lstm.forecast_mean: expected one value per sensor "
+                    f"({len(self.sensors)})"
+                )
+            self._forecast_scaling = (mean, scale)
         self._machines: dict[str, _MachineState] = {}
         self._lstm_outputs = (
             [o.name for o in self._sessions[LSTM].get_outputs()] if LSTM in self._sessions else []
@@ -204,9 +220,10 @@ class BundleScorer:
         normalized: dict[str, np.ndarray] = {}
         raw_shares: dict[str, np.ndarray] = {}
         prob: np.ndarray | None = None
+        forecast: dict[int, np.ndarray] = {}
         for name, session in self._sessions.items():
             if name == LSTM:
-                normalized[name], raw_shares[name], prob = self._run_lstm(
+                normalized[name], raw_shares[name], prob, forecast = self._run_lstm(
                     session, n, windows[:filled], ready
                 )
             else:
@@ -225,6 +242,7 @@ class BundleScorer:
             probability_ahead=prob,
             contributions=self._ranked(normalized, raw_shares, flagged),
             missing=missing,
+            forecast=forecast,
         )
 
     def reset(self, machine_id: str | None = None) -> None:
@@ -310,11 +328,12 @@ class BundleScorer:
         n: int,
         windows: np.ndarray,
         ready: list[np.ndarray],
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, np.ndarray]]:
         d = len(self.sensors)
         normalized = np.full(n, np.nan)
         errors_all = np.full((n, d), np.nan)
         prob = np.full(n, np.nan)
+        forecast: dict[int, np.ndarray] = {}
         if len(windows):
             rows = np.concatenate(ready)
             outputs = dict(
@@ -329,7 +348,16 @@ class BundleScorer:
             errors_all[rows] = errors
             if self._forecast_threshold:
                 prob[rows] = probability_ahead(outputs["forecast"], self._forecast_threshold)
-        return normalized, errors_all, prob
+            if self._forecast_scaling is not None:
+                # ``ready`` holds each machine's rows in window order: its last window is the
+                # machine's newest row.
+                mean, scale = self._forecast_scaling
+                position = -1
+                for idx in ready:
+                    position += len(idx)
+                    z = outputs["forecast"][position].astype(np.float64)
+                    forecast[int(idx[-1])] = z * scale + mean
+        return normalized, errors_all, prob, forecast
 
     def _smoothed(self, groups: Mapping[str, np.ndarray], combined: np.ndarray) -> np.ndarray:
         """Mean of the finite combined scores among each machine's last ``smooth_window``

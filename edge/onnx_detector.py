@@ -20,12 +20,25 @@ from typing import Any
 import numpy as np
 
 from detector.bundle import BundleScorer
+from shared.catalog import PRIORITY_SENSORS
 from shared.message import Reading
 from shared.model_bundle import PublicKeyLike
 
+# A forecast travels at most this often per machine (seconds of reading time): the dashboard
+# draws the newest one, and 10 steps x 8 sensors on every reading would multiply the payload
+# at 100 Hz for nothing.
+FORECAST_EVERY_S = 1.0
+# Significant digits of a forecast value: the dots are drawn, not computed with.
+FORECAST_DIGITS = 5
+
 
 class OnnxDetector:
-    """``Detector`` (edge.detection) backed by a model bundle."""
+    """``Detector`` (edge.detection) backed by a model bundle.
+
+    With an LSTM whose bundle carries its scaling, the last reading of a batch of each
+    machine also carries ``forecast``: the next ``prediction_horizon`` values of the
+    dashboard's priority sensors in their own units, at most every ``FORECAST_EVERY_S``
+    seconds of reading time per machine."""
 
     def __init__(
         self,
@@ -44,6 +57,11 @@ class OnnxDetector:
         self._getter: Callable[[dict[str, float | None]], tuple[Any, ...]] = (
             itemgetter(*self.sensors) if len(self.sensors) > 1 else _one(self.sensors)
         )
+        # (name, column) of the priority sensors the bundle forecasts, in display order.
+        self._forecast_columns = [
+            (name, self.sensors.index(name)) for name in PRIORITY_SENSORS if name in self.sensors
+        ]
+        self._forecast_sent: dict[str, float] = {}  # machine -> reading time of the last one
 
     # -- Detector protocol --------------------------------------------------------------------
 
@@ -84,11 +102,39 @@ class OnnxDetector:
                 # know that these sensors did not take part.
                 result["missing_sensors"] = missing[i]
             results.append(result)
+        self._attach_forecasts(readings, scored.forecast, results)
         return results
+
+    def _attach_forecasts(
+        self,
+        readings: list[Reading],
+        forecast: dict[int, np.ndarray],
+        results: list[dict[str, Any]],
+    ) -> None:
+        if not forecast or not self._forecast_columns:
+            return
+        for i, steps in forecast.items():
+            reading = readings[i]
+            at = reading.ts.timestamp()
+            last = self._forecast_sent.get(reading.machine_id)
+            if last is not None and last <= at < last + FORECAST_EVERY_S:
+                continue
+            self._forecast_sent[reading.machine_id] = at
+            doc: dict[str, list[float]] = {}
+            for name, column in self._forecast_columns:
+                values = steps[:, column]
+                if np.isfinite(values).all():
+                    doc[name] = [float(f"{v:.{FORECAST_DIGITS}g}") for v in values.tolist()]
+            if doc:
+                results[i]["forecast"] = doc
 
     def reset(self, machine_id: str | None = None) -> None:
         """Forget the rolling state of one machine (or all), e.g. after a long data gap."""
         self.scorer.reset(machine_id)
+        if machine_id is None:
+            self._forecast_sent.clear()
+        else:
+            self._forecast_sent.pop(machine_id, None)
 
     # -- internals ----------------------------------------------------------------------------
 

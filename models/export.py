@@ -39,6 +39,10 @@ def export_bundle(
         entry: dict[str, Any] = {"file": filename, "threshold": model.threshold_}
         if isinstance(model, LSTMAutoencoder):
             entry["forecast_threshold"] = model.forecast_threshold_
+            # The forecast head predicts z units: the edge de-standardises it with these
+            # (raw = z * scale + mean, in the manifest's sensor order) to send real values.
+            entry["forecast_mean"] = [float(v) for v in model.mean_]
+            entry["forecast_scale"] = [float(v) for v in model.scale_]
             entry["input"] = "window"
         else:
             entry["input"] = "x"

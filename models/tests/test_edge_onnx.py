@@ -143,3 +143,38 @@ def test_batch_size_never_changes_a_verdict(trained: Trained) -> None:
     assert np.allclose([r["score"] for r in whole], [r["score"] for r in alone], atol=1e-6)
     assert [r["is_anomaly"] for r in whole] == [r["is_anomaly"] for r in alone]
     assert any(r["is_anomaly"] for r in whole[ANOMALY.start :])  # the fault is seen either way
+
+
+def test_forecast_in_raw_units_on_the_newest_reading_of_each_machine(trained: Trained) -> None:
+    """The dots the dashboard draws: the LSTM's 10-step forecast de-standardised with the
+    bundle's scaling equals the trainer's own ``forecast`` (raw units), carried by the last
+    reading of a batch per machine only, and at most every FORECAST_EVERY_S of reading time."""
+    import dataclasses
+    from datetime import timedelta
+
+    import orjson
+
+    from edge.onnx_detector import FORECAST_EVERY_S, OnnxDetector
+    from shared.catalog import PRIORITY_SENSORS
+    from shared.message import MAX_FORECAST_STEPS
+
+    start = datetime.now(UTC)
+    step = FORECAST_EVERY_S / 2
+    stream = [
+        dataclasses.replace(r, ts=start + timedelta(seconds=i * step))
+        for i, r in enumerate(readings(trained.normal[:64]))
+    ]
+    other = readings(trained.normal[:64], "M2")
+    detector = OnnxDetector(trained.bundle)
+    results = detector.score_batch(stream[:60] + other[:60])
+    assert [i for i, r in enumerate(results) if "forecast" in r] == [59, 119]
+    forecast = results[59]["forecast"]
+    assert list(forecast) == [s for s in PRIORITY_SENSORS if s in SENSORS]
+    native = trained.detector.models_["lstm"].forecast(trained.normal[:60])[59]
+    for name, values in forecast.items():
+        assert 0 < len(values) <= MAX_FORECAST_STEPS
+        assert np.allclose(values, native[:, SENSORS.index(name)], rtol=1e-3, atol=1e-3), name
+    assert len(orjson.dumps(results[59])) < 2048  # small enough for every second
+    # Half an interval later: none; a whole interval after the last one: the next forecast.
+    assert "forecast" not in detector.score_batch(stream[60:61])[0]
+    assert "forecast" in detector.score_batch(stream[61:62])[0]
