@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 from confluent_kafka import (
@@ -46,9 +47,11 @@ from prometheus_client import Counter, Gauge
 
 from cloud.db.partitions import MaintenanceThread
 from cloud.dead_letters import DeadLetter, store_dead_letters
+from cloud.edge_fleet import parse_header, record_status
 from cloud.metrics.aggregator import BATCH_MESSAGES, BATCH_SECONDS
 from cloud.storage import Conflict, StoreResult, record_edge_backlog, store_readings
 from shared.configtypes import KAFKA_CONSUMER_GROUP, KAFKA_TOPIC
+from shared.edge_status import KAFKA_HEADER as STATUS_HEADER
 from shared.failpoints import failpoint
 from shared.kafka_log import kafka_client_logger
 from shared.logs import log_event
@@ -83,6 +86,15 @@ def _backlog_header(msg: Message) -> int | None:
             except (TypeError, ValueError):
                 return None
             return reported if 0 <= reported <= MAX_BACKLOG else None
+    return None
+
+
+def _status_header(msg: Message) -> bytes | None:
+    """The edge's status report sent with the message (edge/outputs/kafka), unchecked."""
+    headers = msg.headers() or []
+    for name, value in headers.items() if isinstance(headers, dict) else headers:
+        if name == STATUS_HEADER and value is not None:
+            return value if isinstance(value, bytes) else str(value).encode()
     return None
 
 
@@ -353,6 +365,7 @@ class Aggregator:
         now = datetime.now(UTC)
         items: list[_Item] = []
         backlog: dict[str, int] = {}
+        statuses: dict[str, dict[str, Any]] = {}
         letters: list[DeadLetter] = []
         offsets: dict[tuple[str, int], int] = {}
         for msg in messages:
@@ -373,6 +386,9 @@ class Aggregator:
             reported = _backlog_header(msg)
             if reported is not None:
                 backlog[decoded.edge_id] = reported
+            status = parse_header(decoded.edge_id, _status_header(msg))
+            if status is not None:
+                statuses[decoded.edge_id] = status
         if not offsets:
             return
         conn = self._connection()
@@ -380,6 +396,7 @@ class Aggregator:
             result, refused = self._store_isolating(conn, [item.reading for item in items])
             if backlog:
                 record_edge_backlog(conn, backlog)
+            record_status(conn, statuses)
             for index, reason in refused:
                 item = items[index]
                 letters.append(self._letter(item.msg, reason, item.msg.value()))

@@ -134,6 +134,9 @@ class ForwardingConfig(StrictModel):
     retry_initial_s: float = Field(default=0.5, gt=0, le=60)
     retry_max_s: float = Field(default=30.0, gt=0, le=3600)
     shutdown_flush_s: float = Field(default=5.0, ge=0, le=300)
+    # How often the edge's status report (version, backlog, drops, input health, models and
+    # thresholds in service) travels to the cloud with a batch, for the fleet page.
+    status_interval_s: float = Field(default=10.0, ge=1, le=3600)
 
 
 OutputConfig = Annotated[KafkaOutputConfig | HttpOutputConfig, Field(discriminator="kind")]

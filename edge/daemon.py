@@ -44,8 +44,10 @@ from edge.inputs import registry
 from edge.inputs.base import Input
 from edge.metrics import EdgeMetrics
 from edge.outputs.base import Output
+from edge.status import StatusReporter
 from edge.systemd import notify, watchdog_interval_s
 from shared.configfile import ConfigError
+from shared.edge_status import MAX_MACHINES
 from shared.logs import log_event
 from shared.message import MessageError, Reading, TimeWindow, check_reading, encode_reading
 
@@ -217,6 +219,9 @@ class EdgeDaemon:
         self.set_aside_total = 0
         self._last_drop_log = 0.0
         self._source_last: dict[str, float] = {}
+        # Machines in the readings taken (for the status report's "machines served"),
+        # configured ones first; bounded like the report.
+        self._machines_seen: set[str] = {m for m, _ in config.inputs.machines()}
         self._restarts: dict[str, int] = {}
         self._stopping = False
         if config.models is not None and isinstance(self.detector, CombinedDetector):
@@ -230,6 +235,13 @@ class EdgeDaemon:
                 config.models, machines, self.detector, self.metrics, kind="rul"
             )
             self.threshold_sync = ThresholdSync(config.models, machines, self._thresholds)
+        self.status = StatusReporter(
+            config.forwarding.status_interval_s,
+            self.health,
+            self._thresholds.versions,
+            lambda: sorted(self._machines_seen),
+        )
+        self.forwarder.status_source = self.status.take
 
     # -- hand-over from the inputs --------------------------------------------------------
 
@@ -391,6 +403,10 @@ class EdgeDaemon:
         window = self.config.time_window.window()
         now = datetime.now(UTC)
         readings = [item.reading for item in items if item.reading is not None]
+        if len(self._machines_seen) < MAX_MACHINES:
+            new = {r.machine_id for r in readings} - self._machines_seen
+            if new:  # replaced whole: the forwarder thread reads it for the status report
+                self._machines_seen = self._machines_seen | new
         try:
             results = self._score(readings)
         except Exception as exc:  # a bug here must cost these readings, not the writer
@@ -909,6 +925,7 @@ class EdgeDaemon:
                     self.config.forwarding,
                     self.metrics,
                 )
+                self.forwarder.status_source = self.status.take
                 self.forwarder.start()
 
     @staticmethod
@@ -989,6 +1006,8 @@ class EdgeDaemon:
             self._output.close()
             output, batch = build_output(new)
             self.forwarder = Forwarder(self.buffer, output, batch, new.forwarding, self.metrics)
+            self.status.interval_s = new.forwarding.status_interval_s
+            self.forwarder.status_source = self.status.take
             self._output = output
             self._output_batch = batch
             self.forwarder.start()

@@ -11,6 +11,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 
 from edge.buffer import BufferedReading, StoreAndForwardBuffer
 from edge.config import ForwardingConfig
@@ -58,6 +59,8 @@ class Forwarder:
         self.buffer_error: str | None = None
         self.buffer_failing_since: float | None = None
         self.died: str | None = None
+        # The edge's status report, when one is due (edge.status.StatusReporter.take).
+        self.status_source: Callable[[], bytes | None] | None = None
 
     def start(self) -> None:
         self._started = True
@@ -185,7 +188,8 @@ class Forwarder:
             return None
         started = time.perf_counter()
         try:
-            result = self.output.send(batch, backlog=self.buffer.depth)
+            status = self.status_source() if self.status_source is not None else None
+            result = self.output.send(batch, backlog=self.buffer.depth, status=status)
         except Exception as exc:  # a client bug must not kill forwarding for good
             log.exception("output raised")
             result = SendResult(error=f"{type(exc).__name__}: {exc}")

@@ -59,7 +59,9 @@ class RecordingOutput:
         self.down = False
         self._lock = threading.Lock()
 
-    def send(self, batch: Sequence[BufferedReading], backlog: int = 0) -> SendResult:
+    def send(
+        self, batch: Sequence[BufferedReading], backlog: int = 0, status: bytes | None = None
+    ) -> SendResult:
         if self.down:
             return SendResult(error="destination down")
         if self.kill_next:

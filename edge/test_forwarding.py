@@ -24,7 +24,9 @@ class RecordingOutput:
         self.backlogs: list[int] = []
         self.fail_first = fail_first
 
-    def send(self, batch: Sequence[BufferedReading], backlog: int = 0) -> SendResult:
+    def send(
+        self, batch: Sequence[BufferedReading], backlog: int = 0, status: bytes | None = None
+    ) -> SendResult:
         self.backlogs.append(backlog)
         if self.fail_first > 0:
             self.fail_first -= 1

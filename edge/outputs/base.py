@@ -25,10 +25,14 @@ class Output(Protocol):
     # The longest one ``send`` can take; a forwarding round that works longer is hung.
     max_send_s: float
 
-    def send(self, batch: Sequence[BufferedReading], backlog: int = 0) -> SendResult:
+    def send(
+        self, batch: Sequence[BufferedReading], backlog: int = 0, status: bytes | None = None
+    ) -> SendResult:
         """``backlog``: readings still buffered on this edge, reported to the cloud with the
         batch (Kafka header / HTTP header ``edge_backlog``) so operators see each rig's
-        store-and-forward depth without a separate channel."""
+        store-and-forward depth without a separate channel. ``status``: the edge's status
+        report (``shared.edge_status``) when one is due, sent with the batch the same way
+        (Kafka header ``edge_status`` on its first message, HTTP header ``X-Edge-Status``)."""
         ...
 
     def close(self) -> None: ...

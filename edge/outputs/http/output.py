@@ -17,6 +17,7 @@ import httpx
 from edge.buffer import BufferedReading
 from edge.outputs.base import SendResult
 from edge.outputs.http.config import HttpOutputConfig
+from shared.edge_status import HTTP_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class HttpOutput:
     def __init__(self, config: HttpOutputConfig) -> None:
         self.config = config
         self._backlog = 0
+        self._status: bytes | None = None
         # Isolating a refused reading takes up to 2*log2(batch) requests; they stop at this
         # deadline (the rest is retried next round), so one send is bounded whatever the
         # server does: the forwarder tells a slow destination from a hung loop by it.
@@ -51,13 +53,18 @@ class HttpOutput:
 
     def _post(self, batch: Sequence[BufferedReading]) -> httpx.Response:
         body = b'{"readings":[' + b",".join(item.payload for item in batch) + b"]}"
-        return self._client.post(
-            self.config.url, content=body, headers={"X-Edge-Backlog": str(self._backlog)}
-        )
+        headers = {"X-Edge-Backlog": str(self._backlog)}
+        if self._status is not None:
+            # ASCII JSON (shared.edge_status keeps every string ASCII): a valid header value.
+            headers[HTTP_HEADER] = self._status.decode("ascii")
+        return self._client.post(self.config.url, content=body, headers=headers)
 
-    def send(self, batch: Sequence[BufferedReading], backlog: int = 0) -> SendResult:
+    def send(
+        self, batch: Sequence[BufferedReading], backlog: int = 0, status: bytes | None = None
+    ) -> SendResult:
         result = SendResult()
         self._backlog = backlog
+        self._status = status
         self._deadline = time.monotonic() + self._send_budget_s
         self._send_into(batch, result)
         return result

@@ -18,6 +18,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from edge.buffer import BufferedReading
 from edge.outputs.base import SendResult
 from edge.outputs.kafka.config import KafkaOutputConfig
+from shared.edge_status import KAFKA_HEADER
 from shared.kafka_log import kafka_client_logger
 from shared.logs import log_event
 from shared.message import MAX_READING_BYTES
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 _KAFKA_LOG = kafka_client_logger(__name__)
 
 BACKLOG_HEADER = "edge_backlog"
+STATUS_HEADER = KAFKA_HEADER
 # Rounds in a row that delivered nothing before the producer is replaced. A producer can be
 # left wedged by a broker restart (its idempotence state waiting on a session the broker no
 # longer has) without librdkafka calling it fatal; a new one costs a reconnect, and what it
@@ -65,9 +67,13 @@ class KafkaOutput:
         self.failed_rounds = 0  # in a row, with nothing delivered
         self.renewals = 0
 
-    def send(self, batch: Sequence[BufferedReading], backlog: int = 0) -> SendResult:
+    def send(
+        self, batch: Sequence[BufferedReading], backlog: int = 0, status: bytes | None = None
+    ) -> SendResult:
         result = SendResult()
         headers: list[tuple[str, str | bytes | None]] = [(BACKLOG_HEADER, str(backlog).encode())]
+        # The status report rides on the round's first message only: one copy is enough.
+        first_headers = [*headers, (STATUS_HEADER, status)] if status is not None else headers
         errors: list[str] = []
         fatal: list[KafkaError] = []
         sizes = {item.seq: len(item.payload) for item in batch}
@@ -83,9 +89,9 @@ class KafkaOutput:
                     fatal.append(err)
 
         topic = self.config.topic
-        for item in batch:
+        for i, item in enumerate(batch):
             try:
-                self._produce(topic, item, headers, on_delivery)
+                self._produce(topic, item, first_headers if i == 0 else headers, on_delivery)
             except KafkaException as exc:
                 err = exc.args[0]
                 if isinstance(err, KafkaError) and _permanent(err, len(item.payload)):
