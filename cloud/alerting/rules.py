@@ -236,7 +236,10 @@ def _edge_offline(conn: psycopg.Connection, rule: Rule, memory: Memory) -> list[
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             "SELECT edge_id, seen, extract(epoch FROM now() - seen) AS silent FROM ("
-            "SELECT edge_id, GREATEST(last_seen, coalesce(backlog_reported_at, last_seen)) AS seen "
+            # Last seen: the newest batch, backlog figure or status report (the edge reports
+            # its status every few seconds with a batch: cloud/edge_fleet.py).
+            "SELECT edge_id, GREATEST(last_seen, coalesce(backlog_reported_at, last_seen), "
+            "coalesce(status_reported_at, last_seen)) AS seen "
             f"FROM edges WHERE true{where}) e "
             "WHERE seen < now() - %(offline)s::interval AND seen > now() - %(forget)s::interval "
             "ORDER BY edge_id",
@@ -300,8 +303,8 @@ def _buffer_drops(conn: psycopg.Connection, rule: Rule, memory: Memory) -> list[
         "AND column_name = 'dropped_total'"
     ).fetchone()
     if column is None:
-        # The edge counts its drops (edge/buffer.py) but does not send them yet: issue 13
-        # item 6 (edge status to the cloud) adds edges.dropped_total.
+        # edges.dropped_total comes with the edge status reports (migration 0019): a
+        # database not migrated that far cannot know.
         raise RuleUnavailable("edges do not report buffer drops to the cloud yet")
     params: dict[str, Any] = {"min": p.min_drops}
     where = ""
