@@ -449,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cloud.alerting.cli import add_alert_commands
 
     add_alert_commands(sub, add_db)
+    from cloud.cli_audit import add_audit_commands
+
+    add_audit_commands(sub, add_db)
     return parser
 
 
