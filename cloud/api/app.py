@@ -18,6 +18,7 @@ from cloud.api.routers import (
     alerting,
     anomalies,
     assistant,
+    audit,
     auth,
     edge_thresholds,
     health,
@@ -53,6 +54,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     edge_thresholds.router,
     assistant.router,
     alerting.router,
+    audit.router,
 )
 
 # Every API operation can answer with the one error shape (cloud/api/errors.py); a route
