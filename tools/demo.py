@@ -1,13 +1,21 @@
 """``make demo``: the whole system on one machine with embedded defaults.
 
-Starts the rig simulator (Modbus TCP), the cloud (API and dashboard on http://127.0.0.1:8080
-with an embedded PostgreSQL under var/demo/), the model trainer, and an edge gateway that
-polls the simulator, forwards over HTTP to the cloud's ingest API and runs the models the
-trainer ships. Machine C's bearing wears out over the first hour (simulator/scenarios/
-rul-demo.yaml): a RUL model trained on simulated run-to-failure fleets is signed, gated and
-shipped to the edge at start, and the dashboard's EST. LIFE countdown of C falls towards zero
-while A and B stay green. Ctrl-C stops everything (exit 0); data persists in var/demo/ for the
-next run.
+Starts the cloud (API and dashboard on http://127.0.0.1:8080 with an embedded PostgreSQL
+under var/demo/), the alerting service, the rig simulator (Modbus TCP), the model trainer, and
+an edge gateway that polls the simulator, forwards over HTTP to the cloud's ingest API and runs
+the models the trainer ships.
+
+The simulator injects faults on the schedule of simulator/scenarios/demo.yaml, counted from its
+start (the banner prints the times): a pressure spike on A after a minute (the edge's
+thresholds catch it, so the first anomaly needs no model), cavitation on B later, and C's
+bearing wearing out over the first hour (a RUL model trained on simulated run-to-failure fleets
+is signed, gated and shipped to the edge at start, and the dashboard's EST. LIFE countdown of C
+falls towards zero). ``rig-cloud alerts`` runs with rules that fire on those faults and
+delivers to a mail catcher and a webhook receiver the demo serves itself on 127.0.0.1
+(tools/demo_alerts.py), which append what they receive to var/demo/alerts/mail.log and
+webhook.log. The anomaly feed (/anomalies) shows the anomalies, the alerts and the acknowledge
+and resolve steps. ``--schedule-scale`` (or RIG_DEMO_SCHEDULE_SCALE) shrinks or stretches the
+schedule. Ctrl-C stops everything (exit 0); data persists in var/demo/ for the next run.
 
 Ctrl-C at a terminal goes to the terminal's foreground process group: make, this process and
 (before) the children, so the simulator died first and the demo reported it as a crash while
@@ -29,12 +37,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import yaml
 
 from simulator.edge_config import simulator_edge_config
+from tools.demo_alerts import (
+    MAIL_TO,
+    AlertReceivers,
+    configure_alerting,
+    scaled_scenario,
+    schedule_lines,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -138,6 +154,11 @@ def _last_event(log: Path) -> str:
     return "starting"
 
 
+def _announce_alert(text: str) -> None:
+    """A line on the demo's console for each alert the receivers get."""
+    print(f"  [{datetime.now(UTC):%H:%M:%S}] alert delivered: {text}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     with terminal_foreground():
         return _run(argv)
@@ -153,7 +174,21 @@ def _run(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--duration", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)"
     )
+    parser.add_argument(
+        "--schedule-scale",
+        type=float,
+        default=float(os.environ.get("RIG_DEMO_SCHEDULE_SCALE") or 1.0),
+        help="multiply the fault schedule's times by this (0.1: the first fault after 6 s "
+        "instead of 60 s); default RIG_DEMO_SCHEDULE_SCALE or 1",
+    )
+    parser.add_argument(
+        "--without-ml",
+        action="store_true",
+        help="no model training (thresholds only): a lighter demo, for tests",
+    )
     args = parser.parse_args(argv)
+    if not args.schedule_scale > 0:
+        parser.error(f"--schedule-scale: must be > 0, not {args.schedule_scale}")
 
     state: Path = args.state_dir
     logs = state / "logs"
@@ -195,6 +230,7 @@ def _run(argv: list[str] | None = None) -> int:
         signing_key.chmod(0o600)
         signing_pub.write_bytes(public)
     children: list[Child] = []
+    receivers: AlertReceivers | None = None
 
     def shutdown(*_: object) -> None:
         raise KeyboardInterrupt
@@ -204,28 +240,7 @@ def _run(argv: list[str] | None = None) -> int:
     # kill -INT) must stop the demo however it was started.
     signal.signal(signal.SIGINT, shutdown)
     try:
-        print("starting simulator, cloud (embedded PostgreSQL) and edge …", flush=True)
-        children.append(
-            Child(
-                "rig-sim",
-                [
-                    "simulator.cli",
-                    "run",
-                    "--scenario",
-                    str(ROOT / "simulator" / "scenarios" / "rul-demo.yaml"),
-                    "--ground-truth",
-                    str(state / "ground-truth.jsonl"),
-                    "--machines",
-                    ",".join(machines),
-                    "--rate",
-                    str(args.rate),
-                    "--modbus-port",
-                    str(sim_port),
-                ],
-                logs / "rig-sim.log",
-                env,
-            )
-        )
+        print("starting the cloud (embedded PostgreSQL) …", flush=True)
         children.append(
             Child(
                 "rig-cloud",
@@ -269,7 +284,57 @@ def _run(argv: list[str] | None = None) -> int:
                 print(f"  … {elapsed:3.0f} s, the cloud: {note}", flush=True)
                 next_note += 5
             time.sleep(0.3)
-        print("the cloud is ready; starting the trainer and the edge …", flush=True)
+        print(
+            "the cloud is ready; starting alerting, the simulator, the trainer and the edge …",
+            flush=True,
+        )
+        database_url = f"postgresql://postgres@127.0.0.1:{db_port}/rigalpha"
+        # Alerts go to receivers the demo serves itself (nothing to set up, nothing leaves
+        # the machine), through channels and rules it keeps pointed at them.
+        receivers = AlertReceivers(
+            state / "alerts", smtp_port=_free_port(), announce=_announce_alert
+        ).start()
+        configure_alerting(database_url, receivers.smtp_port, receivers.webhook_url)
+        children.append(
+            Child(
+                "rig-cloud-alerts",
+                ["cloud.cli", "alerts", "--tick", "5"],
+                logs / "rig-cloud-alerts.log",
+                {**env, "DATABASE_URL": database_url},
+            )
+        )
+        # The simulator starts only now: its fault schedule counts from its start, and the
+        # edge must be polling when the first fault comes (a first start of the cloud, with
+        # initdb and migrations, takes a while).
+        scenario = scaled_scenario(
+            ROOT / "simulator" / "scenarios" / "demo.yaml", args.schedule_scale
+        )
+        scenario_path = state / "scenario.yaml"
+        scenario_path.write_text(yaml.safe_dump(scenario, sort_keys=False))
+        sim_started = datetime.now(UTC)
+        # First in the list: stopped last, after the edge has flushed.
+        children.insert(
+            0,
+            Child(
+                "rig-sim",
+                [
+                    "simulator.cli",
+                    "run",
+                    "--scenario",
+                    str(scenario_path),
+                    "--ground-truth",
+                    str(state / "ground-truth.jsonl"),
+                    "--machines",
+                    ",".join(machines),
+                    "--rate",
+                    str(args.rate),
+                    "--modbus-port",
+                    str(sim_port),
+                ],
+                logs / "rig-sim.log",
+                env,
+            ),
+        )
 
         edge_cfg = simulator_edge_config(
             sim_host="127.0.0.1",
@@ -292,27 +357,37 @@ def _run(argv: list[str] | None = None) -> int:
         # retrying every few minutes until there is enough, then ships the models.
         trainer_env = {
             **env,
-            "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{db_port}/rigalpha",
+            "DATABASE_URL": database_url,
             "RIG_MODEL_SIGNING_KEY_FILE": str(signing_key),
         }
-        children.append(
-            Child(
-                "rig-cloud-trainer",
-                ["cloud.cli", "trainer", "--interval-hours", "0.1", "--days", "1"],
-                logs / "rig-cloud-trainer.log",
-                trainer_env,
+        if not args.without_ml:
+            children.append(
+                Child(
+                    "rig-cloud-trainer",
+                    ["cloud.cli", "trainer", "--interval-hours", "0.1", "--days", "1"],
+                    logs / "rig-cloud-trainer.log",
+                    trainer_env,
+                )
             )
-        )
-        # The RUL model: one training on a simulated fleet (a few minutes), then signed, gated
-        # and registered for every machine; the edge picks it up at its next model poll.
-        children.append(
-            Child(
-                "rig-cloud-train-rul",
-                ["cloud.cli", "model", "train-rul", *machines, "--runs", "32", "--epochs", "25"],
-                logs / "rig-cloud-train-rul.log",
-                trainer_env,
+            # The RUL model: one training on a simulated fleet (a few minutes), then signed,
+            # gated and registered for every machine; the edge picks it up at its next poll.
+            children.append(
+                Child(
+                    "rig-cloud-train-rul",
+                    [
+                        "cloud.cli",
+                        "model",
+                        "train-rul",
+                        *machines,
+                        "--runs",
+                        "32",
+                        "--epochs",
+                        "25",
+                    ],
+                    logs / "rig-cloud-train-rul.log",
+                    trainer_env,
+                )
             )
-        )
         edge_path = state / "edge.yaml"
         edge_path.write_text(yaml.safe_dump(edge_cfg, sort_keys=False))
         children.append(
@@ -334,7 +409,19 @@ def _run(argv: list[str] | None = None) -> int:
             "  EST. LIFE     : machine C's bearing wears out over the first hour; the RUL\n"
             "                  model (trained on simulated run-to-failure fleets, ~3 min)\n"
             "                  counts it down on the overview (GET /api/v1/rul)\n"
-            f"  Logs          : {logs}/\n"
+            f"  Anomaly feed  : {base}/anomalies (anomalies, alerts; acknowledge and resolve)\n"
+            "  Alerts        : rules 'demo critical anomaly' and 'demo remaining life under\n"
+            "                  30 min' (GET /api/v1/alerting/rules), run by `rig-cloud alerts`,\n"
+            "                  deliver each alert (one per fault, with updates) to\n"
+            f"    e-mail      : {MAIL_TO} via the demo's mail catcher"
+            f" smtp://127.0.0.1:{receivers.smtp_port}\n"
+            f"                  -> {receivers.mail_log}\n"
+            f"    webhook     : POST {receivers.webhook_url}\n"
+            f"                  -> {receivers.webhook_log}\n"
+            "                  (and a line here for each delivery)\n"
+            f"  Fault schedule: (simulator/scenarios/demo.yaml x {args.schedule_scale:g})\n"
+            + "".join(f"    {line}\n" for line in schedule_lines(scenario, sim_started))
+            + f"  Logs          : {logs}/\n"
             "Press Ctrl-C to stop.\n",
             flush=True,
         )
@@ -359,6 +446,8 @@ def _run(argv: list[str] | None = None) -> int:
         for child in reversed(children):
             print(f"  {child.name}", flush=True)
             child.stop()
+        if receivers is not None:
+            receivers.stop()
         print("stopped", flush=True)
     return 0
 
