@@ -176,3 +176,22 @@ def add_audit_commands(
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=cmd_list)
+
+
+def start_signer(database_url: str) -> Any:
+    """``rig-cloud serve``'s hourly signing of the chain heads (RIG_AUDIT_SIGN_INTERVAL_S),
+    on a thread of its own; None when no signing key is configured."""
+    from cloud.db.partitions import MaintenanceThread
+
+    settings = AuditSettings.from_env()
+    key = settings.signing_key_file
+    if key is None:
+        return None
+
+    def sign_heads() -> object:
+        with psycopg.connect(database_url) as conn, conn.transaction():
+            return store.create_checkpoint(conn, str(key), settings.checkpoint_file).key_id
+
+    return MaintenanceThread(
+        sign_heads, interval_s=settings.sign_interval_s, name="audit-signing"
+    ).start()
