@@ -100,6 +100,9 @@ def cmd_maintain(args: argparse.Namespace) -> int:
     try:
         apply_migrations(settings.database_url)
         result = _maintain(settings)
+        from cloud.cli_audit import maintain as maintain_audit
+
+        print(f"audit trail: {json.dumps(maintain_audit(settings.database_url))}")
         if args.rebuild_rollups_days:
             import psycopg
 
@@ -167,12 +170,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings, pg = _settings_with_database(args)
     maintainer: MaintenanceThread | None = None
+    signer: MaintenanceThread | None = None
     try:
         apply_migrations(settings.database_url)
         _bootstrap_admin(settings)
         # Off the start-up path: the API listens at once; partitions follow in the
         # background (and hourly, for installations without an aggregator).
         maintainer = MaintenanceThread(lambda: _maintain(settings)).start()
+        from cloud.cli_audit import start_signer
+
+        signer = start_signer(settings.database_url)  # hourly, with RIG_AUDIT_SIGNING_KEY_FILE
         app = create_app(settings)
         log_event(
             log,
@@ -196,6 +203,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         if maintainer is not None:
             maintainer.stop()
+        if signer is not None:
+            signer.stop()
         if pg is not None:
             pg.stop()
     return 0
