@@ -85,3 +85,53 @@ def cli_entry(
         before=before,
         detail=detail or {},
     )
+
+
+def record_login(
+    conn: Any, info: RequestInfo, username: str, ok: bool, *, reason: str | None = None
+) -> None:
+    """A login attempt in the ``auth`` chain. A failed attempt for a name that is no account
+    keeps the typed name only sealed (people type passwords into the user field)."""
+    from cloud.audit.store import append
+
+    row = conn.execute("SELECT role FROM users WHERE username = %s", (username,)).fetchone()
+    known = row is not None
+    entry = Entry(
+        category="auth",
+        action="auth.login",
+        resource=f"user:{username}" if known else "user:?",
+        actor=username if known else None,
+        role=row[0] if known else None,
+        ip=info.ip,
+        user_agent=info.user_agent,
+        outcome="ok" if ok else "failure",
+        detail={"known_user": known, **({"reason": reason} if reason else {})},
+    )
+    append(conn, entry, sensitive=None if known else {"attempted_username": username})
+
+
+def user_state(username: str) -> Any:
+    """``before=`` for user changes: role, machines and state (never the password hash)."""
+
+    def read(conn: Any) -> dict[str, Any] | None:
+        row = conn.execute(
+            "SELECT role, machines, disabled FROM users WHERE username = %s", (username,)
+        ).fetchone()
+        if row is None:
+            return None
+        return {"username": username, "role": row[0], "machines": row[1], "disabled": row[2]}
+
+    return read
+
+
+def edge_key_state(key_id: str) -> Any:
+    def read(conn: Any) -> dict[str, Any] | None:
+        row = conn.execute(
+            "SELECT edge_id, created_by, revoked_at FROM edge_api_keys WHERE key_id = %s",
+            (key_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return {"key_id": key_id, "edge_id": row[0], "created_by": row[1], "revoked_at": row[2]}
+
+    return read
