@@ -23,6 +23,9 @@ from cloud.api.schemas import (
     UserOut,
     UsersOut,
 )
+from cloud.audit import context as audit_ctx
+from cloud.audit import store as audit_store
+from cloud.audit.context import AuditCtx
 from cloud.fielderror import FieldError, NotFoundError
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])
@@ -64,6 +67,7 @@ class UserChange(BaseModel):
 async def login(body: LoginBody, request: Request, response: Response, db: Db) -> dict[str, Any]:
     def work(conn: psycopg.Connection) -> tuple[accounts.User, str] | None:
         user = accounts.authenticate(conn, body.username, body.password)
+        audit_ctx.record_login(conn, audit_ctx.request_info(request), body.username, bool(user))
         return None if user is None else (user, accounts.create_session(conn, user.username))
 
     result = await db.run(work)
@@ -86,7 +90,10 @@ async def login(body: LoginBody, request: Request, response: Response, db: Db) -
 async def logout(request: Request, services: Services, db: Db, user: AnyUser) -> Response:
     token = token_from(request.headers, request.cookies)
     if token:
-        await db.run(accounts.end_session, token)
+        entry = audit_ctx.request_info(request).entry(
+            user, "auth.logout", f"user:{user.username}", category="auth"
+        )
+        await db.run(audit_store.wrap(entry, accounts.end_session), token)
         services.credentials.forget(token)
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/")
@@ -104,9 +111,14 @@ async def users(db: Db, admin: Admin) -> dict[str, Any]:
 
 
 @router.post("/users", status_code=201, response_model=UserOut, summary="Create a user (admin)")
-async def create_user(body: NewUser, db: Db, admin: Admin) -> dict[str, Any]:
+async def create_user(body: NewUser, db: Db, admin: Admin, ctx: AuditCtx) -> dict[str, Any]:
+    entry = ctx.entry(admin, "user.create", f"user:{body.username}")
     user = await db.run(
-        accounts.create_user, body.username, body.password, body.role, body.machines
+        audit_store.wrap(entry, accounts.create_user),
+        body.username,
+        body.password,
+        body.role,
+        body.machines,
     )
     return user.as_json()
 
@@ -117,7 +129,12 @@ async def create_user(body: NewUser, db: Db, admin: Admin) -> dict[str, Any]:
     summary="Change a user's role, machines, state or password (admin)",
 )
 async def change_user(
-    username: Username, body: UserChange, services: Services, db: Db, admin: Admin
+    username: Username,
+    body: UserChange,
+    services: Services,
+    db: Db,
+    admin: Admin,
+    ctx: AuditCtx,
 ) -> dict[str, Any]:
     if body.machines is not None and body.all_machines:
         raise FieldError("all_machines", "give either machines or all_machines, not both")
@@ -137,7 +154,13 @@ async def change_user(
             accounts.set_password(conn, username, body.password)
         return user
 
-    user = await db.run(work)
+    entry = ctx.entry(
+        admin,
+        "user.change",
+        f"user:{username}",
+        detail={"password_changed": body.password is not None},
+    )
+    user = await db.run(audit_store.wrap(entry, work, before=audit_ctx.user_state(username)))
     services.credentials.sessions.clear()
     return user.as_json()
 
@@ -164,10 +187,14 @@ async def reset_password(
 
 
 @router.delete("/users/{username}", status_code=204, summary="Delete a user (admin)")
-async def delete_user(username: Username, services: Services, db: Db, admin: Admin) -> Response:
+async def delete_user(
+    username: Username, services: Services, db: Db, admin: Admin, ctx: AuditCtx
+) -> Response:
     if username == admin.username:
         raise FieldError("username", "an admin cannot delete their own account")
-    if not await db.run(accounts.delete_user, username):
+    entry = ctx.entry(admin, "user.delete", f"user:{username}")
+    delete = audit_store.wrap(entry, accounts.delete_user, before=audit_ctx.user_state(username))
+    if not await db.run(delete, username):
         raise NotFoundError("username", f"no user {username!r}")
     services.credentials.sessions.clear()
     return Response(status_code=204)
@@ -188,14 +215,25 @@ async def edge_keys(db: Db, admin: Admin) -> dict[str, Any]:
     response_model=NewEdgeKeyOut,
     summary="Issue an ingest API key for an edge (admin); shown once",
 )
-async def create_edge_key(edge_id: EdgeId, db: Db, admin: Admin) -> dict[str, Any]:
-    key = await db.run(accounts.create_edge_key, edge_id, admin.username)
+async def create_edge_key(edge_id: EdgeId, db: Db, admin: Admin, ctx: AuditCtx) -> dict[str, Any]:
+    entry = ctx.entry(admin, "edge_key.create", f"edge:{edge_id}")
+    # The key itself never enters the trail: after= is only its id.
+    create = audit_store.wrap(
+        entry, accounts.create_edge_key, after=lambda k: {"key_id": k.split("_")[1]}
+    )
+    key = await db.run(create, edge_id, admin.username)
     return {"edge_id": edge_id, "key_id": key.split("_")[1], "api_key": key}
 
 
 @router.delete("/edge-keys/{key_id}", status_code=204, summary="Revoke an ingest key (admin)")
-async def revoke_edge_key(key_id: KeyId, services: Services, db: Db, admin: Admin) -> Response:
-    if not await db.run(accounts.revoke_edge_key, key_id):
+async def revoke_edge_key(
+    key_id: KeyId, services: Services, db: Db, admin: Admin, ctx: AuditCtx
+) -> Response:
+    entry = ctx.entry(admin, "edge_key.revoke", f"edge_key:{key_id}")
+    revoke = audit_store.wrap(
+        entry, accounts.revoke_edge_key, before=audit_ctx.edge_key_state(key_id)
+    )
+    if not await db.run(revoke, key_id):
         raise NotFoundError("key_id", f"no active key {key_id!r}")
     services.credentials.keys.clear()
     return Response(status_code=204)
