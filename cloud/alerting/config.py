@@ -59,6 +59,9 @@ class PredictedParams(_Strict):
 
     probability: float = Field(default=0.8, gt=0.0, le=1.0)
     window_s: Seconds = 120
+    # How long a prediction waits for the anomaly it foresees before it expires (the edge
+    # forecasts 10 readings ahead: at the usual 1-10 Hz well within a minute).
+    horizon_s: Seconds = 60
 
 
 class RulParams(_Strict):

@@ -29,6 +29,7 @@ from cloud.alerting.config import (
     RulParams,
     rule_params,
 )
+from cloud.store.predicted import track as track_predictions
 
 
 class RuleUnavailable(Exception):
@@ -177,6 +178,8 @@ def _predicted(conn: psycopg.Connection, rule: Rule, memory: Memory) -> list[Fin
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query, params)
         rows = cur.fetchall()
+    # The fleet feed's predicted anomalies (opened, confirmed or expired by the same bound).
+    track_predictions(conn, p.probability, p.window_s, p.horizon_s, rule.machine_id)
     return [
         Finding(
             group_key=f"{rule.id}:{r['machine_id']}",
