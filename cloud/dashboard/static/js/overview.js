@@ -39,6 +39,22 @@ export function forecastFor(detection, sensor) {
   return Array.isArray(values) ? values.filter((v) => typeof v === "number") : null;
 }
 
+// The edge sends a forecast with some readings only (the newest of a batch, at most every
+// second): the readings in between keep the last one drawn while the same model judges the
+// machine and the forecast is this recent (reading time).
+export const FORECAST_KEEP_MS = 5000;
+
+/** The forecast the tiles draw after ``reading``: its own, else ``previous`` while it holds. */
+export function keptForecast(previous, reading) {
+  const detection = reading.detection;
+  const at = Date.parse(reading.timestamp);
+  if (detection && detection.forecast && typeof detection.forecast === "object" && !Array.isArray(detection.forecast)) {
+    return { forecast: detection.forecast, at, model: detection.model_version || null };
+  }
+  if (!previous || !detection || !detection.model_version || detection.model_version !== previous.model) return null;
+  return at - previous.at <= FORECAST_KEEP_MS && at >= previous.at ? previous : null;
+}
+
 class Overview {
   constructor({ user, machines, catalog }) {
     this.user = user;
@@ -50,6 +66,7 @@ class Overview {
     this.latest = {}; // sensor → value of the newest reading
     this.latestCustom = {};
     this.detection = null;
+    this.forecast = null; // {forecast, at, model}: what the dots show (keptForecast)
     this.lastReadingAt = 0;
     this.loadToken = 0;
     this.pending = null;
@@ -135,6 +152,7 @@ class Overview {
     this.latest = {};
     this.latestCustom = {};
     this.detection = null;
+    this.forecast = null;
     this.lastReadingAt = 0;
     if (this.twin) this.twin.stop();
     for (const reading of latest.readings) this.absorb(reading, false);
@@ -171,6 +189,7 @@ class Overview {
     }
     Object.assign(this.latestCustom, custom);
     this.detection = reading.detection || null;
+    this.forecast = keptForecast(this.forecast, reading);
   }
 
   addCustomTile(name, appeared) {
@@ -228,12 +247,13 @@ class Overview {
 
   renderAll() {
     const stale = this.isDataStale();
+    const forecast = this.forecast ? { forecast: this.forecast.forecast } : null;
     for (const [name, tile] of this.tiles) {
-      tile.render(this.thresholds.get(name), forecastFor(this.detection, name));
+      tile.render(this.thresholds.get(name), forecastFor(forecast, name));
       tile.setStale(stale);
     }
     for (const [name, tile] of this.customTiles) {
-      tile.render(this.thresholds.get(name), forecastFor(this.detection, name));
+      tile.render(this.thresholds.get(name), forecastFor(forecast, name));
       tile.setStale(stale);
     }
     this.renderHealth();
