@@ -12,10 +12,13 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud import thresholds
+from cloud.accounts import User
 from cloud.api.deps import Db
 from cloud.api.guards import Admin, AnyUser, check_machine
 from cloud.api.params import MachineId, SensorName
 from cloud.api.schemas import ThresholdClearedOut, ThresholdSetOut, ThresholdTableOut
+from cloud.audit import store as audit_store
+from cloud.audit.context import AuditCtx, RequestInfo, snapshot
 
 router = APIRouter(tags=["thresholds"])
 
@@ -49,16 +52,33 @@ async def _table(db: Db, machine_id: str | None) -> dict[str, Any]:
     }
 
 
+# What a threshold change records as before (the override row; null: none).
+_ROW = ("low", "high", "warn_low", "warn_high", "updated_by", "updated_at")
+
+
 async def _set(
-    db: Db, sensor: str, machine_id: str | None, body: ThresholdBody, username: str
+    db: Db,
+    sensor: str,
+    machine_id: str | None,
+    body: ThresholdBody,
+    admin: User,
+    ctx: RequestInfo,
 ) -> dict[str, Any]:
     values = body.model_dump(include={"critical_low", "critical_high", "warn_low", "warn_high"})
-    entry = await db.run(thresholds.set_threshold, sensor, machine_id, values, username)
+    audit = ctx.entry(admin, "threshold.set", f"threshold:{machine_id or '*'}/{sensor}")
+    before = snapshot("thresholds", only=_ROW, sensor=sensor, machine_id=machine_id)
+    work = audit_store.wrap(audit, thresholds.set_threshold, before=before)
+    entry = await db.run(work, sensor, machine_id, values, admin.username)
     return {"machine_id": machine_id, "sensor": sensor, **entry.as_json()}
 
 
-async def _clear(db: Db, sensor: str, machine_id: str | None) -> dict[str, Any]:
-    entry = await db.run(thresholds.clear_threshold, sensor, machine_id)
+async def _clear(
+    db: Db, sensor: str, machine_id: str | None, admin: User, ctx: RequestInfo
+) -> dict[str, Any]:
+    audit = ctx.entry(admin, "threshold.clear", f"threshold:{machine_id or '*'}/{sensor}")
+    before = snapshot("thresholds", only=_ROW, sensor=sensor, machine_id=machine_id)
+    work = audit_store.wrap(audit, thresholds.clear_threshold, before=before)
+    entry = await db.run(work, sensor, machine_id)
     return {"machine_id": machine_id, "sensor": sensor, "entry": entry.as_json() if entry else None}
 
 
@@ -77,9 +97,9 @@ async def fleet_thresholds(db: Db, user: AnyUser) -> dict[str, Any]:
     summary="Set a fleet-wide threshold (admin)",
 )
 async def set_fleet_threshold(
-    sensor: SensorName, body: ThresholdBody, db: Db, admin: Admin
+    sensor: SensorName, body: ThresholdBody, db: Db, admin: Admin, ctx: AuditCtx
 ) -> dict[str, Any]:
-    return await _set(db, sensor, None, body, admin.username)
+    return await _set(db, sensor, None, body, admin, ctx)
 
 
 @router.delete(
@@ -87,8 +107,10 @@ async def set_fleet_threshold(
     response_model=ThresholdClearedOut,
     summary="Remove a fleet-wide override (admin)",
 )
-async def clear_fleet_threshold(sensor: SensorName, db: Db, admin: Admin) -> dict[str, Any]:
-    return await _clear(db, sensor, None)
+async def clear_fleet_threshold(
+    sensor: SensorName, db: Db, admin: Admin, ctx: AuditCtx
+) -> dict[str, Any]:
+    return await _clear(db, sensor, None, admin, ctx)
 
 
 @router.get(
@@ -107,9 +129,14 @@ async def machine_thresholds(machine_id: MachineId, db: Db, user: AnyUser) -> di
     summary="Override a threshold on one machine (admin)",
 )
 async def set_machine_threshold(
-    machine_id: MachineId, sensor: SensorName, body: ThresholdBody, db: Db, admin: Admin
+    machine_id: MachineId,
+    sensor: SensorName,
+    body: ThresholdBody,
+    db: Db,
+    admin: Admin,
+    ctx: AuditCtx,
 ) -> dict[str, Any]:
-    return await _set(db, sensor, machine_id, body, admin.username)
+    return await _set(db, sensor, machine_id, body, admin, ctx)
 
 
 @router.delete(
@@ -118,9 +145,9 @@ async def set_machine_threshold(
     summary="Remove a machine's override (admin)",
 )
 async def clear_machine_threshold(
-    machine_id: MachineId, sensor: SensorName, db: Db, admin: Admin
+    machine_id: MachineId, sensor: SensorName, db: Db, admin: Admin, ctx: AuditCtx
 ) -> dict[str, Any]:
-    return await _clear(db, sensor, machine_id)
+    return await _clear(db, sensor, machine_id, admin, ctx)
 
 
 @router.get(
@@ -139,5 +166,7 @@ async def legacy_thresholds(
     response_model=ThresholdSetOut,
     summary="Set a threshold (manifest path; admin)",
 )
-async def legacy_set_threshold(body: LegacyThresholdBody, db: Db, admin: Admin) -> dict[str, Any]:
-    return await _set(db, body.sensor, body.machine_id, body, admin.username)
+async def legacy_set_threshold(
+    body: LegacyThresholdBody, db: Db, admin: Admin, ctx: AuditCtx
+) -> dict[str, Any]:
+    return await _set(db, body.sensor, body.machine_id, body, admin, ctx)
