@@ -135,3 +135,32 @@ def edge_key_state(key_id: str) -> Any:
         return {"key_id": key_id, "edge_id": row[0], "created_by": row[1], "revoked_at": row[2]}
 
     return read
+
+
+def snapshot(
+    table: str, exclude: tuple[str, ...] = (), only: tuple[str, ...] = (), **match: Any
+) -> Any:
+    """``before=`` reading one row of ``table`` (matched with IS NOT DISTINCT FROM, so a NULL
+    machine_id means the fleet-wide row) as JSON: its ``only`` columns, or all but ``exclude``."""
+    from psycopg import sql
+
+    def read(conn: Any) -> Any:
+        where = sql.SQL(" AND ").join(
+            sql.SQL("{} IS NOT DISTINCT FROM {}").format(sql.Identifier(k), sql.Placeholder())
+            for k in match
+        )
+        if only:
+            shown: sql.Composable = sql.SQL("jsonb_build_object({})").format(
+                sql.SQL(", ").join(
+                    sql.SQL("{}, {}").format(sql.Literal(c), sql.Identifier(c)) for c in only
+                )
+            )
+        else:
+            shown = sql.SQL("to_jsonb(t)") + sql.SQL("").join(
+                sql.SQL(" - ") + sql.Literal(c) for c in exclude
+            )
+        query = sql.SQL("SELECT {} FROM {} t WHERE {}").format(shown, sql.Identifier(table), where)
+        rows = conn.execute(query, list(match.values())).fetchall()
+        return rows[0][0] if len(rows) == 1 else [r[0] for r in rows] or None
+
+    return read
