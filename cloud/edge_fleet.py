@@ -63,6 +63,7 @@ def record_status(conn: psycopg.Connection, statuses: Mapping[str, dict[str, Any
             "ON CONFLICT (edge_id) DO UPDATE SET version = excluded.version, "
             "status = excluded.status, uptime_s = excluded.uptime_s, "
             "dropped_total = excluded.dropped_total, machines = excluded.machines, "
+            "backlog = excluded.backlog, backlog_reported_at = excluded.backlog_reported_at, "
             "inputs = excluded.inputs, models = excluded.models, "
             "thresholds = excluded.thresholds, status_reported_at = excluded.status_reported_at "
             "WHERE edges.status_reported_at IS NULL "
