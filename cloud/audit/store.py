@@ -218,7 +218,7 @@ def failed_login_bursts(conn: psycopg.Connection, filters: Filters) -> list[dict
     )
     statement = (
         sql.SQL(
-            "SELECT kind, who, count(*) AS failures, min(at) AS first, max(at) AS last FROM ("
+            "SELECT kind, who, max(n) AS failures, min(at) AS first, max(at) AS last FROM ("
             " SELECT 'ip' AS kind, ip AS who, at,"
             "  count(*) OVER (PARTITION BY ip ORDER BY at"
             "   RANGE BETWEEN make_interval(secs => %s) PRECEDING AND CURRENT ROW) AS n"
