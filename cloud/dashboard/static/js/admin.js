@@ -1,5 +1,8 @@
-// Admin page: per-machine threshold editing. A save is a PUT to the API, which announces the
-// change on the live stream, so every open dashboard recolours at once without a reload.
+// Admin area: one page whose path names the section (/admin: per-machine thresholds,
+// /admin/fleet, /admin/sensors, /admin/models, /admin/users, /admin/keys), under one header.
+// Threshold saves are PUTs to the API, which announces them on the live stream, so every open
+// dashboard recolours at once without a reload. Every action goes through the same API (and
+// its guards) as the CLI; the page only shows what the API answers, errors included.
 
 import { api, ApiError, query } from "./api.js";
 import {
@@ -12,6 +15,9 @@ import {
 } from "./chrome.js";
 import { el, fmt } from "./format.js";
 import { LiveStream } from "./live.js";
+import { startModels } from "./admin_models.js";
+import { startKeys, startUsers } from "./admin_people.js";
+import { startSensors } from "./admin_sensors.js";
 
 const FIELDS = ["critical_low", "warn_low", "warn_high", "critical_high"];
 const WORDS = {
@@ -35,19 +41,41 @@ function ruleWarn(field, entry) {
 
 const close = (a, b) => typeof a === "number" && typeof b === "number" && Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(a));
 
-class AdminPage {
-  constructor(context) {
+/** A table of threshold rows: one machine's (``machine`` set) or the fleet's (null). */
+class ThresholdTable {
+  constructor(context, ids) {
     this.catalog = context.catalog;
+    this.ids = ids; // {rows, filter, status}
     this.machine = null;
     this.rows = new Map();
-    window.__admin = this;
+  }
+
+  /** The API path of the table, or of one sensor's entry in it. */
+  path(name) {
+    const base = this.machine === null ? "/api/v1/thresholds" : `/api/v1/machines/${encodeURIComponent(this.machine)}/thresholds`;
+    return name === undefined ? base : `${base}/${encodeURIComponent(name)}`;
+  }
+
+  /** Who the table is about, for the status line. */
+  get where() {
+    return this.machine === null ? "the fleet" : `machine ${this.machine}`;
+  }
+
+  /** The source a row's own override has (Reset removes it). */
+  get own() {
+    return this.machine === null ? "fleet" : "machine";
   }
 
   async select(machineId) {
     this.machine = machineId;
-    rememberMachine(machineId);
+    if (machineId !== null) rememberMachine(machineId);
+    await this.load();
+  }
+
+  async load() {
+    const machineId = this.machine;
     const [table, custom] = await Promise.all([
-      api(`/api/v1/machines/${encodeURIComponent(machineId)}/thresholds`),
+      api(this.path()),
       api(`/api/v1/custom-sensors${query({ machine_id: machineId })}`).catch(() => ({
         custom_sensors: [],
       })),
@@ -55,13 +83,13 @@ class AdminPage {
     const names = this.catalog.map((s) => s.name);
     const extra = new Set([...Object.keys(table.thresholds), ...custom.custom_sensors.map((c) => c.name)]);
     for (const n of names) extra.delete(n);
-    const body = document.getElementById("thr-rows");
+    const body = document.getElementById(this.ids.rows);
     this.rows.clear();
     body.replaceChildren(
       ...[...names, ...[...extra].sort()].map((name) => this.row(name, table.thresholds[name] || null)),
     );
     this.applyFilter();
-    this.status(`Machine ${machineId}: ${this.rows.size} sensors.`);
+    this.status(`${machineId === null ? "Fleet" : `Machine ${machineId}`}: ${this.rows.size} sensors.`);
   }
 
   row(name, entry) {
@@ -128,7 +156,7 @@ class AdminPage {
     }
     record.row.dataset.source = e.source;
     record.source.textContent = e.source;
-    record.reset.hidden = e.source !== "machine";
+    record.reset.hidden = e.source !== this.own;
     record.error.textContent = "";
   }
 
@@ -154,13 +182,10 @@ class AdminPage {
       }
     }
     try {
-      const entry = await api(
-        `/api/v1/machines/${encodeURIComponent(this.machine)}/thresholds/${encodeURIComponent(name)}`,
-        { method: "PUT", body },
-      );
+      const entry = await api(this.path(name), { method: "PUT", body });
       this.fill(name, entry.entry || entry);
       this.flash(record.row);
-      this.status(`Saved ${name} on machine ${this.machine}.`);
+      this.status(`Saved ${name} on ${this.where}.`);
     } catch (error) {
       this.showError(record, error);
     }
@@ -169,13 +194,10 @@ class AdminPage {
   async reset(name) {
     const record = this.rows.get(name);
     try {
-      const result = await api(
-        `/api/v1/machines/${encodeURIComponent(this.machine)}/thresholds/${encodeURIComponent(name)}`,
-        { method: "DELETE" },
-      );
+      const result = await api(this.path(name), { method: "DELETE" });
       this.fill(name, result ? result.entry : null);
       this.flash(record.row);
-      this.status(`${name} on machine ${this.machine} is back to the default.`);
+      this.status(`${name} on ${this.where} is back to the default.`);
     } catch (error) {
       this.showError(record, error);
     }
@@ -194,32 +216,83 @@ class AdminPage {
   }
 
   status(text) {
-    document.getElementById("thr-status").textContent = text;
+    document.getElementById(this.ids.status).textContent = text;
   }
 
   applyFilter() {
-    const needle = document.getElementById("thr-filter").value.trim().toLowerCase();
+    const needle = document.getElementById(this.ids.filter).value.trim().toLowerCase();
     for (const [name, { row }] of this.rows) row.hidden = Boolean(needle) && !name.includes(needle);
   }
 
   onEvent(event) {
     if (event.type !== "thresholds") return;
+    // The event carries the entry as it now applies at its own level: this table's rows.
     if (event.machine_id === this.machine) this.fill(event.sensor, event.entry);
-    else if (event.machine_id === null) this.select(this.machine).catch(() => {});
+    // A fleet change moves every machine row without an override of its own: read again.
+    else if (event.machine_id === null) this.load().catch(() => {});
   }
 }
+
+const SECTIONS = ["machines", "fleet", "sensors", "models", "users", "keys"];
+
+/** The section the path names (/admin → machines). */
+function currentSection() {
+  const part = location.pathname.replace(/\/+$/, "").split("/")[2] || "machines";
+  return SECTIONS.includes(part) ? part : "machines";
+}
+
+function showSection(section) {
+  for (const node of document.querySelectorAll("#main > [data-section]")) node.hidden = node.dataset.section !== section;
+  for (const link of document.querySelectorAll(".admin-tabs [data-tab]")) {
+    if (link.dataset.tab === section) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  // The machine picker belongs to the per-machine thresholds (and the spec-sheet import there).
+  document.getElementById("machine-pick").hidden = section !== "machines";
+  document.body.dataset.adminSection = section;
+}
+
+async function startMachines(context) {
+  const table = new ThresholdTable(context, { rows: "thr-rows", filter: "thr-filter", status: "thr-status" });
+  window.__admin = table; // the spec-sheet import reads the selected machine from it
+  const ids = context.machines.map((m) => m.machine_id);
+  const selected = preferredMachine(context.machines) || "A";
+  if (!ids.includes(selected)) context.machines.push({ machine_id: selected });
+  fillMachineSelect(context.machines, selected, (id) => table.select(id));
+  document.getElementById("thr-filter").addEventListener("input", () => table.applyFilter());
+  await table.select(selected);
+  return table;
+}
+
+async function startFleet(context) {
+  const table = new ThresholdTable(context, { rows: "fleet-rows", filter: "fleet-filter", status: "fleet-status" });
+  const filter = document.getElementById("fleet-filter");
+  filter.value = new URLSearchParams(location.search).get("sensor") || "";
+  filter.addEventListener("input", () => table.applyFilter());
+  await table.select(null);
+  return table;
+}
+
+const STARTERS = {
+  machines: startMachines,
+  fleet: startFleet,
+  sensors: startSensors,
+  models: startModels,
+  users: startUsers,
+  keys: startKeys,
+};
 
 async function main() {
   const boot = bootSequence();
   const context = await setupPage("admin");
-  const page = new AdminPage(context);
-  const ids = context.machines.map((m) => m.machine_id);
-  const selected = preferredMachine(context.machines) || "A";
-  if (!ids.includes(selected)) context.machines.push({ machine_id: selected });
-  fillMachineSelect(context.machines, selected, (id) => page.select(id));
-  document.getElementById("thr-filter").addEventListener("input", () => page.applyFilter());
-  new LiveStream({ onEvent: (e) => page.onEvent(e), onState: showConnection }).start();
-  await page.select(selected);
+  const section = currentSection();
+  showSection(section);
+  if (section !== "machines") {
+    // Hidden here, but it keeps the header's Machine link pointing at the remembered machine.
+    fillMachineSelect(context.machines, preferredMachine(context.machines), rememberMachine);
+  }
+  const page = await STARTERS[section](context);
+  new LiveStream({ onEvent: (e) => page && page.onEvent && page.onEvent(e), onState: showConnection }).start();
   await boot;
   document.body.dataset.ready = "true";
 }

@@ -1,0 +1,143 @@
+// Admin section: custom sensors — register one before it is ever sent, or annotate what the
+// fleet sends (unit, category, description), beside the range the fleet has actually sent and
+// the fleet-wide thresholds it is judged by (edited in the fleet thresholds section).
+
+import { api } from "./api.js";
+import { errorText, flash, setStatus } from "./admin_common.js";
+import { el, fmt, fmtInt } from "./format.js";
+
+function categorySelect(categories, value, attrs) {
+  return el(
+    "select",
+    attrs,
+    el("option", { value: "", text: "—" }),
+    ...categories.map((c) => el("option", { value: c, text: c, selected: c === value })),
+  );
+}
+
+function blankToNull(text) {
+  const trimmed = text.trim();
+  return trimmed === "" ? null : trimmed;
+}
+
+function thresholdText(entry) {
+  if (!entry || (entry.critical_low === null && entry.critical_high === null)) return "none";
+  const low = entry.critical_low === null ? "—" : fmt(entry.critical_low);
+  const high = entry.critical_high === null ? "—" : fmt(entry.critical_high);
+  return `critical ${low} … ${high} (${entry.source})`;
+}
+
+class SensorsSection {
+  constructor(context) {
+    this.categories = [...new Set(context.catalog.map((s) => s.category))].sort();
+  }
+
+  async load() {
+    const [{ custom_sensors: sensors }, fleet] = await Promise.all([
+      api("/api/v1/custom-sensors"),
+      api("/api/v1/thresholds"),
+    ]);
+    sensors.sort((a, b) => a.name.localeCompare(b.name));
+    document.getElementById("cs-rows").replaceChildren(...sensors.map((s) => this.row(s, fleet.thresholds[s.name])));
+    document.getElementById("cs-empty").hidden = sensors.length > 0;
+    return sensors;
+  }
+
+  row(sensor, entry) {
+    const name = sensor.name;
+    const error = el("div", { class: "row-error", role: "alert" });
+    const unit = el("input", { name: "unit", value: sensor.unit || "", maxlength: "32", "aria-label": `Unit of ${name}` });
+    const category = categorySelect(this.categories, sensor.category, { name: "category", "aria-label": `Category of ${name}` });
+    const description = el("input", {
+      name: "description",
+      value: sensor.description || "",
+      maxlength: "1000",
+      "aria-label": `Description of ${name}`,
+    });
+    const range = sensor.count ? `${fmt(sensor.min)} · ${fmt(sensor.mean)} · ${fmt(sensor.max)}` : "never received";
+    const row = el("tr", { dataset: { sensor: name, confirmed: String(sensor.confirmed) } });
+    const save = el("button", {
+      type: "button",
+      class: "primary",
+      text: sensor.confirmed ? "Save" : "Confirm",
+      "aria-label": `Save ${name}`,
+      onclick: async () => {
+        error.textContent = "";
+        try {
+          await this.put(name, unit.value, category.value, description.value);
+          setStatus("cs-status", `Saved ${name}.`);
+          await this.load();
+          const fresh = document.querySelector(`#cs-rows tr[data-sensor="${CSS.escape(name)}"]`);
+          if (fresh) flash(fresh);
+        } catch (e) {
+          error.textContent = errorText(e);
+        }
+      },
+    });
+    row.append(
+      el("th", { scope: "row", text: name + (sensor.confirmed ? "" : " (unconfirmed)") }),
+      el("td", { text: sensor.machines.join(", ") || "—" }),
+      el("td", { class: "num", text: fmtInt(sensor.count) }),
+      el("td", { class: "num range", text: range }),
+      el("td", {}, unit),
+      el("td", {}, category),
+      el("td", {}, description),
+      el(
+        "td",
+        { class: "thresholds" },
+        el("span", { text: thresholdText(entry) }),
+        " ",
+        el("a", { href: `/admin/fleet?sensor=${encodeURIComponent(name)}`, text: "edit", "aria-label": `Edit thresholds of ${name}` }),
+      ),
+      el("td", { class: "actions" }, save, error),
+    );
+    return row;
+  }
+
+  put(name, unit, category, description) {
+    return api(`/api/v1/custom-sensors/${encodeURIComponent(name)}`, {
+      method: "PUT",
+      body: {
+        unit: blankToNull(unit),
+        category: category || null,
+        description: blankToNull(description),
+        confirmed: true,
+      },
+    });
+  }
+
+  async create(event) {
+    event.preventDefault();
+    const name = document.getElementById("cs-name");
+    const sensorName = name.value.trim();
+    try {
+      await this.put(
+        sensorName,
+        document.getElementById("cs-unit").value,
+        document.getElementById("cs-category").value,
+        document.getElementById("cs-description").value,
+      );
+      setStatus("cs-status", `Registered ${sensorName}.`);
+      for (const id of ["cs-name", "cs-unit", "cs-description"]) document.getElementById(id).value = "";
+      await this.load();
+    } catch (e) {
+      setStatus("cs-status", `Not registered — ${errorText(e)}`);
+    }
+  }
+
+  onEvent(event) {
+    // A fleet threshold changed elsewhere: the thresholds column follows.
+    if (event.type === "thresholds" && event.machine_id === null) this.load().catch(() => {});
+  }
+}
+
+export async function startSensors(context) {
+  const section = new SensorsSection(context);
+  document
+    .getElementById("cs-category")
+    .replaceChildren(el("option", { value: "", text: "—" }), ...section.categories.map((c) => el("option", { value: c, text: c })));
+  document.getElementById("cs-form").addEventListener("submit", (e) => section.create(e));
+  const sensors = await section.load();
+  setStatus("cs-status", `${sensors.length} custom sensors.`);
+  return section;
+}
