@@ -29,6 +29,8 @@ from cloud.api.schemas_alerting import (
     State,
     WorkflowIn,
 )
+from cloud.audit import store as audit_store
+from cloud.audit.context import AuditCtx, RequestInfo, snapshot
 from cloud.fielderror import FieldError, NotFoundError
 from cloud.store.anomalies import Anomaly, AnomalyFilter, get_anomaly, list_anomalies
 from cloud.store.anomaly_workflow import TransitionError, anomaly_context, transition
@@ -147,9 +149,22 @@ async def anomaly_context_view(
     return await db.run(anomaly_context, anomaly_id, window_s, user.machines)
 
 
-async def _step(anomaly_id: int, action: str, body: WorkflowIn, db: Db, user: Any) -> Any:
+# An anomaly's workflow fields: what an acknowledge or resolve records before and after.
+_WORKFLOW = ("machine_id", "state", "acknowledged_by", "ack_note", "resolved_by", "resolution_note")
+
+
+async def _step(
+    anomaly_id: int, action: str, body: WorkflowIn, db: Db, user: Any, ctx: RequestInfo
+) -> Any:
+    audit = ctx.entry(user, f"anomaly.{action}", f"anomaly:{anomaly_id}")
+    work = audit_store.wrap(
+        audit,
+        transition,
+        before=snapshot("anomaly_detections", only=_WORKFLOW, id=anomaly_id),
+        after=lambda r: {k: getattr(r, k, None) for k in _WORKFLOW},
+    )
     try:
-        row = await db.run(transition, anomaly_id, action, user.username, body.note, user.machines)
+        row = await db.run(work, anomaly_id, action, user.username, body.note, user.machines)
     except TransitionError as exc:
         raise ApiError(409, "state", str(exc)) from None
     return _anomaly_out(row)
@@ -161,8 +176,10 @@ async def _step(anomaly_id: int, action: str, body: WorkflowIn, db: Db, user: An
     summary="Acknowledge an open anomaly (who and when are recorded, with the note)",
     responses={409: {"description": "not open (already acknowledged or resolved)"}},
 )
-async def acknowledge(anomaly_id: RowId, body: WorkflowIn, db: Db, user: Operator) -> Any:
-    return await _step(anomaly_id, "acknowledge", body, db, user)
+async def acknowledge(
+    anomaly_id: RowId, body: WorkflowIn, db: Db, user: Operator, ctx: AuditCtx
+) -> Any:
+    return await _step(anomaly_id, "acknowledge", body, db, user, ctx)
 
 
 @router.post(
@@ -171,5 +188,7 @@ async def acknowledge(anomaly_id: RowId, body: WorkflowIn, db: Db, user: Operato
     summary="Resolve an open or acknowledged anomaly (who, when and the note are recorded)",
     responses={409: {"description": "already resolved"}},
 )
-async def resolve(anomaly_id: RowId, body: WorkflowIn, db: Db, user: Operator) -> Any:
-    return await _step(anomaly_id, "resolve", body, db, user)
+async def resolve(
+    anomaly_id: RowId, body: WorkflowIn, db: Db, user: Operator, ctx: AuditCtx
+) -> Any:
+    return await _step(anomaly_id, "resolve", body, db, user, ctx)
