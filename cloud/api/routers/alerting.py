@@ -26,6 +26,8 @@ from cloud.api.schemas_alerting import (
     SilenceListOut,
     SilenceOut,
 )
+from cloud.audit import store as audit_store
+from cloud.audit.context import AuditCtx, snapshot
 
 router = APIRouter(prefix="/api/v1", tags=["alerting"])
 
@@ -62,19 +64,37 @@ async def rules(db: Db, user: Admin) -> dict[str, Any]:
     return {"rules": [asdict(r) for r in await db.run(store.list_rules)]}
 
 
+def _public(value: Any) -> Any:
+    """A rule, channel or silence as the audit trail records it: a channel's config (URLs
+    with tokens, SMTP passwords) is left out (sealed in the detail instead)."""
+    return {k: v for k, v in asdict(value).items() if k != "config"}
+
+
+_NO_CONFIG = ("config",)
+
+
 @router.post("/alerting/rules", response_model=RuleOut, status_code=201, summary="Add a rule")
-async def add_rule(body: RuleIn, db: Db, user: Admin) -> dict[str, Any]:
-    return asdict(await db.run(store.create_rule, body, user.username))
+async def add_rule(body: RuleIn, db: Db, user: Admin, ctx: AuditCtx) -> dict[str, Any]:
+    audit = ctx.entry(user, "alert_rule.create", f"alert_rule:{body.name}")
+    work = audit_store.wrap(audit, store.create_rule, after=_public)
+    return asdict(await db.run(work, body, user.username))
 
 
 @router.patch("/alerting/rules/{rule_id}", response_model=RuleOut, summary="Change a rule")
-async def change_rule(rule_id: RowId, body: RulePatch, db: Db, user: Admin) -> dict[str, Any]:
-    return asdict(await db.run(store.update_rule, rule_id, body))
+async def change_rule(
+    rule_id: RowId, body: RulePatch, db: Db, user: Admin, ctx: AuditCtx
+) -> dict[str, Any]:
+    audit = ctx.entry(user, "alert_rule.change", f"alert_rule:{rule_id}")
+    before = snapshot("alert_rules", id=rule_id)
+    work = audit_store.wrap(audit, store.update_rule, before=before, after=_public)
+    return asdict(await db.run(work, rule_id, body))
 
 
 @router.delete("/alerting/rules/{rule_id}", status_code=204, summary="Delete a rule")
-async def remove_rule(rule_id: RowId, db: Db, user: Admin) -> Response:
-    await db.run(store.delete_rule, rule_id)
+async def remove_rule(rule_id: RowId, db: Db, user: Admin, ctx: AuditCtx) -> Response:
+    audit = ctx.entry(user, "alert_rule.delete", f"alert_rule:{rule_id}")
+    before = snapshot("alert_rules", id=rule_id)
+    await db.run(audit_store.wrap(audit, store.delete_rule, before=before), rule_id)
     return Response(status_code=204)
 
 
@@ -89,22 +109,36 @@ async def channels(db: Db, user: Admin) -> dict[str, Any]:
 @router.post(
     "/alerting/channels", response_model=ChannelOut, status_code=201, summary="Add a channel"
 )
-async def add_channel(body: ChannelIn, db: Db, user: Admin) -> dict[str, Any]:
-    return asdict(await db.run(store.create_channel, body, user.username))
+async def add_channel(body: ChannelIn, db: Db, user: Admin, ctx: AuditCtx) -> dict[str, Any]:
+    audit = ctx.entry(user, "alert_channel.create", f"alert_channel:{body.name}")
+    work = audit_store.wrap(
+        audit, store.create_channel, after=_public, sensitive={"config": body.config}
+    )
+    return asdict(await db.run(work, body, user.username))
 
 
 @router.patch(
     "/alerting/channels/{channel_id}", response_model=ChannelOut, summary="Change a channel"
 )
 async def change_channel(
-    channel_id: RowId, body: ChannelPatch, db: Db, user: Admin
+    channel_id: RowId, body: ChannelPatch, db: Db, user: Admin, ctx: AuditCtx
 ) -> dict[str, Any]:
-    return asdict(await db.run(store.update_channel, channel_id, body))
+    audit = ctx.entry(user, "alert_channel.change", f"alert_channel:{channel_id}")
+    work = audit_store.wrap(
+        audit,
+        store.update_channel,
+        before=snapshot("alert_channels", exclude=_NO_CONFIG, id=channel_id),
+        after=_public,
+        sensitive={"config": body.config} if body.config is not None else None,
+    )
+    return asdict(await db.run(work, channel_id, body))
 
 
 @router.delete("/alerting/channels/{channel_id}", status_code=204, summary="Delete a channel")
-async def remove_channel(channel_id: RowId, db: Db, user: Admin) -> Response:
-    await db.run(store.delete_channel, channel_id)
+async def remove_channel(channel_id: RowId, db: Db, user: Admin, ctx: AuditCtx) -> Response:
+    audit = ctx.entry(user, "alert_channel.delete", f"alert_channel:{channel_id}")
+    before = snapshot("alert_channels", exclude=_NO_CONFIG, id=channel_id)
+    await db.run(audit_store.wrap(audit, store.delete_channel, before=before), channel_id)
     return Response(status_code=204)
 
 
@@ -134,8 +168,10 @@ async def silences(
     status_code=201,
     summary="Mute matching alerts until ends_at",
 )
-async def add_silence(body: SilenceIn, db: Db, user: Admin) -> dict[str, Any]:
-    return _silence_out(await db.run(store.create_silence, body, user.username))
+async def add_silence(body: SilenceIn, db: Db, user: Admin, ctx: AuditCtx) -> dict[str, Any]:
+    audit = ctx.entry(user, "alert_silence.create", "alert_silence:new")
+    work = audit_store.wrap(audit, store.create_silence, after=_public)
+    return _silence_out(await db.run(work, body, user.username))
 
 
 @router.delete(
@@ -143,5 +179,8 @@ async def add_silence(body: SilenceIn, db: Db, user: Admin) -> dict[str, Any]:
     response_model=SilenceOut,
     summary="End a silence now (kept for the record)",
 )
-async def expire_silence(silence_id: RowId, db: Db, user: Admin) -> dict[str, Any]:
-    return _silence_out(await db.run(store.expire_silence, silence_id))
+async def expire_silence(silence_id: RowId, db: Db, user: Admin, ctx: AuditCtx) -> dict[str, Any]:
+    audit = ctx.entry(user, "alert_silence.expire", f"alert_silence:{silence_id}")
+    before = snapshot("alert_silences", id=silence_id)
+    work = audit_store.wrap(audit, store.expire_silence, before=before, after=_public)
+    return _silence_out(await db.run(work, silence_id))
