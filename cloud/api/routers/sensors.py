@@ -16,6 +16,8 @@ from cloud.api.deps import Db
 from cloud.api.guards import Admin, AnyUser, check_machine
 from cloud.api.params import CustomSensorName, MachineId
 from cloud.api.schemas import CatalogOut, CustomSensorOut, CustomSensorsOut
+from cloud.audit import store as audit_store
+from cloud.audit.context import AuditCtx, RequestInfo, snapshot
 from cloud.fielderror import NotFoundError
 from cloud.store import custom_sensors as registry
 from cloud.store.custom_sensors import CustomSensor
@@ -123,9 +125,21 @@ async def custom_sensor(name: CustomSensorName, db: Db, user: AnyUser) -> dict[s
     return _custom_out(sensor, user)
 
 
-async def _annotate(db: Db, name: str, spec: CustomSensorSpec, user: User) -> dict[str, Any]:
+# What an annotation changes: recorded before and after.
+_SPEC = ("unit", "category", "description", "confirmed")
+
+
+async def _annotate(
+    db: Db, name: str, spec: CustomSensorSpec, user: User, ctx: RequestInfo
+) -> dict[str, Any]:
+    audit = ctx.entry(user, "custom_sensor.annotate", f"custom_sensor:{name}")
     sensor = await db.run(
-        registry.annotate_custom_sensor,
+        audit_store.wrap(
+            audit,
+            registry.annotate_custom_sensor,
+            before=snapshot("custom_sensors", only=_SPEC, name=name),
+            after=lambda s: {k: getattr(s, k, None) for k in _SPEC},
+        ),
         name,
         unit=spec.unit,
         category=spec.category,
@@ -141,9 +155,9 @@ async def _annotate(db: Db, name: str, spec: CustomSensorSpec, user: User) -> di
     summary="Register or annotate a custom sensor: unit, category (admin)",
 )
 async def annotate_custom_sensor(
-    name: CustomSensorName, body: CustomSensorSpec, db: Db, admin: Admin
+    name: CustomSensorName, body: CustomSensorSpec, db: Db, admin: Admin, ctx: AuditCtx
 ) -> dict[str, Any]:
-    return await _annotate(db, name, body, admin)
+    return await _annotate(db, name, body, admin, ctx)
 
 
 @router.get(
@@ -162,6 +176,6 @@ async def legacy_custom_sensors(db: Db, admin: Admin) -> dict[str, Any]:
     summary="Register or annotate a custom sensor (manifest path; admin)",
 )
 async def legacy_register_custom_sensor(
-    body: LegacyCustomSensor, db: Db, admin: Admin
+    body: LegacyCustomSensor, db: Db, admin: Admin, ctx: AuditCtx
 ) -> dict[str, Any]:
-    return await _annotate(db, body.name, body, admin)
+    return await _annotate(db, body.name, body, admin, ctx)
