@@ -19,6 +19,8 @@ from cloud.api.schemas import (
     RetrainOut,
     TrainingJobOut,
 )
+from cloud.audit import store as audit_store
+from cloud.audit.context import AuditCtx
 from cloud.fielderror import NotFoundError
 from cloud.lifecycle import registry
 from cloud.store.predictions import latest_predictions
@@ -59,9 +61,11 @@ async def active_model(machine_id: MachineId, db: Db, user: AnyUser) -> dict[str
     response_model=RetrainOut,
     summary="Queue a retraining of the machine's detector (operator, admin)",
 )
-async def retrain(machine_id: MachineId, db: Db, user: Operator) -> dict[str, Any]:
+async def retrain(machine_id: MachineId, db: Db, user: Operator, ctx: AuditCtx) -> dict[str, Any]:
     check_machine(user, machine_id)
-    job_id = await db.run(registry.request_training, machine_id, user.username)
+    audit = ctx.entry(user, "model.retrain", f"machine:{machine_id}")
+    work = audit_store.wrap(audit, registry.request_training, after=lambda j: {"job_id": j})
+    job_id = await db.run(work, machine_id, user.username)
     return {"job_id": job_id, "status_url": f"/api/v1/training-jobs/{job_id}"}
 
 
@@ -82,8 +86,22 @@ async def training_job(job_id: RowId, db: Db, user: AnyUser) -> dict[str, Any]:
     response_model=ModelOut,
     summary="Put the previous model back in service (admin)",
 )
-async def rollback(machine_id: MachineId, db: Db, admin: Admin) -> dict[str, Any]:
-    return await db.run(registry.rollback, machine_id, admin.username)
+async def rollback(machine_id: MachineId, db: Db, admin: Admin, ctx: AuditCtx) -> dict[str, Any]:
+    audit = ctx.entry(admin, "model.rollback", f"machine:{machine_id}")
+    work = audit_store.wrap(
+        audit,
+        registry.rollback,
+        before=lambda c: _model_brief(registry.active(c, machine_id)),
+        after=_model_brief,
+    )
+    return await db.run(work, machine_id, admin.username)
+
+
+def _model_brief(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The model in service as the audit trail records it (not its metrics or manifest)."""
+    if row is None:
+        return None
+    return {k: row.get(k) for k in ("id", "version", "status", "strategy", "bundle_sha256")}
 
 
 @router.get(
