@@ -92,6 +92,9 @@ class UsersSection {
         }
       },
     });
+    // Your own password is changed with the current one, not reset from here (a stolen
+    // session must not be enough to take the account over).
+    reset.hidden = name === this.me;
     const remove = confirmButton("Delete", `Delete ${name}`, () =>
       run(() => api(path, { method: "DELETE" }), `Deleted ${name}.`),
     );
