@@ -40,6 +40,8 @@ from cloud.assistant import facts as report_facts
 from cloud.assistant import pdf, proposals, reports, spec_parse
 from cloud.assistant.provider import ChatClient, ProviderConfig
 from cloud.assistant.sources import read_source
+from cloud.audit import store as audit_store
+from cloud.audit.context import AuditCtx
 from cloud.fielderror import FieldError, NotFoundError
 from cloud.settings import CloudSettings
 from cloud.store import custom_sensors as registry
@@ -211,10 +213,22 @@ class DiscardIn(BaseModel):
     response_model=SpecDecisionOut,
     summary="Create the reviewed sensors and their thresholds (admin)",
 )
-async def confirm_spec_proposal(body: ConfirmIn, db: Db, admin: Admin) -> dict[str, Any]:
+async def confirm_spec_proposal(
+    body: ConfirmIn, db: Db, admin: Admin, ctx: AuditCtx
+) -> dict[str, Any]:
     sensors = [s.model_dump() for s in body.sensors]
+    audit = ctx.entry(
+        admin,
+        "spec_proposal.confirm",
+        f"spec_proposal:{body.proposal_id}",
+        detail={"machine_id": body.machine_id, "sensors": sensors},
+    )
     return await db.run(
-        spec_parse.confirm_proposal, body.proposal_id, sensors, body.machine_id, admin.username
+        audit_store.wrap(audit, spec_parse.confirm_proposal),
+        body.proposal_id,
+        sensors,
+        body.machine_id,
+        admin.username,
     )
 
 
@@ -223,8 +237,12 @@ async def confirm_spec_proposal(body: ConfirmIn, db: Db, admin: Admin) -> dict[s
     response_model=SpecDecisionOut,
     summary="Discard a proposal without applying anything (admin)",
 )
-async def discard_spec_proposal(body: DiscardIn, db: Db, admin: Admin) -> dict[str, Any]:
-    return await db.run(spec_parse.discard_proposal, body.proposal_id, admin.username)
+async def discard_spec_proposal(
+    body: DiscardIn, db: Db, admin: Admin, ctx: AuditCtx
+) -> dict[str, Any]:
+    audit = ctx.entry(admin, "spec_proposal.discard", f"spec_proposal:{body.proposal_id}")
+    work = audit_store.wrap(audit, spec_parse.discard_proposal)
+    return await db.run(work, body.proposal_id, admin.username)
 
 
 @router.get(
@@ -290,6 +308,7 @@ async def anomaly_reports(
     anomaly_id: RowId,
     db: Db,
     user: AnyUser,
+    ctx: AuditCtx,
     version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     output: Annotated[
         Literal["json", "pdf"], Query(alias="format", description="pdf: a download")
@@ -297,7 +316,16 @@ async def anomaly_reports(
 ) -> Any:
     await _visible_anomaly(db, user, anomaly_id)
     if output == "pdf":
-        stored = await db.run(reports.load, anomaly_id, version)
+        audit = ctx.entry(
+            user,
+            "report.export_pdf",
+            f"anomaly:{anomaly_id}",
+            category="export",
+            detail={"version": version},
+        )
+        # The export is recorded in the transaction that reads the report.
+        load = audit_store.wrap(audit, reports.load, after=lambda _r: None)
+        stored = await db.run(load, anomaly_id, version)
         body = await run_in_threadpool(pdf.render, stored)
         name = f"rig-alpha-anomaly-{anomaly_id}-report-v{stored['version']}.pdf"
         return Response(
