@@ -195,3 +195,31 @@ def start_signer(database_url: str) -> Any:
     return MaintenanceThread(
         sign_heads, interval_s=settings.sign_interval_s, name="audit-signing"
     ).start()
+
+
+_SECRET_KEYS = frozenset({"api_key", "password", "token"})
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: ("[redacted]" if k in _SECRET_KEYS else _redacted(v)) for k, v in value.items()}
+    as_json = getattr(value, "as_json", None)
+    return _redacted(as_json()) if callable(as_json) else value
+
+
+def cli_wrap(
+    action: str,
+    resource: str,
+    work: Callable[..., Any],
+    before: Callable[[psycopg.Connection], Any] | None = None,
+) -> Callable[..., Any]:
+    """``work`` (a store function taking the connection first) recorded as done by the
+    operating-system user running ``rig-cloud``, in the same transaction; secrets in its
+    result (a new key, a password) are not recorded."""
+    from cloud.audit.context import cli_entry
+
+    def safe(result: Any) -> Any:
+        value = _redacted(result)
+        return value if isinstance(value, dict | list | str | int | float | bool) else None
+
+    return store.wrap(cli_entry(action, resource), work, before=before, after=safe)
