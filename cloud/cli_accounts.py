@@ -36,8 +36,17 @@ def _password(args: argparse.Namespace) -> str:
     return first
 
 
-def _with_db(args: argparse.Namespace, work: Callable[[psycopg.Connection], object]) -> int:
+def _with_db(
+    args: argparse.Namespace,
+    work: Callable[[psycopg.Connection], object],
+    audit: tuple[str, str] | None = None,
+) -> int:
+    """``audit``: (action, resource) of a change, recorded in the same transaction."""
+    from cloud.cli_audit import cli_wrap
     from cloud.db.migrate import apply_migrations
+
+    if audit is not None:
+        work = cli_wrap(*audit, work)
 
     url = CloudSettings.from_env().require_database_url()
     apply_migrations(url)
@@ -58,12 +67,17 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     return _with_db(
         args,
         lambda c: accounts.create_user(c, args.username, password, args.role, machines).as_json(),
+        audit=("user.create", f"user:{args.username}"),
     )
 
 
 def cmd_user_passwd(args: argparse.Namespace) -> int:
     password = _password(args)
-    return _with_db(args, lambda c: accounts.set_password(c, args.username, password))
+    return _with_db(
+        args,
+        lambda c: accounts.set_password(c, args.username, password),
+        audit=("user.password_set", f"user:{args.username}"),
+    )
 
 
 def cmd_user_list(args: argparse.Namespace) -> int:
@@ -75,7 +89,7 @@ def cmd_user_remove(args: argparse.Namespace) -> int:
         if not accounts.delete_user(conn, args.username):
             raise FieldError("username", f"no user {args.username!r}")
 
-    return _with_db(args, work)
+    return _with_db(args, work, audit=("user.delete", f"user:{args.username}"))
 
 
 def cmd_key_create(args: argparse.Namespace) -> int:
@@ -89,7 +103,7 @@ def cmd_key_create(args: argparse.Namespace) -> int:
             return {"edge_id": args.edge_id, "key_id": key.split("_")[1], "written_to": args.out}
         return {"edge_id": args.edge_id, "key_id": key.split("_")[1], "api_key": key}
 
-    return _with_db(args, work)
+    return _with_db(args, work, audit=("edge_key.create", f"edge:{args.edge_id}"))
 
 
 def cmd_key_list(args: argparse.Namespace) -> int:
@@ -101,7 +115,7 @@ def cmd_key_revoke(args: argparse.Namespace) -> int:
         if not accounts.revoke_edge_key(conn, args.key_id):
             raise FieldError("key_id", f"no active key {args.key_id!r}")
 
-    return _with_db(args, work)
+    return _with_db(args, work, audit=("edge_key.revoke", f"edge_key:{args.key_id}"))
 
 
 def add_account_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
