@@ -126,11 +126,14 @@ def cmd_train_rul(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    from cloud.cli_audit import cli_wrap
+
     url = _database_url()
     kind = "rul" if args.rul else "detector"
     try:
         with psycopg.connect(url) as conn, conn.transaction():
-            row = registry.rollback(conn, args.machine, "cli", kind)
+            rollback = cli_wrap("model.rollback", f"machine:{args.machine}", registry.rollback)
+            row = rollback(conn, args.machine, "cli", kind)
     except FieldError as exc:
         print(f"error: {exc.field}: {exc.message}", file=sys.stderr)
         return 2
