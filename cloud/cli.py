@@ -332,6 +332,11 @@ def cmd_dead_letters_replay(args: argparse.Namespace) -> int:
             limit=args.limit,
             dry_run=args.dry_run,
         )
+        if not args.dry_run:  # recorded with the replay's last transaction
+            from cloud.audit.context import cli_entry
+            from cloud.audit.store import append
+
+            append(conn, cli_entry("dead_letters.replay", "dead_letters", detail=report.as_json()))
     if args.json:
         print(json.dumps(report.as_json(), indent=2))
     else:
