@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
         bench-e2e bench-sim bench-edge bench-cloud bench-ml bench-dashboard bench-faults bench-rul bench-alerts dashboard-deps peer-deps peer-telegraf clean
 
 help:
-	@echo "make demo        simulator + edge + cloud (embedded PostgreSQL) on http://127.0.0.1:8080"
+	@echo "make demo        simulator with scheduled faults + edge + cloud (embedded PostgreSQL) + alerts, on http://127.0.0.1:8080"
 	@echo "make test        the whole test suite against real Kafka, PostgreSQL and Modbus"
 	@echo "make test-unit   fast tests only (no services)"
 	@echo "make lint        ruff, import directions, types (mypy), ESLint for the dashboard"
