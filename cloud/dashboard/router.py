@@ -140,6 +140,16 @@ async def admin_page(request: Request, user: CurrentUser) -> Response:
     return _page("admin.html")
 
 
+@router.get("/audit")
+async def audit_page(request: Request, user: CurrentUser) -> Response:
+    # The audit trail viewer: admins only, like the API behind it.
+    if user is None:
+        return _to_login(request)
+    if getattr(user.role, "value", user.role) != "admin":
+        return _page("403.html", 403)
+    return _page("audit.html")
+
+
 @router.get("/admin/{section}")
 async def admin_section(section: str, request: Request, user: CurrentUser) -> Response:
     if user is None:
