@@ -83,7 +83,9 @@ function exportLinks() {
 async function load(more = false) {
   const params = { ...filters(), limit: PAGE };
   if (more && next) Object.assign(params, { before: next.at, before_seq: next.seq });
+  document.body.dataset.loading = "true";
   const page = await api(`/api/v1/audit${query(params)}`);
+  delete document.body.dataset.loading;
   rows = more ? rows.concat(page.events) : page.events;
   bursts = page.bursts;
   next = page.next_before ? { at: page.next_before, seq: page.next_before_seq } : null;
@@ -120,6 +122,7 @@ async function main() {
     input.addEventListener("change", exportLinks);
   }
   await load();
+  document.body.dataset.ready = "true";
 }
 
 function showError(error) {
@@ -129,4 +132,7 @@ function showError(error) {
   out.textContent = `Error: ${error.message}`;
 }
 
-main().catch(showError);
+main().catch((error) => {
+  document.body.dataset.error = String(error.message || error);
+  showError(error);
+});
