@@ -103,12 +103,35 @@ async function loadAlerts() {
   document.getElementById("alerts-empty").hidden = items.length > 0;
 }
 
+// Predicted anomalies change state on the alert evaluator's tick (confirmed, expired), which
+// the live stream does not announce: polled, and reloaded with the feed.
+const PREDICTED_POLL_MS = 10_000;
+
+function predictedItem(p) {
+  const confirmed = p.confirmed_by ? el("a", { href: `/anomalies/${p.confirmed_by}`, text: "anomaly" }) : null;
+  return el(
+    "li",
+    { dataset: { predicted: String(p.id), machine: p.machine_id, state: p.state } },
+    el("span", { class: "state", dataset: { state: p.state }, text: p.state }),
+    ` ${p.machine_id} · probability ${fmt(p.probability)} · ${timeOf(p.predicted_at)} `,
+    confirmed,
+  );
+}
+
+async function loadPredicted() {
+  const params = { machine_id: filters().machine_id, limit: 20 };
+  const items = (await api(`/api/v1/predicted-anomalies${query(params)}`)).predicted.map(predictedItem);
+  document.getElementById("predicted").replaceChildren(...items);
+  document.getElementById("predicted-empty").hidden = items.length > 0;
+}
+
 function scheduleReload() {
   // A burst of anomalies is one reload, not one per event.
   clearTimeout(reloadTimer);
   reloadTimer = setTimeout(() => {
     load().catch((e) => console.error(e));
     loadAlerts().catch((e) => console.error(e));
+    loadPredicted().catch((e) => console.error(e));
   }, 300);
 }
 
@@ -134,10 +157,12 @@ async function main() {
   fillMachineSelect(context.machines, null, (id) => location.assign(`/machines/${encodeURIComponent(id)}`));
   document.getElementById("feed-filters").addEventListener("change", () => {
     load().catch((e) => console.error(e));
+    loadPredicted().catch((e) => console.error(e));
   });
   document.getElementById("feed-filters").addEventListener("submit", (e) => e.preventDefault());
   document.getElementById("feed-more").addEventListener("click", () => load(true));
-  await Promise.all([load(), loadAlerts()]);
+  await Promise.all([load(), loadAlerts(), loadPredicted()]);
+  setInterval(() => loadPredicted().catch((e) => console.error(e)), PREDICTED_POLL_MS);
   new LiveStream({ onEvent, onState: showConnection }).start();
   await boot;
   document.body.dataset.ready = "true";
