@@ -241,8 +241,8 @@ class CloudScorer:
             # a value trips nothing only inside the tighter of each pair.
             low = np.maximum(bounds[:, 0], bounds[:, 2])
             high = np.minimum(bounds[:, 1], bounds[:, 3])
-            tripped: list[bool] = ((matrix < low) | (matrix > high)).any(axis=1).tolist()
-            for k, hit in zip(usable, tripped, strict=True):
+            tripped = np.asarray(np.logical_or(matrix < low, matrix > high).any(axis=1), dtype=bool)
+            for k, hit in zip(usable, tripped.tolist(), strict=True):
                 clear[k] = not hit
         return clear
 
