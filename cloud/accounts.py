@@ -21,9 +21,14 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from cloud.fielderror import FieldError, NotFoundError
-from shared.message import EDGE_ID_RE
+from shared.message import EDGE_ID_RE, MACHINE_ID_RE
 
 SESSION_LIFETIME = timedelta(hours=12)
+# A session unused this long ends before its absolute lifetime (RIG_SESSION_IDLE_MINUTES).
+SESSION_IDLE = timedelta(minutes=30)
+# Reserved: the bootstrap key's name in API answers; an issued key may not take it, so no
+# per-edge key can ever be mistaken for the bootstrap key.
+RESERVED_EDGE_IDS = frozenset({"default"})
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD_LENGTH = 10
 _KEY_PREFIX = "rig_"
@@ -66,6 +71,8 @@ class User:
 class EdgeKey:
     key_id: str
     edge_id: str
+    # The machines the key may write and fetch models for; None: issued before binding.
+    machines: tuple[str, ...] | None = None
 
 
 def _digest(token: str) -> bytes:
@@ -181,6 +188,59 @@ def list_users(conn: psycopg.Connection) -> list[dict[str, object]]:
     ]
 
 
+def hash_password(password: str) -> str:
+    """argon2id of ``password``: CPU- and memory-heavy, call it outside a pooled connection."""
+    return _hasher.hash(password)
+
+
+def login_record(conn: psycopg.Connection, username: str) -> tuple[User, str] | None:
+    """The enabled user and their stored hash, or None: a short query, so the slow hash check
+    (``check_password``) runs after the connection went back to the pool."""
+    row = conn.execute(
+        "SELECT username, role, machines, password_hash FROM users "
+        "WHERE username = %s AND NOT disabled",
+        (username,),
+    ).fetchone()
+    return None if row is None else (_user(row[:3]), row[3])
+
+
+def check_password(stored: str | None, password: str) -> tuple[bool, str | None]:
+    """(matches, new hash when the stored one needs rehashing). ``stored`` None: checked against
+    a dummy hash, so an unknown user costs the same time as a wrong password."""
+    try:
+        _hasher.verify(stored or _DUMMY_HASH, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False, None
+    if stored is None:
+        return False, None
+    return True, (_hasher.hash(password) if _hasher.check_needs_rehash(stored) else None)
+
+
+def store_rehash(conn: psycopg.Connection, username: str, old: str, new: str) -> None:
+    # Only if the hash is still the one verified (a concurrent password change wins).
+    conn.execute(
+        "UPDATE users SET password_hash = %s WHERE username = %s AND password_hash = %s",
+        (new, username, old),
+    )
+
+
+def set_password_hash(
+    conn: psycopg.Connection, username: str, password_hash: str, keep_session: str | None = None
+) -> None:
+    """Store a hash made by ``hash_password``; every session of the user ends except
+    ``keep_session`` (the one that changed its own password)."""
+    updated = conn.execute(
+        "UPDATE users SET password_hash = %s, updated_at = now() WHERE username = %s",
+        (password_hash, username),
+    ).rowcount
+    if not updated:
+        raise NotFoundError("username", f"no user {username!r}")
+    conn.execute(
+        "DELETE FROM user_sessions WHERE username = %s AND token_hash IS DISTINCT FROM %s",
+        (username, _digest(keep_session) if keep_session else None),
+    )
+
+
 def authenticate(conn: psycopg.Connection, username: str, password: str) -> User | None:
     row = conn.execute(
         "SELECT username, role, machines, password_hash FROM users "
@@ -213,15 +273,18 @@ def create_session(
     return token
 
 
-def session_user(conn: psycopg.Connection, token: str) -> User | None:
-    """The live session's user, or None for an unknown, expired or disabled one."""
+def session_user(
+    conn: psycopg.Connection, token: str, idle: timedelta = SESSION_IDLE
+) -> User | None:
+    """The live session's user, or None for an unknown, expired, idle or disabled one."""
     if not token or len(token) > 256:
         return None
     row = conn.execute(
         "UPDATE user_sessions s SET last_seen = now() FROM users u "
-        "WHERE s.token_hash = %s AND s.expires_at > now() AND u.username = s.username "
-        "AND NOT u.disabled RETURNING u.username, u.role, u.machines",
-        (_digest(token),),
+        "WHERE s.token_hash = %s AND s.expires_at > now() AND s.last_seen > now() - %s "
+        "AND u.username = s.username AND NOT u.disabled "
+        "RETURNING u.username, u.role, u.machines",
+        (_digest(token), idle),
     ).fetchone()
     return _user(row) if row else None
 
@@ -234,19 +297,33 @@ def purge_expired_sessions(conn: psycopg.Connection) -> int:
     return conn.execute("DELETE FROM user_sessions WHERE expires_at <= now()").rowcount
 
 
-def create_edge_key(conn: psycopg.Connection, edge_id: str, created_by: str | None) -> str:
-    """A new ingest key for ``edge_id``; the plain key is returned once and never stored."""
+def create_edge_key(
+    conn: psycopg.Connection,
+    edge_id: str,
+    created_by: str | None,
+    machines: list[str] | None = None,
+) -> str:
+    """A new ingest key for ``edge_id``, bound to ``machines`` (None: unbound, then it may
+    touch only machines no other edge serves); the plain key is returned once, never stored."""
     if not EDGE_ID_RE.fullmatch(edge_id):
         # The wire format's rule: a key for an id no reading may carry would be useless.
         raise FieldError(
             "edge_id",
             "1-64 characters of letters, digits, _ . : -, starting with a letter or digit",
         )
+    if edge_id.lower() in RESERVED_EDGE_IDS:
+        raise FieldError("edge_id", f"{edge_id!r} is reserved for the bootstrap key")
+    if machines is not None:
+        bad = [m for m in machines if not MACHINE_ID_RE.fullmatch(m)]
+        if bad:
+            raise FieldError("machines", f"not a machine id: {bad[0]!r}")
+        machines = sorted(set(machines))
     key_id = secrets.token_hex(6)
     key = f"{_KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
     conn.execute(
-        "INSERT INTO edge_api_keys (key_id, edge_id, key_hash, created_by) VALUES (%s, %s, %s, %s)",
-        (key_id, edge_id, _digest(key), created_by),
+        "INSERT INTO edge_api_keys (key_id, edge_id, key_hash, created_by, machines) "
+        "VALUES (%s, %s, %s, %s, %s)",
+        (key_id, edge_id, _digest(key), created_by, machines),
     )
     return key
 
@@ -256,10 +333,23 @@ def verify_edge_key(conn: psycopg.Connection, key: str) -> EdgeKey | None:
         return None
     row = conn.execute(
         "UPDATE edge_api_keys SET last_used = now() WHERE key_hash = %s AND revoked_at IS NULL "
-        "RETURNING key_id, edge_id",
+        "RETURNING key_id, edge_id, machines",
         (_digest(key),),
     ).fetchone()
-    return EdgeKey(*row) if row else None
+    if row is None:
+        return None
+    return EdgeKey(row[0], row[1], tuple(row[2]) if row[2] is not None else None)
+
+
+def machine_edge(conn: psycopg.Connection, machine_id: str) -> str | None:
+    """The edge whose reading of ``machine_id`` is the newest stored (index on (machine_id,
+    timestamp)), or None: who serves the machine, for keys issued without machines."""
+    row = conn.execute(
+        'SELECT edge_id FROM sensor_readings WHERE machine_id = %s ORDER BY "timestamp" DESC '
+        "LIMIT 1",
+        (machine_id,),
+    ).fetchone()
+    return None if row is None else str(row[0])
 
 
 def revoke_edge_key(conn: psycopg.Connection, key_id: str) -> bool:
@@ -273,7 +363,7 @@ def revoke_edge_key(conn: psycopg.Connection, key_id: str) -> bool:
 
 def list_edge_keys(conn: psycopg.Connection, edge_id: str | None = None) -> list[dict[str, object]]:
     rows = conn.execute(
-        "SELECT key_id, edge_id, created_at, created_by, last_used, revoked_at "
+        "SELECT key_id, edge_id, created_at, created_by, last_used, revoked_at, machines "
         "FROM edge_api_keys WHERE %(edge)s::text IS NULL OR edge_id = %(edge)s "
         "ORDER BY created_at",
         {"edge": edge_id},
@@ -286,6 +376,7 @@ def list_edge_keys(conn: psycopg.Connection, edge_id: str | None = None) -> list
             "created_by": b,
             "last_used": u.isoformat() if u else None,
             "revoked_at": r.isoformat() if r else None,
+            "machines": m,
         }
-        for k, e, c, b, u, r in rows
+        for k, e, c, b, u, r, m in rows
     ]

@@ -180,6 +180,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from cloud.cli_audit import start_signer
 
         signer = start_signer(settings.database_url)  # hourly, with RIG_AUDIT_SIGNING_KEY_FILE
+        if args.forwarded_allow_ips:
+            settings = settings.model_copy(update={"forwarded_allow_ips": args.forwarded_allow_ips})
         app = create_app(settings)
         log_event(
             log,
@@ -198,6 +200,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=args.port,
             log_config=None,
             access_log=False,
+            # X-Forwarded-* are applied by the app itself, from RIG_FORWARDED_ALLOW_IPS /
+            # --forwarded-allow-ips only (uvicorn's own default would trust localhost too).
+            proxy_headers=False,
             timeout_graceful_shutdown=10,
         )
     finally:
@@ -389,6 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_db(serve)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        default=None,
+        help="the TLS proxy's addresses whose X-Forwarded-For/-Proto are believed "
+        "(comma-separated, '*' for any; default RIG_FORWARDED_ALLOW_IPS or 127.0.0.1)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     aggregate = sub.add_parser("aggregate", help="consume Kafka into PostgreSQL")

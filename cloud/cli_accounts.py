@@ -94,7 +94,7 @@ def cmd_user_remove(args: argparse.Namespace) -> int:
 
 def cmd_key_create(args: argparse.Namespace) -> int:
     def work(conn: psycopg.Connection) -> dict[str, str] | None:
-        key = accounts.create_edge_key(conn, args.edge_id, "cli")
+        key = accounts.create_edge_key(conn, args.edge_id, "cli", args.machine)
         if args.out:
             # Written 0600: the key is a credential, like the edge's api_key_file.
             fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -144,6 +144,14 @@ def add_account_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     create.add_argument("edge_id")
     create.add_argument(
         "--out", help="write the key to this file (mode 0600) instead of printing it"
+    )
+    create.add_argument(
+        "--machine",
+        action="append",
+        default=None,
+        metavar="MACHINE_ID",
+        help="a machine this edge serves (repeat for each): the key may write readings and "
+        "fetch models for these only; without: only machines no other edge serves",
     )
     create.set_defaults(func=cmd_key_create)
     listing = keys.add_parser("list", help="list keys (never the secrets)")

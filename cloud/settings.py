@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
 from shared.configtypes import (
@@ -37,6 +37,23 @@ class SettingsError(ValueError):
 _TOPIC = r"^[A-Za-z0-9._-]{1,249}$"
 # Marks a field whose variable also accepts NAME_FILE and whose value is never echoed.
 _SECRET: dict[str, Any] = {"secret": True}
+
+
+# A bootstrap ingest key writes as any edge: it must be a real random secret. Shorter than
+# this, or a placeholder left from an example, and the cloud refuses to start.
+MIN_BOOTSTRAP_KEY_LENGTH = 32
+_PLACEHOLDER_WORDS = ("changeme", "placeholder", "replaceme", "example", "yourkey", "secret")
+
+
+def weak_bootstrap_key(key: str) -> str | None:
+    """Why ``key`` may not be the bootstrap key, or None when it may."""
+    if len(key.encode()) < MIN_BOOTSTRAP_KEY_LENGTH:
+        return f"must be at least {MIN_BOOTSTRAP_KEY_LENGTH} bytes of random data"
+    folded = "".join(c for c in key.lower() if c.isalnum())
+    for word in _PLACEHOLDER_WORDS:
+        if word in folded:
+            return f"looks like a placeholder ({word!r}): generate one, e.g. openssl rand -hex 32"
+    return None
 
 
 def _secret(name: str) -> Any:
@@ -80,10 +97,46 @@ class CloudSettings(BaseModel):
     kafka_extra: dict[str, str] = Field(default_factory=dict)
     # Optional bootstrap ingest key for any edge (per-edge keys live in the database).
     ingest_api_key: str | None = _secret("RIG_INGEST_API_KEY")
+
+    @field_validator("ingest_api_key")
+    @classmethod
+    def _strong_bootstrap_key(cls, value: str | None) -> str | None:
+        problem = None if value is None else weak_bootstrap_key(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
     # First start only: creates ``admin`` when the database has no users.
     bootstrap_admin_password: str | None = _secret("RIG_BOOTSTRAP_ADMIN_PASSWORD")
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, le=64 * 1_048_576, validation_alias="RIG_MAX_BODY_BYTES"
+    )
+    # Every other route's body limit (login, users, thresholds ...): refused with 413 from the
+    # Content-Length before a byte is read, and cut off when a streamed body grows past it.
+    max_request_bytes: int = Field(
+        default=65_536, ge=1024, le=64 * 1_048_576, validation_alias="RIG_MAX_REQUEST_BYTES"
+    )
+    # Proxies whose X-Forwarded-For/-Proto are believed (comma-separated IPs or networks, "*"
+    # for any): the client address the login throttle counts and the scheme that makes the
+    # session cookie Secure and adds HSTS come from them. Default: only a proxy on localhost.
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1", min_length=1, validation_alias="RIG_FORWARDED_ALLOW_IPS"
+    )
+    # Sessions end after this long unused, besides their absolute lifetime (12 h).
+    session_idle_minutes: int = Field(
+        default=30, ge=1, le=24 * 60, validation_alias="RIG_SESSION_IDLE_MINUTES"
+    )
+    # Login throttle (cloud/api/throttle.py): failures allowed per client address and per
+    # account within the window before 429 with Retry-After, doubling per further failure.
+    login_max_failures_ip: int = Field(
+        default=10, ge=1, le=10_000, validation_alias="RIG_LOGIN_MAX_FAILURES_IP"
+    )
+    login_max_failures_account: int = Field(
+        default=5, ge=1, le=10_000, validation_alias="RIG_LOGIN_MAX_FAILURES_ACCOUNT"
+    )
+    # Concurrent argon2 verifications (64 MiB each) across the process; others wait.
+    password_hash_concurrency: int = Field(
+        default=2, ge=1, le=64, validation_alias="RIG_PASSWORD_HASH_CONCURRENCY"
     )
     max_batch_readings: int = Field(
         default=5000, ge=1, le=100_000, validation_alias="RIG_MAX_BATCH_READINGS"

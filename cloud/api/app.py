@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from psycopg_pool import ConnectionPool
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from cloud.api.deps import AppServices
 from cloud.api.docs import install_docs
@@ -21,16 +22,20 @@ from cloud.api.routers import (
     audit,
     auth,
     edge_thresholds,
+    edges,
     health,
     ingest,
     machines,
     models,
+    predicted,
     sensors,
     stats,
     stream,
     thresholds,
 )
 from cloud.api.schemas import ErrorOut
+from cloud.api.security import SecurityMiddleware, body_limits
+from cloud.api.throttle import HashGate, LoginThrottle
 from cloud.dashboard import router as dashboard_router
 from cloud.ingest_producer import IngestProducer
 from cloud.live import LiveHub
@@ -55,6 +60,8 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     assistant.router,
     alerting.router,
     audit.router,
+    edges.router,
+    predicted.router,
 )
 
 # Every API operation can answer with the one error shape (cloud/api/errors.py); a route
@@ -90,7 +97,16 @@ def create_app(settings: CloudSettings) -> FastAPI:
         )
         live = LiveHub(database_url)
         live.start()
-        app.state.services = AppServices(settings=settings, pool=pool, producer=producer, live=live)
+        app.state.services = AppServices(
+            settings=settings,
+            pool=pool,
+            producer=producer,
+            live=live,
+            throttle=LoginThrottle(
+                settings.login_max_failures_ip, settings.login_max_failures_account
+            ),
+            hash_gate=HashGate(settings.password_hash_concurrency),
+        )
         try:
             yield
         finally:
@@ -112,10 +128,18 @@ def create_app(settings: CloudSettings) -> FastAPI:
     install_error_handlers(app)
     # Every request counted, timed by route template and access-logged; GET /metrics for
     # Prometheus (cloud/metrics/api.py).
+    # Body limits on every route, cross-origin refusal, HSTS (cloud/api/security.py).
+    app.add_middleware(SecurityMiddleware, body_limit=body_limits(settings))
     # RFC 9457 members for the JSON error bodies a router builds itself (cloud/api/problems.py).
     app.add_middleware(ProblemDetailsMiddleware)
     app.add_middleware(MetricsMiddleware)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    # Outermost: the client address and scheme from X-Forwarded-* of trusted proxies only
+    # (RIG_FORWARDED_ALLOW_IPS), for the login throttle, the Secure cookie and HSTS.
+    app.add_middleware(
+        ProxyHeadersMiddleware,
+        trusted_hosts=[h.strip() for h in settings.forwarded_allow_ips.split(",") if h.strip()],
+    )
     mark_build("api")
     build_openapi = app.openapi
 

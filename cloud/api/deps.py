@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from cloud.accounts import EdgeKey, User
+from cloud.api.throttle import HashGate, LoginThrottle
 from cloud.ingest_producer import IngestProducer
 from cloud.live import LiveHub
 from cloud.settings import CloudSettings
@@ -40,6 +41,8 @@ CACHE_SECONDS = 2.0
 class CredentialCache:
     sessions: dict[str, tuple[float, User | None]] = field(default_factory=dict)
     keys: dict[str, tuple[float, EdgeKey | None]] = field(default_factory=dict)
+    # machine id -> the edge that serves it (the newest reading's), for unbound edge keys.
+    owners: dict[str, tuple[float, str | None]] = field(default_factory=dict)
 
     def forget(self, token: str) -> None:
         self.sessions.pop(token, None)
@@ -53,6 +56,9 @@ class AppServices:
     stats_cache: StatsCache = field(default_factory=StatsCache)
     credentials: CredentialCache = field(default_factory=CredentialCache)
     live: LiveHub | None = None
+    # Login defences (cloud/api/throttle.py); create_app sizes them from the settings.
+    throttle: LoginThrottle = field(default_factory=lambda: LoginThrottle(10, 5))
+    hash_gate: HashGate = field(default_factory=lambda: HashGate(2))
 
 
 def get_services(connection: HTTPConnection) -> AppServices:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request, WebSocket
 
-from cloud.accounts import EdgeKey, Role, User, session_user, verify_edge_key
+from cloud.accounts import EdgeKey, Role, User, machine_edge, session_user, verify_edge_key
 from cloud.api.deps import CACHE_SECONDS, AppServices, Database, Services, get_services
 from cloud.api.errors import ApiError
 
@@ -50,8 +53,9 @@ async def _remembered(
 
 async def _lookup_session(services: AppServices, token: str) -> User | None:
     db = Database(services.pool)
+    idle = timedelta(minutes=services.settings.session_idle_minutes)
     return await _remembered(
-        services.credentials.sessions, token, lambda: db.run(session_user, token)
+        services.credentials.sessions, token, lambda: db.run(session_user, token, idle)
     )
 
 
@@ -101,28 +105,95 @@ def check_machine(user: User, machine_id: str) -> None:
         )
 
 
+# The bootstrap key's name in answers that report a key's edge (``GET /api/v1/ingest/check``);
+# no issued key may carry it (cloud/accounts.py RESERVED_EDGE_IDS).
+BOOTSTRAP_NAME = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class EdgePrincipal:
+    """Who an ingest key speaks for: the bootstrap key (any edge, any machine) or one edge,
+    bound to the machines its key was issued for (``machines`` None: an unbound key, which
+    may touch only machines no other edge serves)."""
+
+    edge_id: str | None
+    key_id: str | None = None
+    machines: frozenset[str] | None = None
+
+    @property
+    def bootstrap(self) -> bool:
+        return self.edge_id is None
+
+    @property
+    def name(self) -> str:
+        return BOOTSTRAP_NAME if self.edge_id is None else self.edge_id
+
+    def may_write_edge(self, edge_id: str) -> bool:
+        return self.edge_id is None or self.edge_id == edge_id
+
+
+BOOTSTRAP = EdgePrincipal(edge_id=None)
+
+
+async def machines_refused(
+    services: AppServices, principal: EdgePrincipal, machine_ids: set[str] | frozenset[str]
+) -> tuple[str, str] | None:
+    """(machine, why) for the first of ``machine_ids`` the principal may not touch, or None.
+    A bound key: its machines only. An unbound key: machines whose newest reading came from
+    its own edge or that have none yet (cached like credentials: one indexed query per
+    machine every few seconds, not per reading)."""
+    if principal.bootstrap:
+        return None
+    if principal.machines is not None:
+        for machine_id in sorted(machine_ids):
+            if machine_id not in principal.machines:
+                return machine_id, f"this API key (edge {principal.edge_id!r}) is not bound to it"
+        return None
+    db = Database(services.pool)
+    for machine_id in sorted(machine_ids):
+        owner: str | None = await _remembered(
+            services.credentials.owners, machine_id, partial(db.run, machine_edge, machine_id)
+        )
+        if owner is not None and owner != principal.edge_id:
+            return machine_id, f"served by another edge; this API key belongs to {principal.name!r}"
+    return None
+
+
+async def check_edge_machine(
+    services: AppServices, principal: EdgePrincipal, machine_id: str
+) -> None:
+    refused = await machines_refused(services, principal, {machine_id})
+    if refused is not None:
+        raise ApiError(403, "machine_id", f"machine {refused[0]!r}: {refused[1]}")
+
+
 class IngestKeyGuard:
-    """Dependency for edges and integrators: a per-edge key from ``edge_api_keys`` (the edge
-    id is the key's), or the bootstrap key from RIG_INGEST_API_KEY (edge id ``default``)."""
+    """Dependency for edges and integrators: a per-edge key from ``edge_api_keys`` (its edge
+    and machines), or the bootstrap key from RIG_INGEST_API_KEY; an ``EdgePrincipal``."""
 
     async def __call__(
         self,
         services: Services,
         x_api_key: Annotated[str | None, Header(alias="X-API-KEY")] = None,
-    ) -> str:
+    ) -> EdgePrincipal:
         if not x_api_key:
             raise ApiError(401, "X-API-KEY", "missing X-API-KEY header")
         bootstrap = services.settings.ingest_api_key
         if bootstrap and hmac.compare_digest(x_api_key.encode(), bootstrap.encode()):
-            return "default"
+            return BOOTSTRAP
         db = Database(services.pool)
         key: EdgeKey | None = await _remembered(
             services.credentials.keys, x_api_key, lambda: db.run(verify_edge_key, x_api_key)
         )
         if key is None:
             raise ApiError(401, "X-API-KEY", "unknown or revoked API key")
-        return key.edge_id
+        # Typed: an issued key named "default" is just that edge's key, never the bootstrap.
+        return EdgePrincipal(
+            edge_id=key.edge_id,
+            key_id=key.key_id,
+            machines=frozenset(key.machines) if key.machines is not None else None,
+        )
 
 
 INGEST_KEY = IngestKeyGuard()
-IngestEdge = Annotated[str, Depends(INGEST_KEY)]
+IngestEdge = Annotated[EdgePrincipal, Depends(INGEST_KEY)]

@@ -105,6 +105,9 @@ class EdgeKeyOut(Out):
     created_by: str | None
     last_used: Timestamp | None
     revoked_at: Timestamp | None
+    machines: list[str] | None = Field(
+        default=None, description="the machines the key may touch; null: issued unbound"
+    )
 
 
 class EdgeKeysOut(Out):
@@ -115,6 +118,9 @@ class NewEdgeKeyOut(Out):
     edge_id: str
     key_id: str
     api_key: str = Field(description="shown once; only its SHA-256 is stored")
+    machines: list[str] | None = Field(
+        default=None, description="the machines the key may touch; null: unbound"
+    )
 
 
 # --- sensors --------------------------------------------------------------------------------

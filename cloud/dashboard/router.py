@@ -38,7 +38,7 @@ VENDOR_FILES: dict[str, str] = {
 }
 
 CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self' ws: wss:; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     "img-src 'self' data:; font-src 'self'; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
@@ -97,6 +97,12 @@ async def overview(request: Request, user: CurrentUser) -> Response:
 @router.get("/login")
 async def login_page() -> Response:
     return _page("login.html")
+
+
+@router.get("/account")
+async def account_page(request: Request, user: CurrentUser) -> Response:
+    # Change your own password (any role).
+    return _page("account.html") if user is not None else _to_login(request)
 
 
 @router.get("/machines/{machine_id}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 from types import EllipsisType
 from typing import Any, Literal
@@ -9,9 +10,10 @@ from typing import Any, Literal
 import psycopg
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from cloud import accounts
-from cloud.api.deps import Db, Services
+from cloud.api.deps import AppServices, Db, Services
 from cloud.api.errors import ApiError
 from cloud.api.guards import SESSION_COOKIE, Admin, AnyUser, token_from
 from cloud.api.params import EdgeId, KeyId, MachineId, Username
@@ -58,22 +60,34 @@ class UserChange(BaseModel):
     )
 
 
-@router.post(
-    "/auth/login",
-    response_model=LoginOut,
-    summary="Log in; sets the session cookie and returns a token",
-    responses={401: {"description": "Wrong user name or password"}},
-)
-async def login(body: LoginBody, request: Request, response: Response, db: Db) -> dict[str, Any]:
-    def work(conn: psycopg.Connection) -> tuple[accounts.User, str] | None:
-        user = accounts.authenticate(conn, body.username, body.password)
-        audit_ctx.record_login(conn, audit_ctx.request_info(request), body.username, bool(user))
-        return None if user is None else (user, accounts.create_session(conn, user.username))
+def client_address(request: Request) -> str:
+    """The client's address as the throttle counts it: from X-Forwarded-For only when the
+    peer is a trusted proxy (RIG_FORWARDED_ALLOW_IPS, applied by the app's proxy middleware)."""
+    return request.client.host if request.client else "unknown"
 
-    result = await db.run(work)
-    if result is None:
-        raise ApiError(401, "password", "wrong user name or password")
-    user, token = result
+
+async def _check_password(
+    services: AppServices, stored: str | None, password: str
+) -> tuple[bool, str | None]:
+    # argon2 in a worker thread, at most hash_gate.limit at once, and with no database
+    # connection held: a burst of guesses queues here, not in the pool everyone else needs.
+    async with services.hash_gate.semaphore:
+        return await run_in_threadpool(accounts.check_password, stored, password)
+
+
+def _throttled(wait: float, scope: str | None) -> ApiError:
+    seconds = max(1, math.ceil(wait))
+    field = "username" if scope == "account" else "$"
+    return ApiError(
+        429,
+        field,
+        f"too many failed logins ({'this account' if scope == 'account' else 'this address'}); "
+        f"retry after {seconds} s",
+        retry_after=seconds,
+    )
+
+
+def _set_session_cookie(request: Request, response: Response, token: str) -> None:
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -81,9 +95,95 @@ async def login(body: LoginBody, request: Request, response: Response, db: Db) -
         httponly=True,
         samesite="strict",
         path="/",
+        # https: directly or through a trusted proxy (X-Forwarded-Proto, RIG_FORWARDED_ALLOW_IPS).
         secure=request.url.scheme == "https",
     )
+
+
+@router.post(
+    "/auth/login",
+    response_model=LoginOut,
+    summary="Log in; sets the session cookie and returns a token",
+    responses={
+        401: {"description": "Wrong user name or password"},
+        429: {"description": "Too many failed logins from this address or for this account"},
+    },
+)
+async def login(
+    body: LoginBody, request: Request, response: Response, services: Services, db: Db
+) -> dict[str, Any]:
+    address = client_address(request)
+    wait, scope = services.throttle.retry_after(address, body.username)
+    if wait > 0:
+        # Refused before hashing anything: a throttled guess costs no argon2 and no query.
+        raise _throttled(wait, scope)
+    record = await db.run(accounts.login_record, body.username)
+    ok, rehash = await _check_password(services, record[1] if record else None, body.password)
+    if record is None or not ok:
+        services.throttle.failed(address, body.username)
+        info = audit_ctx.request_info(request)
+        await db.run(audit_ctx.record_login, info, body.username, False)
+        raise ApiError(401, "password", "wrong user name or password")
+    services.throttle.succeeded(body.username)
+    user, stored = record
+
+    def work(conn: psycopg.Connection) -> str:
+        if rehash is not None:
+            accounts.store_rehash(conn, user.username, stored, rehash)
+        audit_ctx.record_login(conn, audit_ctx.request_info(request), user.username, True)
+        return accounts.create_session(conn, user.username)
+
+    token = await db.run(work)
+    _set_session_cookie(request, response, token)
     return {**user.as_json(), "token": token}
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=accounts.MIN_PASSWORD_LENGTH, max_length=1024)
+
+
+@router.post(
+    "/auth/password",
+    response_model=UserOut,
+    summary="Change your own password (the current one required); ends your other sessions",
+    responses={
+        401: {"description": "Wrong current password"},
+        429: {"description": "Too many wrong passwords"},
+    },
+)
+async def change_own_password(
+    body: PasswordChange,
+    request: Request,
+    response: Response,
+    services: Services,
+    db: Db,
+    user: AnyUser,
+) -> dict[str, Any]:
+    address = client_address(request)
+    # The current password is a login in disguise (a stolen session must not guess it
+    # freely): the same throttle and the same bounded hashing.
+    wait, scope = services.throttle.retry_after(address, user.username)
+    if wait > 0:
+        raise _throttled(wait, scope)
+    if body.new_password == body.current_password:
+        raise FieldError("new_password", "must differ from the current password")
+    accounts.validate_password(body.new_password)
+    record = await db.run(accounts.login_record, user.username)
+    ok, _ = await _check_password(services, record[1] if record else None, body.current_password)
+    if record is None or not ok:
+        services.throttle.failed(address, user.username)
+        raise ApiError(401, "current_password", "the current password is wrong")
+    services.throttle.succeeded(user.username)
+    async with services.hash_gate.semaphore:
+        new_hash = await run_in_threadpool(accounts.hash_password, body.new_password)
+    token = token_from(request.headers, request.cookies)
+    await db.run(accounts.set_password_hash, user.username, new_hash, token)
+    # Other sessions of this user end at once in this process (the database already ended
+    # them; other processes within the credential cache's seconds).
+    services.credentials.sessions.clear()
+    return user.as_json()
 
 
 @router.post("/auth/logout", status_code=204, summary="End this session")
@@ -209,20 +309,38 @@ async def edge_keys(db: Db, admin: Admin) -> dict[str, Any]:
     return {"keys": await db.run(accounts.list_edge_keys)}
 
 
+class NewEdgeKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    machines: list[MachineId] | None = Field(
+        default=None,
+        max_length=10_000,
+        description="the machines this edge serves: the key may write readings and fetch "
+        "models and thresholds for these only; omitted: only machines no other edge serves",
+    )
+
+
 @router.post(
     "/edges/{edge_id}/keys",
     status_code=201,
     response_model=NewEdgeKeyOut,
-    summary="Issue an ingest API key for an edge (admin); shown once",
+    summary="Issue an ingest API key for an edge, bound to its machines (admin); shown once",
 )
-async def create_edge_key(edge_id: EdgeId, db: Db, admin: Admin, ctx: AuditCtx) -> dict[str, Any]:
-    entry = ctx.entry(admin, "edge_key.create", f"edge:{edge_id}")
+async def create_edge_key(
+    edge_id: EdgeId, db: Db, admin: Admin, ctx: AuditCtx, body: NewEdgeKey | None = None
+) -> dict[str, Any]:
+    machines = body.machines if body is not None else None
+    entry = ctx.entry(admin, "edge_key.create", f"edge:{edge_id}", detail={"machines": machines})
     # The key itself never enters the trail: after= is only its id.
     create = audit_store.wrap(
         entry, accounts.create_edge_key, after=lambda k: {"key_id": k.split("_")[1]}
     )
-    key = await db.run(create, edge_id, admin.username)
-    return {"edge_id": edge_id, "key_id": key.split("_")[1], "api_key": key}
+    key = await db.run(create, edge_id, admin.username, machines)
+    return {
+        "edge_id": edge_id,
+        "key_id": key.split("_")[1],
+        "api_key": key,
+        "machines": sorted(set(machines)) if machines is not None else None,
+    }
 
 
 @router.delete("/edge-keys/{key_id}", status_code=204, summary="Revoke an ingest key (admin)")

@@ -22,13 +22,12 @@ from fastapi import APIRouter
 from cloud import thresholds
 from cloud.api.deps import Db
 from cloud.api.errors import ApiError
-from cloud.api.guards import IngestEdge
+from cloud.api.guards import EdgePrincipal, IngestEdge
 from cloud.api.params import MachineId
 from cloud.api.schemas import Out
 
 router = APIRouter(prefix="/api/v1", tags=["thresholds"])
 
-BOOTSTRAP_EDGE = "default"
 VERSION_CHARS = 16
 
 
@@ -64,12 +63,18 @@ def latest_edge_of(conn: psycopg.Connection, machine_id: str) -> str | None:
     return None if row is None else str(row[0])
 
 
-def edge_table(conn: psycopg.Connection, machine_id: str, edge_id: str) -> dict[str, Any] | str:
-    """The machine's table, or the edge that owns the machine when ``edge_id`` may not read
-    it (one transaction: the check and the read see the same database)."""
-    if edge_id != BOOTSTRAP_EDGE:
+def edge_table(
+    conn: psycopg.Connection, machine_id: str, principal: EdgePrincipal
+) -> dict[str, Any] | str:
+    """The machine's table, or the edge that owns the machine when ``principal`` may not read
+    it (one transaction: the check and the read see the same database). A key bound to
+    machines reads exactly those; an unbound one those no other edge serves."""
+    if principal.machines is not None:
+        if machine_id not in principal.machines:
+            return latest_edge_of(conn, machine_id) or "(not bound to this key)"
+    elif principal.edge_id is not None:
         owner = latest_edge_of(conn, machine_id)
-        if owner is not None and owner != edge_id:
+        if owner is not None and owner != principal.edge_id:
             return owner
     entries = thresholds.effective(conn, machine_id)
     table = {name: entry.as_json() for name, entry in sorted(entries.items())}
@@ -88,6 +93,6 @@ async def edge_thresholds(machine_id: MachineId, db: Db, edge: IngestEdge) -> di
         raise ApiError(
             403,
             "machine_id",
-            f"machine {machine_id!r} is served by another edge; this key belongs to {edge!r}",
+            f"machine {machine_id!r} is not this key's; this key belongs to {edge.name!r}",
         )
     return found

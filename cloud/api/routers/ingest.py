@@ -53,7 +53,7 @@ from starlette.concurrency import run_in_threadpool
 from cloud.aggregator import is_infrastructure_error, is_row_error
 from cloud.api.deps import Services
 from cloud.api.errors import ApiError
-from cloud.api.guards import IngestEdge
+from cloud.api.guards import EdgePrincipal, IngestEdge, machines_refused
 from cloud.api.problems import PROBLEM_JSON, problem_members
 from cloud.api.schemas import (
     ErrorOut,
@@ -233,7 +233,7 @@ async def ingest(
 
 async def _ingest_items(
     services: Any,
-    key_edge: str,
+    principal: EdgePrincipal,
     raw: bytes,
     items: list[Any],
     is_batch: bool,
@@ -246,8 +246,9 @@ async def _ingest_items(
     # The bootstrap key (RIG_INGEST_API_KEY) may write for any edge, like the prototype's one
     # shared key (docs/manifest.md §3.2); a per-edge key writes only its own edge's
     # readings, so a stolen rig's key cannot forge or shadow another rig's sequence numbers.
-    bootstrap = key_edge == "default"
-    default_edge = "ingest:default" if bootstrap else key_edge
+    bootstrap = principal.bootstrap
+    key_edge = principal.name
+    default_edge = "ingest:default" if principal.edge_id is None else principal.edge_id
 
     readings: list[Reading] = []
     needs_seq: list[int] = []
@@ -265,7 +266,7 @@ async def _ingest_items(
             )
         except MessageError as exc:
             raise ApiError(422, _safe(exc.field), _safe(exc.problem)) from None
-        if not bootstrap and reading.edge_id != key_edge:
+        if not principal.may_write_edge(reading.edge_id):
             raise ApiError(403, f"{path}.edge_id", f"this API key belongs to edge {key_edge!r}")
         if (
             bootstrap
@@ -279,6 +280,12 @@ async def _ingest_items(
         if "seq" not in item:
             needs_seq.append(i)
         readings.append(reading)
+    # A per-edge key writes only the machines its edge serves (bound at issue).
+    off_limits = await machines_refused(services, principal, {r.machine_id for r in readings})
+    if off_limits is not None:
+        index = next(i for i, r in enumerate(readings) if r.machine_id == off_limits[0])
+        path = f"$.readings[{index}]" if is_batch else "$"
+        raise ApiError(403, f"{path}.machine_id", f"machine {off_limits[0]!r}: {off_limits[1]}")
 
     try:
         if idempotency_key is not None:
@@ -564,9 +571,9 @@ async def ingest_check(
 ) -> IngestCheckOut:
     """What ``rig-edge check-config --probe`` asks before deployment: the same key guard and
     edge scope as ``POST /api/v1/ingest``, without a reading to store."""
-    if edge_id is not None and key_edge not in ("default", edge_id):
-        raise ApiError(403, "edge_id", f"this API key belongs to edge {key_edge!r}")
-    return IngestCheckOut(key_edge=key_edge, edge_id=edge_id)
+    if edge_id is not None and not key_edge.may_write_edge(edge_id):
+        raise ApiError(403, "edge_id", f"this API key belongs to edge {key_edge.name!r}")
+    return IngestCheckOut(key_edge=key_edge.name, edge_id=edge_id)
 
 
 # --- InfluxDB line protocol -----------------------------------------------------------------
@@ -723,7 +730,7 @@ async def ingest_influx(
 async def _ingest_points(
     request: Request,
     services: Any,
-    key_edge: str,
+    principal: EdgePrincipal,
     raw: bytes,
     points: list[Point | LineError],
     precision: Precision,
@@ -731,8 +738,9 @@ async def _ingest_points(
     idempotency_key: str | None,
 ) -> JSONResponse:
     settings = services.settings
-    bootstrap = key_edge == "default"
-    default_edge = "ingest:default" if bootstrap else key_edge
+    bootstrap = principal.bootstrap
+    key_edge = principal.name
+    default_edge = "ingest:default" if principal.edge_id is None else principal.edge_id
     now = datetime.now(UTC)
     results: list[dict[str, Any]] = []
     readings: list[Reading] = []
@@ -758,6 +766,17 @@ async def _ingest_points(
         if reading is not None:
             readings.append(reading)
             entries.append(entry)
+    # A per-edge key writes only the machines its edge serves (bound at issue).
+    refused = await machines_refused(services, principal, {r.machine_id for r in readings})
+    if refused is not None:
+        line = next(
+            e.get("line")
+            for e, r in zip(entries, readings, strict=True)
+            if r.machine_id == refused[0]
+        )
+        raise ApiError(
+            403, f"line {line}: tag {machine_tag}", f"machine {refused[0]!r}: {refused[1]}"
+        )
 
     duplicates = 0
     outcomes: list[Outcome] | None = None

@@ -5,10 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from fastapi import APIRouter, Response
 
-from cloud.api.deps import Db
-from cloud.api.guards import Admin, AnyUser, IngestEdge, Operator, check_machine
+from cloud.api.deps import Db, Services
+from cloud.api.guards import (
+    Admin,
+    AnyUser,
+    IngestEdge,
+    Operator,
+    check_edge_machine,
+    check_machine,
+)
 from cloud.api.params import MachineId, RowId
 from cloud.api.routers import rul
 from cloud.api.schemas import (
@@ -87,6 +95,7 @@ async def training_job(job_id: RowId, db: Db, user: AnyUser) -> dict[str, Any]:
     summary="Put the previous model back in service (admin)",
 )
 async def rollback(machine_id: MachineId, db: Db, admin: Admin, ctx: AuditCtx) -> dict[str, Any]:
+    check_machine(admin, machine_id)  # an admin assigned some machines: only those
     audit = ctx.entry(admin, "model.rollback", f"machine:{machine_id}")
     work = audit_store.wrap(
         audit,
@@ -109,7 +118,10 @@ def _model_brief(row: dict[str, Any] | None) -> dict[str, Any] | None:
     response_model=EdgeModelOut,
     summary="For edges: the model in service on a machine (version and checksum)",
 )
-async def edge_model(machine_id: MachineId, db: Db, edge: IngestEdge) -> dict[str, Any]:
+async def edge_model(
+    machine_id: MachineId, services: Services, db: Db, edge: IngestEdge
+) -> dict[str, Any]:
+    await check_edge_machine(services, edge, machine_id)
     row = await db.run(registry.active, machine_id)
     if row is None:
         raise NotFoundError("machine_id", f"machine {machine_id!r} has no model in service")
@@ -135,16 +147,32 @@ async def edge_model(machine_id: MachineId, db: Db, edge: IngestEdge) -> dict[st
         }
     },
 )
-async def edge_bundle(machine_id: MachineId, model_id: RowId, db: Db, edge: IngestEdge) -> Response:
-    found = await db.run(registry.bundle, model_id)
+async def edge_bundle(
+    machine_id: MachineId, model_id: RowId, services: Services, db: Db, edge: IngestEdge
+) -> Response:
+    # Only the edge's machines, and only a model in service there: never a refused
+    # candidate or a retired model (an edge gets an older one back through a rollback).
+    await check_edge_machine(services, edge, machine_id)
+    found = await db.run(_bundle_in_service, model_id)
     if found is None or found[0] != machine_id:
-        raise NotFoundError("model_id", f"no model {model_id} for machine {machine_id!r}")
+        raise NotFoundError(
+            "model_id", f"no model {model_id} in service for machine {machine_id!r}"
+        )
     _, data, sha256 = found
     return Response(
         data,
         media_type="application/gzip",
         headers={"X-Bundle-SHA256": sha256, "Cache-Control": "no-store"},
     )
+
+
+def _bundle_in_service(conn: psycopg.Connection, model_id: int) -> tuple[str, bytes, str] | None:
+    row = conn.execute(
+        "SELECT machine_id, bundle, bundle_sha256 FROM model_registry "
+        "WHERE id = %s AND status = 'active'",
+        (model_id,),
+    ).fetchone()
+    return (row[0], bytes(row[1]), row[2]) if row else None
 
 
 @legacy_router.get(

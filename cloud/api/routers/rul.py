@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from cloud.api.deps import Db
-from cloud.api.guards import Admin, AnyUser, IngestEdge, check_machine
+from cloud.api.deps import Db, Services
+from cloud.api.guards import Admin, AnyUser, IngestEdge, check_edge_machine, check_machine
 from cloud.api.params import MachineId
 from cloud.api.schemas import ModelOut, Out
 from cloud.fielderror import NotFoundError
@@ -135,10 +135,14 @@ async def put_bands(body: BandsIn, db: Db, admin: Admin) -> dict[str, float]:
 
 
 async def rollback_rul(machine_id: MachineId, db: Db, admin: Admin) -> dict[str, Any]:
+    check_machine(admin, machine_id)  # an admin assigned some machines: only those
     return await db.run(registry.rollback, machine_id, admin.username, "rul")
 
 
-async def edge_rul_model(machine_id: MachineId, db: Db, edge: IngestEdge) -> dict[str, Any]:
+async def edge_rul_model(
+    machine_id: MachineId, services: Services, db: Db, edge: IngestEdge
+) -> dict[str, Any]:
+    await check_edge_machine(services, edge, machine_id)
     row = await db.run(registry.active, machine_id, "rul")
     if row is None:
         raise NotFoundError("machine_id", f"machine {machine_id!r} has no RUL model in service")

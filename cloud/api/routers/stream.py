@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
+from cloud.accounts import User
 from cloud.api.deps import get_services
 from cloud.api.guards import websocket_user
 from shared.message import MACHINE_ID_RE
@@ -21,6 +23,9 @@ from shared.message import MACHINE_ID_RE
 router = APIRouter(tags=["stream"])
 
 HEARTBEAT_S = 2.0
+# How often an open stream re-checks its session and machine scope (the credential cache
+# answers within CACHE_SECONDS, so a revocation ends the stream within about twice this).
+RECHECK_S = 2.0
 # WebSocket close codes (RFC 6455 private range): the page shows the reason and stops
 # retrying for these instead of reconnecting forever.
 CLOSE_UNAUTHENTICATED = 4401
@@ -76,8 +81,17 @@ async def stream(
             ).decode()
         )
         receiver = asyncio.create_task(_drain_client(websocket))
+        checked = time.monotonic()
         try:
             while not receiver.done():
+                if time.monotonic() - checked >= RECHECK_S:
+                    # The session and the scope, again: a logout, an expiry, a disabled
+                    # account or a machine taken away ends the stream within seconds.
+                    checked = time.monotonic()
+                    refusal = _still_allowed(await websocket_user(websocket), wanted)
+                    if refusal is not None:
+                        await websocket.close(code=refusal[0], reason=refusal[1])
+                        return
                 try:
                     event = await asyncio.wait_for(subscription.queue.get(), HEARTBEAT_S)
                 except TimeoutError:
@@ -96,6 +110,15 @@ async def stream(
         pass
     finally:
         hub.unsubscribe(subscription)
+
+
+def _still_allowed(user: User | None, wanted: frozenset[str] | None) -> tuple[int, str] | None:
+    """(close code, reason) when the stream's user may no longer see what it streams."""
+    if user is None:
+        return CLOSE_UNAUTHENTICATED, "session ended: log in again"
+    if user.machines is not None and (wanted is None or any(not user.may_see(m) for m in wanted)):
+        return CLOSE_FORBIDDEN, "machine access changed"
+    return None
 
 
 async def _drain_client(websocket: WebSocket) -> None:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cloud import thresholds
 from cloud.accounts import User
 from cloud.api.deps import Db
+from cloud.api.errors import ApiError
 from cloud.api.guards import Admin, AnyUser, check_machine
 from cloud.api.params import MachineId, SensorName
 from cloud.api.schemas import ThresholdClearedOut, ThresholdSetOut, ThresholdTableOut
@@ -56,6 +57,20 @@ async def _table(db: Db, machine_id: str | None) -> dict[str, Any]:
 _ROW = ("low", "high", "warn_low", "warn_high", "updated_by", "updated_at")
 
 
+def _check_scope(admin: User, machine_id: str | None) -> None:
+    """An admin assigned some machines changes only those: not another machine's override,
+    nor a fleet-wide value that would apply to machines they cannot see."""
+    if machine_id is not None:
+        check_machine(admin, machine_id)
+    elif admin.machines is not None:
+        raise ApiError(
+            403,
+            "machine_id",
+            f"admin {admin.username!r} is assigned only some machines: fleet-wide thresholds "
+            "need an admin of every machine",
+        )
+
+
 async def _set(
     db: Db,
     sensor: str,
@@ -64,6 +79,7 @@ async def _set(
     admin: User,
     ctx: RequestInfo,
 ) -> dict[str, Any]:
+    _check_scope(admin, machine_id)
     values = body.model_dump(include={"critical_low", "critical_high", "warn_low", "warn_high"})
     audit = ctx.entry(admin, "threshold.set", f"threshold:{machine_id or '*'}/{sensor}")
     before = snapshot("thresholds", only=_ROW, sensor=sensor, machine_id=machine_id)
@@ -75,6 +91,7 @@ async def _set(
 async def _clear(
     db: Db, sensor: str, machine_id: str | None, admin: User, ctx: RequestInfo
 ) -> dict[str, Any]:
+    _check_scope(admin, machine_id)
     audit = ctx.entry(admin, "threshold.clear", f"threshold:{machine_id or '*'}/{sensor}")
     before = snapshot("thresholds", only=_ROW, sensor=sensor, machine_id=machine_id)
     work = audit_store.wrap(audit, thresholds.clear_threshold, before=before)

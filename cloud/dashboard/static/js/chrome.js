@@ -73,7 +73,12 @@ export async function setupPage(pageName) {
     api("/api/v1/machines"),
     api("/api/v1/sensors"),
   ]);
-  document.getElementById("user-name").textContent = `${user.username} · ${user.role}`;
+  // The name links to the account page (change your own password).
+  const account = document.createElement("a");
+  account.href = "/account";
+  account.title = "Your account: change your password";
+  account.textContent = `${user.username} · ${user.role}`;
+  document.getElementById("user-name").replaceChildren(account);
   document.getElementById("nav-admin").hidden = user.role !== "admin";
   for (const link of document.querySelectorAll("[data-nav]")) {
     if (link.dataset.nav === pageName) link.setAttribute("aria-current", "page");

@@ -2,10 +2,22 @@
 
 import { api, ApiError } from "./api.js";
 
+export function sameOriginPath(next, origin) {
+  // Resolved the way the browser will navigate (the URL parser drops tabs and newlines and
+  // reads "\\" as "/"), then kept only when it stays on this origin: "/%09/evil.example"
+  // or "//evil.example" resolve to another host and fall back to "/".
+  if (!next || !next.startsWith("/")) return "/";
+  let url;
+  try {
+    url = new URL(next, origin);
+  } catch {
+    return "/";
+  }
+  return url.origin === origin ? url.pathname + url.search + url.hash : "/";
+}
+
 function nextPath() {
-  const next = new URLSearchParams(location.search).get("next") || "/";
-  // Only paths on this site: "/x", never "//host" or "https://...".
-  return next.startsWith("/") && !next.startsWith("//") && !next.startsWith("/\\") ? next : "/";
+  return sameOriginPath(new URLSearchParams(location.search).get("next"), location.origin);
 }
 
 const form = document.getElementById("login-form");
