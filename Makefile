@@ -15,7 +15,7 @@ WHEEL_PYTHON ?= 3.11
 PYTEST_ARGS ?=
 
 .PHONY: help venv lock wheelhouse system-deps kafka-jars test test-unit test-integration lint demo kafka \
-        bench-e2e bench-sim bench-edge bench-cloud bench-ml bench-dashboard bench-faults bench-rul bench-alerts dashboard-deps peer-deps peer-telegraf clean
+        bench-e2e bench-sim bench-edge bench-cloud bench-ml bench-dashboard bench-faults bench-rul bench-alerts bench-security dashboard-deps peer-deps peer-telegraf clean
 
 help:
 	@echo "make demo        simulator with scheduled faults + edge + cloud (embedded PostgreSQL) + alerts, on http://127.0.0.1:8080"
@@ -34,6 +34,7 @@ help:
 	@echo "make bench-faults  fault suite: kills, outages, full disk, poison, bad clocks (JSON)"
 	@echo "make bench-rul   remaining-useful-life model: edge prediction cost and bundle size (JSON)"
 	@echo "make bench-alerts  reading in -> alert received by a webhook and an SMTP server (JSON)"
+	@echo "make bench-security  attack battery against a live API: got_through must be 0 (JSON)"
 
 $(STAMP): pyproject.toml $(LOCK)
 	@command -v $(PYTHON) >/dev/null || { echo "python3 is required"; exit 1; }
@@ -172,6 +173,11 @@ bench-rul: venv
 
 bench-alerts: venv
 	$(PY) -m benchmarks.bench_alerts
+
+# Login brute force, oversize bodies, cross-origin POSTs and WebSocket, every route as the
+# wrong principal or machine scope, edge-key scope, stale streams; exits 1 if any got through.
+bench-security: venv
+	$(PY) -m benchmarks.bench_security
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
