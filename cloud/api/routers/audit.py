@@ -23,6 +23,8 @@ router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 # One request reads at most this many rows (the viewer pages with `before`).
 PAGE_MAX = 1000
 EXPORT_MAX = {"csv": 50_000, "pdf": 2_000}
+# PostgreSQL text cannot hold NUL: refused as invalid input (422), not a database error.
+_NO_NUL = r"^[^\x00]*$"
 
 
 class _Out(BaseModel):
@@ -117,9 +119,13 @@ async def audit_events(
     db: Db,
     admin: Admin,
     ctx: AuditCtx,
-    actor: Annotated[str | None, Query(max_length=128)] = None,
-    action: Annotated[str | None, Query(max_length=64, description="a prefix")] = None,
-    resource: Annotated[str | None, Query(max_length=256, description="a substring")] = None,
+    actor: Annotated[str | None, Query(max_length=128, pattern=_NO_NUL)] = None,
+    action: Annotated[
+        str | None, Query(max_length=64, pattern=_NO_NUL, description="a prefix")
+    ] = None,
+    resource: Annotated[
+        str | None, Query(max_length=256, pattern=_NO_NUL, description="a substring")
+    ] = None,
     category: Literal["auth", "change", "export", "audit"] | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -212,6 +218,7 @@ async def verify_chain(db: Db, admin: Admin) -> dict[str, Any]:
     response_model=CheckpointOut,
     status_code=201,
     summary="Sign the chain heads now with the audit signing key (admin)",
+    responses={409: {"description": "no signing key configured on this server"}},
 )
 async def sign_now(db: Db, admin: Admin) -> dict[str, Any]:
     settings = current()
