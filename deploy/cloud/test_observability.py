@@ -42,6 +42,7 @@ def _sample_names(families: list[Metric]) -> set[str]:
 def exported() -> frozenset[str]:
     """Every series name the API, aggregator, trainer and edge can expose, from their code."""
     import cloud.aggregator  # the lag gauge and dead-letter counter
+    import cloud.api.throttle  # login failures and throttled bursts
     import cloud.metrics.api
     import cloud.metrics.trainer  # noqa: F401
     from cloud.metrics.aggregator import AggregatorCollector
