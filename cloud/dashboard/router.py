@@ -122,6 +122,16 @@ async def anomalies_page(request: Request, user: CurrentUser) -> Response:
     return _page("anomalies.html") if user is not None else _to_login(request)
 
 
+@router.get("/edges")
+async def edges_page(request: Request, user: CurrentUser) -> Response:
+    """The edge fleet: operators and admins, like GET /api/v1/edges."""
+    if user is None:
+        return _to_login(request)
+    if getattr(user.role, "value", user.role) not in ("admin", "operator"):
+        return _page("403.html", 403)
+    return _page("edges.html")
+
+
 @router.get("/anomalies/{anomaly_id}")
 async def anomaly_page(anomaly_id: str, request: Request, user: CurrentUser) -> Response:
     # Whether the user may see the anomaly's machine is the API's answer (404 otherwise),

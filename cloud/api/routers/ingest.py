@@ -63,13 +63,15 @@ from cloud.api.schemas import (
     Out,
     Timestamp,
 )
+from cloud.edge_fleet import parse_header, record_status
 from cloud.influx import LineError, Point
 from cloud.influx import parse as parse_line_protocol
 from cloud.ingest_producer import Delivery, Failure, KafkaUnavailable, Outcome
 from cloud.metrics.api import count_ingested
-from cloud.scoring import mark_client
+from cloud.scoring import INTEGRATOR_EDGE_PREFIX, mark_client
 from cloud.storage import Conflict, StoreResult, store_readings
 from shared.catalog import SENSOR_INDEX
+from shared.edge_status import MAX_STATUS_BYTES
 from shared.failpoints import failpoint
 from shared.logs import log_event
 from shared.message import (
@@ -207,6 +209,14 @@ async def ingest(
         int | None,
         Header(ge=0, le=2**62, description="readings still buffered on the sending edge"),
     ] = None,
+    x_edge_status: Annotated[
+        str | None,
+        Header(
+            max_length=MAX_STATUS_BYTES,
+            description="the sending edge's status report (JSON, shared/edge_status.py), "
+            "stored for the fleet page; a malformed one is ignored",
+        ),
+    ] = None,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -228,7 +238,35 @@ async def ingest(
         # All-or-nothing: a refused body refuses every reading in it.
         count_ingested(JSON_ROUTE, "refused" if exc.status < 500 else "unavailable", len(items))
         raise
+    if x_edge_status is not None:
+        await _record_edge_status(services, key_edge, items, x_edge_status)
     return answer
+
+
+async def _record_edge_status(
+    services: Any, principal: EdgePrincipal, items: list[Any], raw: str
+) -> None:
+    """Store the report of the edge that sent the batch: the per-edge key's edge, or with the
+    bootstrap key the one edge every reading names (an integrator's post reports nothing). The
+    readings are already accepted: a report that cannot be stored is logged, never an error."""
+    edge_id = principal.edge_id
+    if edge_id is None and principal.bootstrap:
+        named = {item.get("edge_id") for item in items if isinstance(item, dict)}
+        edge_id = named.pop() if len(named) == 1 else None
+    if not isinstance(edge_id, str) or edge_id.startswith(INTEGRATOR_EDGE_PREFIX):
+        return
+    status = parse_header(edge_id, raw)
+    if status is None:
+        return
+
+    def store() -> None:
+        with services.pool.connection() as conn, conn.transaction():
+            record_status(conn, {edge_id: status})
+
+    try:
+        await run_in_threadpool(store)
+    except PsycopgError as exc:
+        log_event(log, logging.WARNING, "edge status not stored", edge_id=edge_id, error=str(exc))
 
 
 async def _ingest_items(
