@@ -423,7 +423,7 @@ def _run(argv: list[str] | None = None) -> int:
             + f"  Anomaly feed  : {base}/anomalies (anomalies, alerts; acknowledge and resolve)\n"
             "  Alerts        : rules 'demo critical anomaly' and 'demo remaining life under\n"
             "                  30 min' (GET /api/v1/alerting/rules), run by `rig-cloud alerts`,\n"
-            "                  deliver each alert (one per fault, with updates) to\n"
+            "                  deliver each alert (one per fault: FIRING, then RESOLVED) to\n"
             f"    e-mail      : {MAIL_TO} via the demo's mail catcher"
             f" smtp://127.0.0.1:{receivers.smtp_port}\n"
             f"                  -> {receivers.mail_log}\n"
