@@ -15,6 +15,7 @@ import logging
 import socket
 import uuid
 from collections.abc import Iterator, MutableMapping
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -24,13 +25,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 from websockets.typing import Origin
 
-from cloud.accounts import Role, User
+from cloud.accounts import Role, User, create_session, session_user
 from cloud.api.routers.stream import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, _still_allowed
 from cloud.api.security import SecurityMiddleware, cross_origin_problem
 from cloud.api.throttle import LoginThrottle
 from cloud.db.embedded import EmbeddedPostgres
 from cloud.db.migrate import apply_migrations
-from cloud.settings import weak_bootstrap_key
+from cloud.settings import CloudSettings, SettingsError, weak_bootstrap_key
 from tests.support.accounts import add_user, bearer, login
 from tests.support.processes import Service, free_port, http_ok, wait_until
 
@@ -403,3 +404,55 @@ def test_edge_keys_stay_on_their_machines(server: tuple[str, str]) -> None:
         )
         assert client.get("/api/v1/edge/models/M9", headers=rig1).status_code == 403
         assert client.get("/api/v1/edge/models/M1", headers=rig2).status_code == 403
+
+
+def test_a_weak_bootstrap_key_stops_the_start_naming_the_variable() -> None:
+    for weak in ("CHANGE-ME", "short-key", "example-ingest-key-" + "0123456789" * 3):
+        with pytest.raises(SettingsError, match="RIG_INGEST_API_KEY"):
+            CloudSettings.from_env({"RIG_INGEST_API_KEY": weak})
+    strong = CloudSettings.from_env({"RIG_INGEST_API_KEY": "3c" * 20})
+    assert strong.ingest_api_key == "3c" * 20
+
+
+@pytest.mark.integration
+def test_own_password_change_ends_other_sessions(server: tuple[str, str]) -> None:
+    base, database_url = server
+    password = add_user(database_url, "changer", "viewer")
+    with httpx.Client(base_url=base, timeout=10) as client:
+        mine = bearer(login(client, "changer", password))
+        other = bearer(login(client, "changer", password))
+        client.cookies.clear()
+        wrong = client.post(
+            "/api/v1/auth/password",
+            json={"current_password": "not-it-at-all", "new_password": "a-new-password-1"},
+            headers=mine,
+        )
+        assert wrong.status_code == 401 and wrong.json()["field"] == "current_password"
+        changed = client.post(
+            "/api/v1/auth/password",
+            json={"current_password": password, "new_password": "a-new-password-1"},
+            headers=mine,
+        )
+        assert changed.status_code == 200, changed.text
+        assert client.get("/api/v1/auth/me", headers=mine).status_code == 200
+        wait_until(
+            lambda: client.get("/api/v1/auth/me", headers=other).status_code == 401,
+            10,
+            "the other session ended",
+        )
+        login(client, "changer", "a-new-password-1")
+
+
+@pytest.mark.integration
+def test_an_idle_session_ends_before_its_lifetime(server: tuple[str, str]) -> None:
+    _, database_url = server
+    add_user(database_url, "idler", "viewer")
+    with psycopg.connect(database_url) as conn, conn.transaction():
+        token = create_session(conn, "idler")
+        assert session_user(conn, token) is not None
+        conn.execute(
+            "UPDATE user_sessions SET last_seen = now() - interval '31 minutes' "
+            "WHERE username = 'idler'"
+        )
+        assert session_user(conn, token) is None
+        assert session_user(conn, token, idle=timedelta(hours=1)) is not None
