@@ -8,7 +8,7 @@ from datetime import datetime
 import psycopg
 from psycopg.rows import class_row
 
-from cloud.fielderror import FieldError
+from cloud.fielderror import FieldError, NotFoundError
 from shared.catalog import SENSOR_INDEX, Category
 
 
@@ -81,3 +81,26 @@ def annotate_custom_sensor(
     sensor = get_custom_sensor(conn, name)
     assert sensor is not None  # inserted or updated just above, in this transaction
     return sensor
+
+
+def set_range(
+    conn: psycopg.Connection,
+    name: str,
+    min_range: float | None,
+    max_range: float | None,
+    username: str | None,
+) -> None:
+    """Set the measuring range of registered custom sensor ``name`` (an admin's word: the
+    spec sheet's provenance of the two values is dropped; its other values are kept)."""
+    if min_range is not None and max_range is not None and not min_range < max_range:
+        raise FieldError("max_range", "must be greater than min_range")
+    if get_custom_sensor(conn, name) is None:
+        raise NotFoundError("name", f"no custom sensor {name!r}: register it first")
+    conn.execute(
+        "INSERT INTO custom_sensor_specs (name, min_range, max_range, updated_by) "
+        "VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+        "min_range = excluded.min_range, max_range = excluded.max_range, "
+        "provenance = custom_sensor_specs.provenance - 'min_range' - 'max_range', "
+        "updated_by = excluded.updated_by, updated_at = now()",
+        (name, min_range, max_range, username),
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,7 +16,7 @@ from cloud.accounts import User
 from cloud.api.deps import Db
 from cloud.api.guards import Admin, AnyUser, check_machine
 from cloud.api.params import CustomSensorName, MachineId
-from cloud.api.schemas import CatalogOut, CustomSensorOut, CustomSensorsOut
+from cloud.api.schemas import CatalogOut, CustomSensorOut, CustomSensorsOut, CustomSensorSpecOut
 from cloud.audit import store as audit_store
 from cloud.audit.context import AuditCtx, RequestInfo, snapshot
 from cloud.fielderror import NotFoundError
@@ -33,6 +34,16 @@ class CustomSensorSpec(BaseModel):
     category: Category | None = None
     description: str | None = Field(default=None, max_length=1000)
     confirmed: bool = True
+
+
+class CustomSensorRange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    min_range: float | None = Field(
+        default=None, allow_inf_nan=False, description="low end of the measuring range"
+    )
+    max_range: float | None = Field(
+        default=None, allow_inf_nan=False, description="high end; greater than min_range"
+    )
 
 
 class LegacyCustomSensor(CustomSensorSpec):
@@ -158,6 +169,36 @@ async def annotate_custom_sensor(
     name: CustomSensorName, body: CustomSensorSpec, db: Db, admin: Admin, ctx: AuditCtx
 ) -> dict[str, Any]:
     return await _annotate(db, name, body, admin, ctx)
+
+
+_RANGE = ("min_range", "max_range")
+
+
+@router.put(
+    "/api/v1/custom-sensors/{name}/range",
+    response_model=CustomSensorSpecOut,
+    summary="Set a registered custom sensor's measuring range (admin)",
+)
+async def set_custom_sensor_range(
+    name: CustomSensorName, body: CustomSensorRange, db: Db, admin: Admin, ctx: AuditCtx
+) -> dict[str, Any]:
+    # Imported here: the spec reader's module imports this router (its request models).
+    from cloud.assistant.proposals import load_spec
+
+    audit = ctx.entry(admin, "custom_sensor.range", f"custom_sensor:{name}")
+
+    def work(conn: psycopg.Connection) -> dict[str, Any]:
+        registry.set_range(conn, name, body.min_range, body.max_range, admin.username)
+        return load_spec(conn, name)
+
+    return await db.run(
+        audit_store.wrap(
+            audit,
+            work,
+            before=snapshot("custom_sensor_specs", only=_RANGE, name=name),
+            after=lambda spec: {k: spec[k] for k in _RANGE},
+        )
+    )
 
 
 @router.get(
