@@ -75,14 +75,16 @@ def test_every_bad_variable_is_named_at_once() -> None:
     ],
 )
 def test_every_secret_accepts_name_file(tmp_path: Path, name: str, field: str) -> None:
+    # Long enough for every secret (the bootstrap ingest key needs 32 bytes).
+    in_file, in_env = "from-the-file-7f3a9c2e5b1d4f6a8c0e2b", "from-env-7f3a9c2e5b1d4f6a8c0e2b4d6f"
     path = tmp_path / "secret"
-    path.write_text("from-the-file\n", encoding="utf-8")
+    path.write_text(in_file + "\n", encoding="utf-8")
     settings = CloudSettings.from_env({f"{name}_FILE": str(path)})
-    assert getattr(settings, field) == "from-the-file"
+    assert getattr(settings, field) == in_file
     # The file wins over the variable, as with the official container images.
-    both = CloudSettings.from_env({name: "from-env", f"{name}_FILE": str(path)})
-    assert getattr(both, field) == "from-the-file"
-    assert getattr(CloudSettings.from_env({name: "from-env"}), field) == "from-env"
+    both = CloudSettings.from_env({name: in_env, f"{name}_FILE": str(path)})
+    assert getattr(both, field) == in_file
+    assert getattr(CloudSettings.from_env({name: in_env}), field) == in_env
 
 
 def test_a_missing_or_empty_secret_file_names_the_variable(tmp_path: Path) -> None:
