@@ -2,9 +2,10 @@
 on an embedded PostgreSQL: users (create, role, machine scope, disable, password reset,
 delete, and the API's refusal to let an admin demote themselves), edge keys (the key shown
 once, working, then revoked and refused), models (metrics, refusal reasons, rollback and its
-refusal, retraining queued), custom sensors (unit, category, the range seen, registering one
-never sent) and fleet thresholds; then a machine-scoped operator, who gets none of the admin
-pages and sees no other machine on any page or in any answer its browser can ask for.
+refusal, retraining queued), custom sensors (unit, category, measuring range, the range seen,
+registering one never sent) and fleet thresholds; then a machine-scoped operator, who gets
+none of the admin pages and sees no other machine on any page or in any answer its browser
+can ask for.
 
 One server and one browser for the module, and a few long flows (each checks a lot) rather
 than many small tests: the suite's time budget is tight.
@@ -344,12 +345,26 @@ def test_models_custom_sensors_and_fleet_thresholds(fleet: dict[str, Any], brows
     assert _row_text(page, f"{row} td.range") == "10.00 · 12.00 · 14.00"
     page.fill(f'{row} input[name="unit"]', "Nm")
     page.select_option(f'{row} select[name="category"]', "mechanical")
+    page.fill(f'{row} input[name="min_range"]', "0")
+    page.fill(f'{row} input[name="max_range"]', "50")
     page.click(f"{row} button.primary")
     page.wait_for_function(
         "() => document.getElementById('cs-status').textContent.startsWith('Saved')"
     )
     assert page.input_value(f'{row} input[name="unit"]') == "Nm"
     assert page.input_value(f'{row} select[name="category"]') == "mechanical"
+    assert page.input_value(f'{row} input[name="max_range"]') == "50"
+    spec = page.evaluate(
+        "(n) => fetch(`/api/v1/custom-sensors/${n}/spec`).then(r => r.json())", custom
+    )
+    assert (spec["min_range"], spec["max_range"], spec["updated_by"]) == (0, 50, "ada")
+    # A range upside down: the API's refusal, naming the field, on the row.
+    page.fill(f'{row} input[name="min_range"]', "60")
+    page.click(f"{row} button.primary")
+    page.wait_for_function(
+        "(r) => document.querySelector(r + ' .row-error').textContent.includes('max_range')",
+        arg=row,
+    )
     # Registered before it is ever sent.
     spare = f"spare_probe_{uuid.uuid4().hex[:4]}"
     page.fill("#cs-name", spare)

@@ -1,6 +1,6 @@
 // Admin section: custom sensors — register one before it is ever sent, or annotate what the
-// fleet sends (unit, category, description), beside the range the fleet has actually sent and
-// the fleet-wide thresholds it is judged by (edited in the fleet thresholds section).
+// fleet sends (unit, category, description, measuring range), beside the range the fleet has
+// actually sent and the fleet-wide thresholds it is judged by (edited under fleet thresholds).
 
 import { api } from "./api.js";
 import { errorText, flash, setStatus } from "./admin_common.js";
@@ -38,12 +38,17 @@ class SensorsSection {
       api("/api/v1/thresholds"),
     ]);
     sensors.sort((a, b) => a.name.localeCompare(b.name));
-    document.getElementById("cs-rows").replaceChildren(...sensors.map((s) => this.row(s, fleet.thresholds[s.name])));
+    const specs = await Promise.all(
+      sensors.map((s) => api(`/api/v1/custom-sensors/${encodeURIComponent(s.name)}/spec`).catch(() => null)),
+    );
+    document
+      .getElementById("cs-rows")
+      .replaceChildren(...sensors.map((s, i) => this.row(s, fleet.thresholds[s.name], specs[i])));
     document.getElementById("cs-empty").hidden = sensors.length > 0;
     return sensors;
   }
 
-  row(sensor, entry) {
+  row(sensor, entry, spec) {
     const name = sensor.name;
     const error = el("div", { class: "row-error", role: "alert" });
     const unit = el("input", { name: "unit", value: sensor.unit || "", maxlength: "32", "aria-label": `Unit of ${name}` });
@@ -54,6 +59,21 @@ class SensorsSection {
       maxlength: "1000",
       "aria-label": `Description of ${name}`,
     });
+    const bounds = {};
+    for (const [field, word] of [
+      ["min_range", "low end"],
+      ["max_range", "high end"],
+    ]) {
+      const value = spec ? spec[field] : null;
+      bounds[field] = el("input", {
+        type: "number",
+        step: "any",
+        name: field,
+        value: typeof value === "number" ? String(value) : "",
+        placeholder: field === "min_range" ? "min" : "max",
+        "aria-label": `Measuring range of ${name}, ${word}`,
+      });
+    }
     const range = sensor.count ? `${fmt(sensor.min)} · ${fmt(sensor.mean)} · ${fmt(sensor.max)}` : "never received";
     const row = el("tr", { dataset: { sensor: name, confirmed: String(sensor.confirmed) } });
     const save = el("button", {
@@ -65,6 +85,7 @@ class SensorsSection {
         error.textContent = "";
         try {
           await this.put(name, unit.value, category.value, description.value);
+          await this.putRange(name, spec, bounds.min_range.value, bounds.max_range.value);
           setStatus("cs-status", `Saved ${name}.`);
           await this.load();
           const fresh = document.querySelector(`#cs-rows tr[data-sensor="${CSS.escape(name)}"]`);
@@ -79,6 +100,7 @@ class SensorsSection {
       el("td", { text: sensor.machines.join(", ") || "—" }),
       el("td", { class: "num", text: fmtInt(sensor.count) }),
       el("td", { class: "num range", text: range }),
+      el("td", { class: "bounds" }, bounds.min_range, " … ", bounds.max_range),
       el("td", {}, unit),
       el("td", {}, category),
       el("td", {}, description),
@@ -104,6 +126,18 @@ class SensorsSection {
         confirmed: true,
       },
     });
+  }
+
+  /** Sets the measuring range when the admin changed it (empty: none). */
+  async putRange(name, spec, minText, maxText) {
+    const number = (text) => (text.trim() === "" ? null : Number(text));
+    const body = { min_range: number(minText), max_range: number(maxText) };
+    for (const [field, value] of Object.entries(body)) {
+      if (value !== null && !Number.isFinite(value)) throw new Error(`${field}: not a number`);
+    }
+    const before = spec || { min_range: null, max_range: null };
+    if (body.min_range === before.min_range && body.max_range === before.max_range) return;
+    await api(`/api/v1/custom-sensors/${encodeURIComponent(name)}/range`, { method: "PUT", body });
   }
 
   async create(event) {
