@@ -201,3 +201,30 @@ def test_retention_drops_a_whole_month_recorded_and_the_chain_still_verifies(
     with psycopg.connect(database_url) as conn, conn.transaction():
         conn.execute("UPDATE audit_chain_head SET base_seq = 3 WHERE category = 'auth'")
         assert store.verify(conn)["problem"]["kind"] == "deleted"
+
+
+def test_maintain_and_the_hourly_signer(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cloud.cli_audit import maintain, start_signer
+    from tests.support.processes import wait_until
+
+    private, _public = generate_keypair()
+    (tmp_path / "audit.key").write_bytes(private)
+    monkeypatch.setenv("RIG_AUDIT_SIGNING_KEY_FILE", str(tmp_path / "audit.key"))
+    monkeypatch.setenv("RIG_AUDIT_CHECKPOINT_FILE", str(tmp_path / "cp.jsonl"))
+    result = maintain(database_url)
+    assert result["dropped"] == [] and result["signed_with"]
+    signer = start_signer(database_url)
+    assert signer is not None
+    try:
+
+        def signed_twice() -> bool:
+            with psycopg.connect(database_url) as conn:
+                row = conn.execute("SELECT count(*) FROM audit_checkpoints").fetchone()
+            return row is not None and row[0] >= 2
+
+        wait_until(signed_twice, 30, "the signer's first checkpoint")
+    finally:
+        signer.stop()
+    assert len((tmp_path / "cp.jsonl").read_text().splitlines()) >= 2
