@@ -383,6 +383,14 @@ class Aggregator:
             if position is not None:
                 key, offset = position
                 offsets[key] = max(offsets.get(key, -1), offset)
+            raw_status = _status_header(msg)
+            if raw_status is not None and not msg.value():
+                # A status report sent alone (the rig had nothing else to send): it names
+                # its edge. One that does not is dead-lettered below like any empty message.
+                alone = parse_header(None, raw_status)
+                if alone is not None and alone["edge_id"] is not None:
+                    statuses[alone["edge_id"]] = alone
+                    continue
             decoded = self._decode(msg, now)
             if isinstance(decoded, DeadLetter):
                 letters.append(decoded)
@@ -391,7 +399,7 @@ class Aggregator:
             reported = _backlog_header(msg)
             if reported is not None:
                 backlog[decoded.edge_id] = reported
-            status = parse_header(decoded.edge_id, _status_header(msg))
+            status = parse_header(decoded.edge_id, raw_status)
             if status is not None:
                 statuses[decoded.edge_id] = status
         if not offsets:

@@ -23,16 +23,28 @@ from shared.logs import log_event
 log = logging.getLogger(__name__)
 
 
-def parse_header(edge_id: str, raw: bytes | str | None) -> dict[str, Any] | None:
+def parse_header(edge_id: str | None, raw: bytes | str | None) -> dict[str, Any] | None:
     """The checked report of a header, or None (absent, or refused with a warning: a broken
-    report must never cost the readings it travels with)."""
+    report must never cost the readings it travels with). ``edge_id``: the edge the report
+    travels for (None: a report sent alone, which names its edge itself); a report naming
+    another edge is refused."""
     if raw is None:
         return None
     try:
-        return parse_status(raw)
+        doc = parse_status(raw)
     except StatusError as exc:
         log_event(log, logging.WARNING, "edge status refused", edge_id=edge_id, error=str(exc))
         return None
+    if edge_id is not None and doc["edge_id"] not in (None, edge_id):
+        log_event(
+            log,
+            logging.WARNING,
+            "edge status refused",
+            edge_id=edge_id,
+            error=f"edge_status.edge_id: {doc['edge_id']!r} is not the sending edge",
+        )
+        return None
+    return doc
 
 
 def record_status(conn: psycopg.Connection, statuses: Mapping[str, dict[str, Any]]) -> None:

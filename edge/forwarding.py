@@ -185,6 +185,7 @@ class Forwarder:
         """One batch: None when there was nothing to send, else whether the output worked."""
         batch = self._next_batch()
         if not batch:
+            self._status_alone()
             return None
         started = time.perf_counter()
         try:
@@ -230,6 +231,19 @@ class Forwarder:
         self.healthy = False
         self.last_error = result.error
         return False
+
+    def _status_alone(self) -> None:
+        """Nothing to send: a status report that is due goes alone, so a rig whose inputs
+        are all down still tells the cloud so (instead of just falling silent)."""
+        status = self.status_source() if self.status_source is not None else None
+        if status is None:
+            return
+        try:
+            error = self.output.send_status(status)
+        except Exception as exc:  # a client bug must not kill forwarding for good
+            error = f"{type(exc).__name__}: {exc}"
+        if error is not None:
+            log_event(log, logging.INFO, "status report not delivered", error=error[:300])
 
     def _round_done(self) -> None:
         self.last_round_at = time.time()

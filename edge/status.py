@@ -62,6 +62,7 @@ def build_status(
         }
     return {
         "v": STATUS_VERSION,
+        "edge_id": health.get("edge_id"),
         "at": datetime.now(UTC).isoformat(),
         "version": rig_version(),
         "status": health.get("status", "unhealthy"),

@@ -74,6 +74,9 @@ class RecordingOutput:
                 self.payloads[item.seq] = orjson.loads(item.payload)
         return SendResult(confirmed=[item.seq for item in batch])
 
+    def send_status(self, status: bytes) -> str | None:
+        return None
+
     def close(self) -> None:
         pass
 

@@ -34,6 +34,9 @@ class RecordingOutput:
         self.batches.append([b.seq for b in batch])
         return SendResult(confirmed=[b.seq for b in batch])
 
+    def send_status(self, status: bytes) -> str | None:
+        return None
+
     def close(self) -> None:
         pass
 

@@ -27,6 +27,7 @@ def _health(**over: Any) -> dict[str, Any]:
             "broker": {"healthy": True, "devices": {"mqtt": True}, "last_reading_age_s": None},
         },
         "models": {"A": "20261129T101010Z"},
+        "edge_id": "rig-1",
     }
     doc.update(over)
     return doc
@@ -35,7 +36,7 @@ def _health(**over: Any) -> dict[str, Any]:
 def test_report_from_health_passes_the_clouds_check() -> None:
     doc = build_status(_health(), {"A": "t7", "B": "catalog+pinned"}, ["B", "A"])
     checked = parse_status(orjson.dumps(doc))
-    assert checked["status"] == "degraded"
+    assert checked["status"] == "degraded" and checked["edge_id"] == "rig-1"
     assert checked["backlog"] == 40
     assert checked["dropped"] == 5  # buffer evictions and refused readings together
     assert checked["inputs"]["plc-1"] == {
@@ -86,6 +87,7 @@ def test_a_failing_health_costs_the_report_only() -> None:
         ({"machines": ["<script>"]}, "edge_status.machines"),
         ({"models": {"A": "x" * 65}}, "edge_status.models.A"),
         ({"inputs": {"plc": {"healthy": "yes"}}}, "edge_status.inputs.plc.healthy"),
+        ({"edge_id": "rig 1"}, "edge_status.edge_id"),
     ],
 )
 def test_the_cloud_refuses_what_an_edge_does_not_write(change: dict[str, Any], field: str) -> None:

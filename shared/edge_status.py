@@ -1,6 +1,8 @@
 """The edge's status report: a small JSON document the edge attaches to a batch it sends every
 ``status_interval_s`` seconds (Kafka header ``edge_status``, HTTP header ``X-Edge-Status``), so
-the cloud knows each rig's health without reaching into it (issue 13 item 6).
+the cloud knows each rig's health without reaching into it (issue 13 item 6). With nothing to
+send (every input down, or a quiet rig) the report travels alone: a Kafka message with an empty
+value and that header, or ``POST /api/v1/edges/status``; it names its edge (``edge_id``).
 
 Both sides use this module: the edge builds the document (``edge.status``), the cloud checks it
 with ``parse_status`` before storing it (``cloud.edge_fleet``). The check is strict and bounded:
@@ -15,9 +17,12 @@ from typing import Any
 
 import orjson
 
+from shared.message import EDGE_ID_RE
+
 STATUS_VERSION = 1
 KAFKA_HEADER = "edge_status"
 HTTP_HEADER = "X-Edge-Status"
+STATUS_PATH = "/api/v1/edges/status"
 # A header travels with every message it is attached to: a few kilobytes at most.
 MAX_STATUS_BYTES = 8 * 1024
 MAX_INPUTS = 32
@@ -30,6 +35,7 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,63}")
 _KEYS = frozenset(
     {
         "v",
+        "edge_id",
         "at",
         "version",
         "status",
@@ -51,6 +57,7 @@ class StatusError(ValueError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
+        self.problem = problem
 
 
 def encode(doc: dict[str, Any]) -> bytes:
@@ -126,11 +133,15 @@ def parse_status(raw: bytes | str) -> dict[str, Any]:
             ),
             "down": [_name(f"{path}.down", d) for d in down],
         }
+    edge_id = doc.get("edge_id")
+    if edge_id is not None and (not isinstance(edge_id, str) or not EDGE_ID_RE.fullmatch(edge_id)):
+        raise StatusError("edge_status.edge_id", "1-64 characters of letters, digits, '_.:-'")
     machines = doc.get("machines", [])
     if not isinstance(machines, list) or len(machines) > MAX_MACHINES:
         raise StatusError("edge_status.machines", f"expected at most {MAX_MACHINES} machines")
     return {
         "v": STATUS_VERSION,
+        "edge_id": edge_id,
         "at": at.astimezone(UTC).isoformat(),
         "version": _name("edge_status.version", doc.get("version")),
         "status": doc["status"],

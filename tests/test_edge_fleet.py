@@ -1,10 +1,13 @@
 """The edge's status report end to end on real services: simulator (Modbus TCP) -> rig-edge ->
 Kafka (header ``edge_status`` on a batch) -> aggregator -> PostgreSQL -> GET /api/v1/edges,
 with its guard: a viewer is refused, a machine-scoped operator sees only the edges serving one
-of their machines, and of those only their machines."""
+of their machines, and of those only their machines. When the simulator stops, the edge has
+no readings to send: its report travels alone and says which source is down. The HTTP path
+for a report sent alone (POST /api/v1/edges/status) names its edge."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,16 +77,28 @@ def test_edge_status_reaches_the_fleet_api_through_kafka(
             "the edge's status report stored",
             services=[sim, edge, agg],
         )
+        stored = _reported(database_url)
+        assert stored is not None
+        assert stored["status"] in ("ok", "degraded") and stored["version"]
+        assert stored["dropped"] == 0 and stored["backlog"] >= 0
+        (source,) = stored["inputs"].values()
+        assert source["down"] == [] and source["last_reading_age_s"] is not None
+        # The rig's only source goes away: no more readings, the report comes alone.
+        sim.stop()
+        wait_until(
+            lambda: (
+                (r := _reported(database_url)) is not None
+                and any(i["down"] for i in r["inputs"].values())
+            ),
+            90,
+            "a report alone saying the source is down",
+            services=[edge, agg],
+        )
+        assert _reported(database_url)["status"] == "degraded"  # type: ignore[index]
     finally:
         edge.stop()
         agg.stop()
         sim.stop()
-    stored = _reported(database_url)
-    assert stored is not None
-    assert stored["status"] in ("ok", "degraded") and stored["version"]
-    assert stored["dropped"] == 0 and stored["backlog"] >= 0
-    (source,) = stored["inputs"].values()
-    assert source["down"] == [] and source["last_reading_age_s"] is not None
 
     passwords = {
         "boss": add_user(database_url, "fleet-admin", "admin"),
@@ -109,3 +124,25 @@ def test_edge_status_reaches_the_fleet_api_through_kafka(
         assert edges("viewer").status_code == 403
         client.cookies.clear()  # the logins above left a session cookie
         assert client.get("/api/v1/edges").status_code == 401
+
+        # A report sent alone over HTTP, with the shared ingest key: it must name its edge.
+        report = {
+            "v": 1,
+            "at": datetime.now(UTC).isoformat(),
+            "version": "9.9.9",
+            "status": "ok",
+            "uptime_s": 1.0,
+            "backlog": 0,
+            "dropped": 3,
+        }
+        key = {"X-API-KEY": "k" * 32}
+        post = lambda doc: client.post("/api/v1/edges/status", json=doc, headers=key)  # noqa: E731
+        assert post(report).status_code == 422
+        assert post({**report, "edge_id": "ingest:x"}).status_code == 422
+        assert post({**report, "edge_id": "edge-alone"}).status_code == 204
+        assert client.post("/api/v1/edges/status", json=report).status_code == 401
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute(
+                "SELECT version, dropped_total FROM edges WHERE edge_id = 'edge-alone'"
+            ).fetchone()
+        assert row == ("9.9.9", 3)

@@ -35,4 +35,9 @@ class Output(Protocol):
         (Kafka header ``edge_status`` on its first message, HTTP header ``X-Edge-Status``)."""
         ...
 
+    def send_status(self, status: bytes) -> str | None:
+        """Send the status report alone (nothing buffered to carry it): None when the
+        destination has it, else why not. Best effort: the next report replaces it."""
+        ...
+
     def close(self) -> None: ...

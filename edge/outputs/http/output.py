@@ -17,7 +17,7 @@ import httpx
 from edge.buffer import BufferedReading
 from edge.outputs.base import SendResult
 from edge.outputs.http.config import HttpOutputConfig
-from shared.edge_status import HTTP_HEADER
+from shared.edge_status import HTTP_HEADER, STATUS_PATH
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,17 @@ class HttpOutput:
                 self._send_into(batch[middle:], result)
             return
         result.error = f"HTTP {response.status_code}: {reason}"
+
+    def send_status(self, status: bytes) -> str | None:
+        """The report alone: ``POST /api/v1/edges/status`` on the ingest URL's server."""
+        url = httpx.URL(self.config.url).join(STATUS_PATH)
+        try:
+            response = self._client.post(url, content=status)
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        if response.status_code == 204:
+            return None
+        return f"HTTP {response.status_code}: {response.text[:300]}"
 
     def close(self) -> None:
         self._client.close()

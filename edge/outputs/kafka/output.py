@@ -28,6 +28,8 @@ _KAFKA_LOG = kafka_client_logger(__name__)
 
 BACKLOG_HEADER = "edge_backlog"
 STATUS_HEADER = KAFKA_HEADER
+# A status report sent alone waits this long for its delivery (the forwarder is idle then).
+STATUS_TIMEOUT_S = 5.0
 # Rounds in a row that delivered nothing before the producer is replaced. A producer can be
 # left wedged by a broker restart (its idempotence state waiting on a session the broker no
 # longer has) without librdkafka calling it fatal; a new one costs a reconnect, and what it
@@ -150,6 +152,27 @@ class KafkaOutput:
             except BufferError:
                 # Local queue full: let librdkafka deliver some first.
                 self._producer.poll(0.05)
+
+    def send_status(self, status: bytes) -> str | None:
+        """The report alone: a message with an empty value and the ``edge_status`` header
+        (the aggregator stores it, and never takes it for a reading)."""
+        delivered: list[KafkaError | None] = []
+        try:
+            self._producer.produce(
+                self.config.topic,
+                value=b"",
+                headers=[(STATUS_HEADER, status)],
+                on_delivery=lambda err, _msg: delivered.append(err),
+            )
+        except (BufferError, KafkaException) as exc:
+            return f"Kafka: {exc}"
+        deadline = time.monotonic() + STATUS_TIMEOUT_S
+        while not delivered and time.monotonic() < deadline:
+            self._producer.poll(0.1)
+        if not delivered:
+            return "delivery not confirmed in time"
+        err = delivered[0]
+        return None if err is None else f"Kafka: {err.str()}"
 
     def _renew(self, why: str) -> None:
         """An idempotent producer that hit a fatal error refuses everything from then on,
