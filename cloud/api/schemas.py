@@ -106,7 +106,7 @@ class EdgeKeyOut(Out):
     last_used: Timestamp | None
     revoked_at: Timestamp | None
     machines: list[str] | None = Field(
-        default=None, description="the machines the key may touch; null: issued unbound"
+        description="the machines the key may touch; null: issued unbound"
     )
 
 
@@ -118,9 +118,7 @@ class NewEdgeKeyOut(Out):
     edge_id: str
     key_id: str
     api_key: str = Field(description="shown once; only its SHA-256 is stored")
-    machines: list[str] | None = Field(
-        default=None, description="the machines the key may touch; null: unbound"
-    )
+    machines: list[str] | None = Field(description="the machines the key may touch; null: unbound")
 
 
 # --- sensors --------------------------------------------------------------------------------
