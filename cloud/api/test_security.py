@@ -26,9 +26,10 @@ from websockets.sync.client import connect
 from websockets.typing import Origin
 
 from cloud.accounts import Role, User, create_session, session_user
+from cloud.api.errors import ApiError
 from cloud.api.routers.stream import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, _still_allowed
 from cloud.api.security import SecurityMiddleware, cross_origin_problem
-from cloud.api.throttle import LoginThrottle
+from cloud.api.throttle import HashGate, LoginThrottle
 from cloud.db.embedded import EmbeddedPostgres
 from cloud.db.migrate import apply_migrations
 from cloud.settings import CloudSettings, SettingsError, weak_bootstrap_key
@@ -456,3 +457,28 @@ def test_an_idle_session_ends_before_its_lifetime(server: tuple[str, str]) -> No
         )
         assert session_user(conn, token) is None
         assert session_user(conn, token, idle=timedelta(hours=1)) is not None
+
+
+def test_hash_gate_bounds_running_and_waiting_hashes() -> None:
+    async def scenario() -> None:
+        gate = HashGate(1, max_waiting=1)
+        release = asyncio.Event()
+
+        async def hold() -> None:
+            async with gate.slot():
+                await release.wait()
+
+        first = asyncio.create_task(hold())
+        await asyncio.sleep(0)
+        second = asyncio.create_task(hold())  # waits for the slot
+        await asyncio.sleep(0)
+        assert gate.waiting == 1
+        with pytest.raises(ApiError) as refused:
+            async with gate.slot():
+                pass
+        assert refused.value.status == 503
+        release.set()
+        await asyncio.gather(first, second)
+        assert gate.waiting == 0 and not gate.semaphore.locked()
+
+    asyncio.run(scenario())

@@ -23,11 +23,13 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from prometheus_client import Counter
 
+from cloud.api.errors import ApiError
 from shared.logs import log_event
 
 log = logging.getLogger("rig-cloud.auth")
@@ -150,11 +152,15 @@ class LoginThrottle:
 
 
 class HashGate:
-    """At most ``limit`` argon2 computations at once in this process; the rest wait here
-    (in the event loop, holding nothing) instead of in the database pool."""
+    """At most ``limit`` argon2 computations at once in this process; up to ``max_waiting``
+    more wait here (in the event loop, holding nothing) instead of in the database pool, and
+    beyond that a login is answered 503 with Retry-After at once: a flood from many addresses
+    costs neither memory nor the pool."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, max_waiting: int = 100) -> None:
         self.limit = limit
+        self.max_waiting = max_waiting
+        self.waiting = 0
         self._semaphore: asyncio.Semaphore | None = None
 
     @property
@@ -163,3 +169,19 @@ class HashGate:
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(self.limit)
         return self._semaphore
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        semaphore = self.semaphore
+        if semaphore.locked() and self.waiting >= self.max_waiting:
+            LOGIN_REFUSED.labels("busy").inc()
+            raise ApiError(503, "$", "too many logins at once; retry in a moment", retry_after=1)
+        self.waiting += 1
+        try:
+            await semaphore.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            semaphore.release()
