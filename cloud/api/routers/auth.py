@@ -71,7 +71,7 @@ async def _check_password(
 ) -> tuple[bool, str | None]:
     # argon2 in a worker thread, at most hash_gate.limit at once, and with no database
     # connection held: a burst of guesses queues here, not in the pool everyone else needs.
-    async with services.hash_gate.semaphore:
+    async with services.hash_gate.slot():
         return await run_in_threadpool(accounts.check_password, stored, password)
 
 
@@ -176,7 +176,7 @@ async def change_own_password(
         services.throttle.failed(address, user.username)
         raise ApiError(401, "current_password", "the current password is wrong")
     services.throttle.succeeded(user.username)
-    async with services.hash_gate.semaphore:
+    async with services.hash_gate.slot():
         new_hash = await run_in_threadpool(accounts.hash_password, body.new_password)
     token = token_from(request.headers, request.cookies)
     await db.run(accounts.set_password_hash, user.username, new_hash, token)
