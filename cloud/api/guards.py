@@ -140,8 +140,8 @@ async def machines_refused(
 ) -> tuple[str, str] | None:
     """(machine, why) for the first of ``machine_ids`` the principal may not touch, or None.
     A bound key: its machines only. An unbound key: machines whose newest reading came from
-    its own edge or that have none yet (cached like credentials: one indexed query per
-    machine every few seconds, not per reading)."""
+    its own edge (or an integrator) or that have none yet (cached like credentials: one
+    indexed query per machine every few seconds, not per reading)."""
     if principal.bootstrap:
         return None
     if principal.machines is not None:
@@ -154,7 +154,9 @@ async def machines_refused(
         owner: str | None = await _remembered(
             services.credentials.owners, machine_id, partial(db.run, machine_edge, machine_id)
         )
-        if owner is not None and owner != principal.edge_id:
+        # Readings an integrator posted with the bootstrap key (edge "ingest:...") make no
+        # edge the machine's owner.
+        if owner is not None and owner != principal.edge_id and not owner.startswith("ingest:"):
             return machine_id, f"served by another edge; this API key belongs to {principal.name!r}"
     return None
 

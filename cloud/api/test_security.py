@@ -378,6 +378,10 @@ def test_edge_keys_stay_on_their_machines(server: tuple[str, str]) -> None:
         # An unbound key may not write a machine another edge serves.
         assert write(rig2, "M1", 1, "rig-2").status_code == 403
         assert write(rig2, "M9", 1, "rig-2").status_code == 200
+        # An integrator's readings (bootstrap key) make no edge the owner.
+        integrator = {"machine_id": "M5", "temperature": 70.0}
+        assert client.post("/api/v1/ingest", json=integrator, headers={"X-API-KEY": KEY}).is_success
+        assert write(rig2, "M5", 2, "rig-2").status_code == 200
 
         with psycopg.connect(database_url) as conn:
             ids = [
