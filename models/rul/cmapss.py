@@ -116,7 +116,7 @@ def evaluate_cmapss(
     native = model.predict(test)
     results = [
         CmapssResult("rul-ensemble (onnx, edge)", edge.rul, edge.low, edge.high, true),
-        CmapssResult("rul-ensemble (keras)", native, *model.predict_interval(test), true),
+        CmapssResult("rul-ensemble (native)", native, *model.predict_interval(test), true),
         CmapssResult(
             "ridge baseline",
             _linear_baseline(train, test, model.window, model.max_rul),
@@ -138,8 +138,24 @@ def evaluate_cmapss(
     return results, facts
 
 
+# The benchmark's model, chosen on 5-fold held-out splits of train_FD001 (pooled RMSE; see
+# the README): wider networks trained longer than the estimator's defaults, blended half and
+# half with gradient-boosted trees on the same window statistics (their errors differ, the
+# blend beats either).
+CMAPSS_PARAMS: dict[str, Any] = {
+    "dense": 128,
+    "dropout": 0.1,
+    "epochs": 150,
+    "patience": 15,
+    "trees": 150,
+    "tree_weight": 0.5,
+}
+
+
 def cmapss_main(args: argparse.Namespace) -> int:
-    params: dict[str, Any] = {"random_state": args.seed}
+    params: dict[str, Any] = {**CMAPSS_PARAMS, "random_state": args.seed}
+    if args.trees is not None:
+        params["trees"] = args.trees
     if args.epochs is not None:
         params["epochs"] = args.epochs
     if args.members is not None:
@@ -172,6 +188,9 @@ def add_cmapss_parser(sub: Any) -> None:
     p.add_argument("--subset", default="FD001")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: model's)")
     p.add_argument("--members", type=int, default=None, help="ensemble members / folds")
+    p.add_argument(
+        "--trees", type=int, default=None, help="boosting stages per member (0: networks only)"
+    )
     p.add_argument("--seed", type=int, default=42)
 
 

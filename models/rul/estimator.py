@@ -38,6 +38,18 @@ from sklearn.utils.validation import check_is_fitted
 from models.rul.data import all_windows, countdown, last_window
 
 
+def window_stats(Z: np.ndarray) -> np.ndarray:
+    """Per sensor of scaled windows ``(n, window, d)``: the window's mean, the mean of its last
+    5 readings and its least-squares slope times the window length (what the networks see)."""
+    length = Z.shape[1]
+    t = np.arange(length, dtype=np.float64)
+    w = (t - t.mean()) / np.sum((t - t.mean()) ** 2) * length
+    slope = np.einsum("nld,l->nd", Z.astype(np.float64), w)
+    return np.concatenate([Z.mean(axis=1), Z[:, -5:].mean(axis=1), slope], axis=1).astype(
+        np.float32
+    )
+
+
 def _keras() -> Any:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
@@ -53,6 +65,7 @@ class RulEstimator(BaseEstimator):
     scale_: np.ndarray
     sensors_: list[str]
     scoring_model_: Any
+    trees_: list[Any]
     calibration_: float
     oof_coverage_: float
     oof_rmse_: float
@@ -76,6 +89,11 @@ class RulEstimator(BaseEstimator):
         # stops (the best weights are kept); 0 trains all ``epochs``.
         patience: int = 8,
         architecture: str = "stats",
+        # Boosting stages of a gradient-boosted tree model per member on the same window
+        # statistics (0: networks only), and its share of the point estimate.
+        trees: int = 0,
+        tree_weight: float = 0.5,
+        tree_depth: int = 4,
     ) -> None:
         self.window = window
         self.max_rul = max_rul
@@ -90,6 +108,9 @@ class RulEstimator(BaseEstimator):
         self.random_state = random_state
         self.patience = patience
         self.architecture = architecture
+        self.trees = trees
+        self.tree_weight = tree_weight
+        self.tree_depth = tree_depth
 
     # -- training ---------------------------------------------------------------------------
 
@@ -104,6 +125,11 @@ class RulEstimator(BaseEstimator):
         down to 0 in rows (cycles). ``sensors`` names the d columns (for the bundle)."""
         if not 0.0 < self.interval < 1.0:
             raise ValueError(f"interval: {self.interval} must be in (0, 1)")
+        if self.trees < 0 or not 0.0 <= self.tree_weight <= 1.0:
+            raise ValueError(
+                f"trees: {self.trees}, tree_weight: {self.tree_weight}; need trees >= 0 and "
+                "0 <= tree_weight <= 1"
+            )
         if self.members < 2:
             raise ValueError(f"members: {self.members}; the interval needs at least 2 folds")
         if len(runs) < self.members:
@@ -141,8 +167,10 @@ class RulEstimator(BaseEstimator):
         fold = fold_of_run[run_id]
 
         cores: list[Any] = []
+        self.trees_ = []
         self.epochs_run_: list[int] = []
         oof = np.zeros((len(y), 3))
+        stats = window_stats(Z) if self.trees > 0 else None
         for k in range(self.members):
             train = fold != k
             core = self._core(d, name=f"member_{k}")
@@ -171,6 +199,13 @@ class RulEstimator(BaseEstimator):
             self.epochs_run_.append(len(history.history["loss"]))
             oof[held] = self._run_core(core, Z[held]) * self.max_rul
             cores.append(core)
+            if stats is not None:
+                # Every other window: neighbours overlap in all but one row, so this halves
+                # the boosting time and loses next to nothing.
+                rows = np.flatnonzero(train)[::2]
+                tree = self._tree(k).fit(stats[rows], np.minimum(y[rows], self.max_rul))
+                self.trees_.append(tree)
+                oof[held] = self._blend(oof[held], tree.predict(stats[held]))
 
         low, high = oof[:, 1], oof[:, 2]
         conformity = np.maximum(low - y, y - high)
@@ -186,6 +221,27 @@ class RulEstimator(BaseEstimator):
         self.n_windows_ = len(y)
         self.scoring_model_ = self._scoring_model(cores, d)
         return self
+
+    def _tree(self, k: int) -> Any:
+        from sklearn.ensemble import GradientBoostingRegressor
+
+        return GradientBoostingRegressor(
+            n_estimators=self.trees,
+            max_depth=self.tree_depth,
+            learning_rate=0.1,
+            subsample=0.8,
+            min_samples_leaf=20,
+            random_state=self.random_state + k,
+        )
+
+    def _blend(self, nn: np.ndarray, tree: np.ndarray) -> np.ndarray:
+        """(point, low, high) of the networks with the point moved towards the trees' and the
+        networks' quantiles moved with it (their spread around the point is what they learned;
+        the conformal calibration then makes the blend's interval honest)."""
+        w = float(self.tree_weight)
+        point = (1.0 - w) * nn[:, 0] + w * np.asarray(tree, dtype=np.float64).reshape(-1)
+        shift = point - nn[:, 0]
+        return np.column_stack([point, nn[:, 1] + shift, nn[:, 2] + shift])
 
     def _core(self, d: int, name: str) -> Any:
         """One member on scaled windows: window statistics and/or three conv layers, a dense
@@ -242,19 +298,31 @@ class RulEstimator(BaseEstimator):
         return np.concatenate(parts).astype(np.float64)
 
     def _scoring_model(self, cores: list[Any], d: int) -> Any:
-        """Raw window in, calibrated RUL out: what is scored natively and exported."""
+        """Raw window in, calibrated RUL out: what is scored natively and exported. With trees,
+        the networks' mean ``nn`` (N, 3, units of ``max_rul``) and the window statistics
+        ``stats`` come out instead; the trees, the blend and the calibration follow (in numpy
+        natively, as ONNX nodes appended by ``to_onnx`` at the edge)."""
         keras = _keras()
         ops = keras.ops
         raw = keras.Input((self.window, d), name="window")
         z = (raw - self.mean_.astype(np.float32)) / self.scale_.astype(np.float32)
         outs = [core(z) for core in cores]
         mean = outs[0] if len(outs) == 1 else keras.layers.Average()(outs)
-        m, q = float(self.max_rul), float(self.calibration_)
-        rul = ops.clip(mean[:, 0] * m, 0.0, m)
-        low = ops.maximum(mean[:, 1] * m - q, 0.0)
-        high = ops.maximum(mean[:, 2] * m + q, rul)
-        low = ops.minimum(low, rul)
-        model = keras.Model(raw, {"rul": rul, "low": low, "high": high}, name="rul_ensemble")
+        if self.trees > 0:
+            t = np.arange(self.window, dtype=np.float64)
+            w = ((t - t.mean()) / np.sum((t - t.mean()) ** 2) * self.window).astype(np.float32)
+            slope = ops.reshape(ops.matmul(ops.transpose(z, (0, 2, 1)), w[:, None]), (-1, d))
+            stats = keras.layers.Concatenate()(
+                [ops.mean(z, axis=1), ops.mean(z[:, -5:, :], axis=1), slope]
+            )
+            model = keras.Model(raw, {"nn": mean, "stats": stats}, name="rul_ensemble_base")
+        else:
+            m, q = float(self.max_rul), float(self.calibration_)
+            rul = ops.clip(mean[:, 0] * m, 0.0, m)
+            low = ops.maximum(mean[:, 1] * m - q, 0.0)
+            high = ops.maximum(mean[:, 2] * m + q, rul)
+            low = ops.minimum(low, rul)
+            model = keras.Model(raw, {"rul": rul, "low": low, "high": high}, name="rul_ensemble")
         # Keras exports only a model that has been called (it takes the input signature
         # from the call).
         model(np.zeros((1, self.window, d), dtype=np.float32), training=False)
@@ -278,12 +346,22 @@ class RulEstimator(BaseEstimator):
         check_is_fitted(self, "scoring_model_")
         keras = _keras()
         W = self.windows(X)
-        parts: dict[str, list[np.ndarray]] = {"rul": [], "low": [], "high": []}
+        keys = ("nn", "stats") if getattr(self, "trees_", None) else ("rul", "low", "high")
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
         for i in range(0, len(W), 4096):
             out = self.scoring_model_(W[i : i + 4096], training=False)
             for key, chunks in parts.items():
-                chunks.append(keras.ops.convert_to_numpy(out[key]).reshape(-1))
-        return {k: np.concatenate(v).astype(np.float64) for k, v in parts.items()}
+                chunks.append(keras.ops.convert_to_numpy(out[key]))
+        if "rul" in parts:
+            return {k: np.concatenate(v).reshape(-1).astype(np.float64) for k, v in parts.items()}
+        m, q = float(self.max_rul), float(self.calibration_)
+        stats = np.concatenate(parts["stats"]).astype(np.float32)
+        tree = np.mean([t.predict(stats) for t in self.trees_], axis=0)
+        blend = self._blend(np.concatenate(parts["nn"]).astype(np.float64) * m, tree)
+        rul = np.clip(blend[:, 0], 0.0, m)
+        high = np.maximum(blend[:, 2] + q, rul)
+        low = np.minimum(np.maximum(blend[:, 1] - q, 0.0), rul)
+        return {"rul": rul, "low": low, "high": high}
 
     def predict(self, X: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """Remaining life at the end of each window / history (capped at ``max_rul``)."""
@@ -305,7 +383,74 @@ class RulEstimator(BaseEstimator):
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "rul.onnx"
             self.scoring_model_.export(str(path), format="onnx", verbose=False)
-            return path.read_bytes()
+            graph = path.read_bytes()
+        if getattr(self, "trees_", None):
+            graph = self._graft_trees(graph)
+        return graph
+
+    def _graft_trees(self, base: bytes) -> bytes:
+        """Append the members' trees (converted by skl2onnx), their mean, the blend with the
+        networks and the calibration to the exported networks' graph (outputs ``nn``,
+        ``stats``), so the edge still runs one graph with outputs ``rul``, ``low``, ``high``."""
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+        from skl2onnx import convert_sklearn
+        from skl2onnx.common.data_types import FloatTensorType
+
+        model = onnx.load_from_string(base)
+        g = model.graph
+        opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+        n_stats = 3 * len(self.mean_)
+        tree_outs = []
+        for k, member in enumerate(self.trees_):
+            part = convert_sklearn(
+                member,
+                initial_types=[("stats", FloatTensorType([None, n_stats]))],
+                target_opset={"": opset, "ai.onnx.ml": 3},
+            )
+            part = onnx.compose.add_prefix(part, f"tree{k}_")
+            for op in part.graph.node:
+                op.input[:] = ["stats" if i == f"tree{k}_stats" else i for i in op.input]
+            g.node.extend(part.graph.node)
+            g.initializer.extend(part.graph.initializer)
+            tree_outs.append(part.graph.output[0].name)
+        if not any(o.domain == "ai.onnx.ml" for o in model.opset_import):
+            model.opset_import.append(helper.make_opsetid("ai.onnx.ml", 3))
+
+        m, q, w = float(self.max_rul), float(self.calibration_), float(self.tree_weight)
+
+        def const(name: str, value: Any, dtype: Any = np.float32) -> str:
+            g.initializer.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+            return name
+
+        def node(op: str, inputs: list[str], output: str, **attrs: Any) -> str:
+            g.node.append(helper.make_node(op, inputs, [output], name=f"blend_{output}", **attrs))
+            return output
+
+        node("Sum", tree_outs, "tree_sum")
+        node("Reshape", ["tree_sum", const("flat", [-1], np.int64)], "tree_sum_flat")
+        tree = node("Mul", ["tree_sum_flat", const("tree_w", w / len(tree_outs))], "tree_part")
+        nn = node("Mul", ["nn", const("cap", m)], "nn_cycles")
+        cols = [
+            node("Gather", [nn, const(f"col{i}", i, np.int64)], f"nn_{i}", axis=1) for i in range(3)
+        ]
+        point = node(
+            "Add", [node("Mul", [cols[0], const("nn_w", 1.0 - w)], "nn_part"), tree], "point"
+        )
+        shift = node("Sub", [point, cols[0]], "shift")
+        zero, cap, calib = const("zero", 0.0), "cap", const("calib", q)
+        rul = node("Min", [node("Max", [point, zero], "point_pos"), cap], "rul")
+        low_raw = node("Sub", [node("Add", [cols[1], shift], "low_blend"), calib], "low_wide")
+        low = node("Min", [node("Max", [low_raw, zero], "low_pos"), rul], "low")
+        high_raw = node("Add", [node("Add", [cols[2], shift], "high_blend"), calib], "high_wide")
+        high = node("Max", [high_raw, rul], "high")
+        del g.output[:]
+        g.output.extend(
+            helper.make_tensor_value_info(name, TensorProto.FLOAT, [None])
+            for name in (rul, low, high)
+        )
+        onnx.checker.check_model(model)
+        return model.SerializeToString()
 
     def summary(self) -> dict[str, Any]:
         """Hyper-parameters and what was learned, for the bundle's records."""
@@ -316,6 +461,7 @@ class RulEstimator(BaseEstimator):
             "oof_coverage": self.oof_coverage_,
             "oof_rmse": self.oof_rmse_,
             "epochs_run": self.epochs_run_,
+            "trees": len(getattr(self, "trees_", [])),
             "runs": self.n_runs_,
             "windows": self.n_windows_,
         }

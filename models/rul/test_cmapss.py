@@ -27,7 +27,10 @@ def test_cmapss_command_on_a_held_out_subset(
     subset = tmp_path / "subset.txt"
     write_units(subset, read_units(TRAIN)[:24])
     data = make_holdout(subset, tmp_path / "split", n_test=6, seed=3)
-    assert main(["cmapss", "--data", str(data), "--epochs", "2", "--members", "2"]) == 0
+    assert (
+        main(["cmapss", "--data", str(data), "--epochs", "2", "--members", "2", "--trees", "10"])
+        == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     result = json.loads(lines[-1])
     assert {"rmse", "score", "coverage", "mean_interval_width", "bundle_bytes"} <= set(result)

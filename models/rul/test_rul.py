@@ -152,12 +152,36 @@ def test_estimator_fit_predict_export(tmp_path: Path) -> None:
     np.testing.assert_allclose(edge.high, high, atol=1e-3)
 
 
+def test_estimator_with_trees_exports_the_same_blend(tmp_path: Path) -> None:
+    """Networks + gradient-boosted trees: the trees, the blend and the calibration appended to
+    the exported graph give the trainer's numbers at the edge."""
+    from models.rul.estimator import RulEstimator
+    from models.rul.export import export_rul_bundle
+    from models.rul.runtime import RulBundle
+
+    runs = [u.values[:, :4] for u in synthetic_units(8)]
+    model = RulEstimator(window=10, members=2, epochs=2, dense=8, max_rul=60.0, trees=15)
+    model.fit(runs, sensors=["a", "b", "c", "d"])
+    assert len(model.trees_) == 2 and model.summary()["trees"] == 2
+    histories = [r[: len(r) // 2] for r in runs] + [r[:4] for r in runs[:2]]
+    point = model.predict(histories)
+    low, high = model.predict_interval(histories)
+    assert np.all(low <= point) and np.all(point <= high) and np.all(point <= 60.0)
+    export_rul_bundle(model, tmp_path / "b", unit="cycles")
+    edge = RulBundle(tmp_path / "b").predict_histories(histories)
+    np.testing.assert_allclose(edge.rul, point, atol=1e-3)
+    np.testing.assert_allclose(edge.low, low, atol=1e-3)
+    np.testing.assert_allclose(edge.high, high, atol=1e-3)
+
+
 def test_estimator_names_bad_inputs() -> None:
     from models.rul.estimator import RulEstimator
 
     runs = [np.zeros((20, 3)) for _ in range(3)]
     with pytest.raises(ValueError, match="members"):
         RulEstimator(members=1).fit(runs)
+    with pytest.raises(ValueError, match="tree_weight"):
+        RulEstimator(members=2, trees=10, tree_weight=1.5).fit(runs)
     with pytest.raises(ValueError, match="runs: 3 runs"):
         RulEstimator(members=5).fit(runs)
     with pytest.raises(ValueError, match=r"targets\[0\]"):
