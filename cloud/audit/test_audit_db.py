@@ -203,11 +203,32 @@ def test_retention_drops_a_whole_month_recorded_and_the_chain_still_verifies(
         assert store.verify(conn)["problem"]["kind"] == "deleted"
 
 
-def test_maintain_and_the_hourly_signer(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_cli_changes_maintain_and_the_hourly_signer(
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from cloud.cli_audit import maintain, start_signer
     from tests.support.processes import wait_until
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    (tmp_path / "pw").write_text("a-long-enough-password\n")
+    assert (
+        rig_cloud(
+            ["user", "add", "zed", "--role", "viewer", "--password-file", str(tmp_path / "pw")]
+        )
+        == 0
+    )
+    assert rig_cloud(["edge-key", "create", "rig-9"]) == 0
+    key = capsys.readouterr().out.split('"api_key": "')[1].split('"')[0]
+    with psycopg.connect(database_url) as conn:
+        rows = store.query(conn, store.Filters(category="change"))
+    by_action = {r["action"]: r for r in rows}
+    assert by_action["user.create"]["actor"].startswith("cli:")
+    assert by_action["user.create"]["source"] == "cli"
+    assert by_action["edge_key.create"]["after"]["api_key"] == "[redacted]"
+    assert key not in str(rows)  # the new key never enters the trail
 
     private, _public = generate_keypair()
     (tmp_path / "audit.key").write_bytes(private)
