@@ -223,3 +223,13 @@ def cli_wrap(
         return value if isinstance(value, dict | list | str | int | float | bool) else None
 
     return store.wrap(cli_entry(action, resource), work, before=before, after=safe)
+
+
+def record_cli(database_url: str, action: str, resource: str, after: Any) -> None:
+    """A ``rig-cloud`` action whose work commits in transactions of its own (training
+    registers the model itself): recorded right after, with its outcome."""
+    from cloud.audit.context import cli_entry
+
+    entry = cli_entry(action, resource)
+    with psycopg.connect(database_url) as conn, conn.transaction():
+        store.append(conn, store.Entry(**{**entry.__dict__, "after": _redacted(after)}))
