@@ -95,6 +95,10 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         settings=TrainingSettings(days=args.days),
         created_by="cli",
     )
+    from cloud.cli_audit import record_cli
+
+    brief = {k: row.get(k) for k in ("id", "version", "status", "reason")}
+    record_cli(url, "model.retrain", f"machine:{args.machine}", brief)
     print(
         json.dumps(
             {k: row[k] for k in ("id", "machine_id", "version", "status", "reason", "metrics")},
@@ -120,6 +124,11 @@ def cmd_train_rul(args: argparse.Namespace) -> int:
         members=args.members,
         created_by="cli",
     )
+    from cloud.cli_audit import record_cli
+
+    for row in rows:
+        brief = {k: row.get(k) for k in ("id", "version", "status", "reason")}
+        record_cli(url, "model.train_rul", f"machine:{row['machine_id']}", brief)
     keys = ("id", "machine_id", "version", "status", "reason", "metrics")
     print(json.dumps([{k: row[k] for k in keys} for row in rows], indent=2, default=str))
     return 0 if all(row["status"] == "active" for row in rows) else 3
