@@ -179,7 +179,12 @@ async def change_own_password(
     async with services.hash_gate.slot():
         new_hash = await run_in_threadpool(accounts.hash_password, body.new_password)
     token = token_from(request.headers, request.cookies)
-    await db.run(accounts.set_password_hash, user.username, new_hash, token)
+    entry = audit_ctx.request_info(request).entry(
+        user, "user.password_change", f"user:{user.username}"
+    )
+    await db.run(
+        audit_store.wrap(entry, accounts.set_password_hash), user.username, new_hash, token
+    )
     # Other sessions of this user end at once in this process (the database already ended
     # them; other processes within the credential cache's seconds).
     services.credentials.sessions.clear()
@@ -276,12 +281,13 @@ class PasswordResetOut(Out):
     summary="Give a user a new random password, shown once; ends their sessions (admin)",
 )
 async def reset_password(
-    username: Username, services: Services, db: Db, admin: Admin
+    username: Username, services: Services, db: Db, admin: Admin, ctx: AuditCtx
 ) -> dict[str, Any]:
     # Generated, not typed by the admin: nobody picks a weak or reused password for someone
     # else, and the admin sees it once only (like an edge key).
     password = secrets.token_urlsafe(15)
-    await db.run(accounts.set_password, username, password)
+    entry = ctx.entry(admin, "user.password_reset", f"user:{username}")
+    await db.run(audit_store.wrap(entry, accounts.set_password), username, password)
     services.credentials.sessions.clear()
     return {"username": username, "password": password}
 
