@@ -15,7 +15,7 @@ WHEEL_PYTHON ?= 3.11
 PYTEST_ARGS ?=
 
 .PHONY: help venv lock wheelhouse system-deps kafka-jars test test-unit test-integration lint demo kafka \
-        bench-e2e bench-sim bench-edge bench-cloud bench-ml bench-dashboard bench-faults bench-rul bench-alerts bench-security dashboard-deps peer-deps peer-telegraf clean
+        bench-e2e bench-sim bench-edge bench-cloud bench-ml bench-dashboard bench-faults bench-rul bench-alerts bench-security bench-peers dashboard-deps peer-deps peer-telegraf clean
 
 help:
 	@echo "make demo        simulator with scheduled faults + edge + cloud (embedded PostgreSQL) + alerts, on http://127.0.0.1:8080"
@@ -35,6 +35,7 @@ help:
 	@echo "make bench-rul   remaining-useful-life model: edge prediction cost and bundle size (JSON)"
 	@echo "make bench-alerts  reading in -> alert received by a webhook and an SMTP server (JSON)"
 	@echo "make bench-security  attack battery against a live API: got_through must be 0 (JSON)"
+	@echo "make bench-peers rig-edge vs ThingsBoard gateway and Telegraf on one Modbus device (JSON)"
 
 $(STAMP): pyproject.toml $(LOCK)
 	@command -v $(PYTHON) >/dev/null || { echo "python3 is required"; exit 1; }
@@ -122,6 +123,15 @@ TELEGRAF_TAGS := custom,inputs.file,inputs.mem,outputs.http,parsers.influx,seria
 
 peer-telegraf: .cache/bin/telegraf
 
+# Telegraf with its Modbus input and file output for bench-peers (optional: when the Go module
+# proxy or the build fails, the benchmark lists Telegraf with the build log's last lines).
+TELEGRAF_BENCH_TAGS := custom,inputs.modbus,outputs.file,serializers.influx
+.cache/peers-bin/telegraf:
+	@mkdir -p .cache/peers-bin
+	@command -v go >/dev/null || { echo "go not found" > .cache/peers-bin/telegraf-build.log; exit 1; }
+	GOBIN=$(abspath .cache/peers-bin) go install -tags "$(TELEGRAF_BENCH_TAGS)" \
+	  github.com/influxdata/telegraf/cmd/telegraf@$(TELEGRAF_VERSION) > .cache/peers-bin/telegraf-build.log 2>&1
+
 # Lint first: a lint, format, import-direction or type error fails the test run (CI too).
 test: venv system-deps kafka-jars dashboard-deps peer-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -178,6 +188,12 @@ bench-alerts: venv
 # wrong principal or machine scope, edge-key scope, stale streams; exits 1 if any got through.
 bench-security: venv
 	$(PY) -m benchmarks.bench_security
+
+# ThingsBoard IoT Gateway (PyPI, its own venv <venv>/peers/thingsboard, built by the benchmark)
+# and Telegraf (above) beside rig-edge on one simulator Modbus device at 1 s, 100 ms and 10 ms.
+bench-peers: venv
+	-@$(MAKE) -s .cache/peers-bin/telegraf
+	nice -n 10 $(PY) -m benchmarks.bench_peers
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
