@@ -29,7 +29,6 @@ import os
 import tarfile
 import tempfile
 from collections.abc import Sequence
-from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +37,6 @@ import psycopg
 from prometheus_client import Counter
 
 from cloud.thresholds import effective
-from shared.catalog import SENSOR_INDEX
 from shared.logs import log_event
 from shared.message import Reading
 
@@ -125,7 +123,7 @@ class CloudScorer:
         batch = [readings[i] for i in todo]
         machines = sorted({r.machine_id for r in batch})
         self._refresh_thresholds(conn)
-        verdicts = self._threshold_verdicts(conn, batch)
+        verdicts = [self._threshold_verdict(conn, r) for r in batch]
         for machine, model in self._refresh_models(conn, machines).items():
             if model.scorer is None:
                 continue
@@ -185,66 +183,6 @@ class CloudScorer:
                 )
             self._limits[machine_id] = limits
         return limits
-
-    def _threshold_verdicts(
-        self, conn: psycopg.Connection, batch: Sequence[Reading]
-    ) -> list[dict[str, Any]]:
-        """``_threshold_verdict`` of each reading. Most readings trip no limit: a vectorised
-        test per machine (core values against the four bounds) finds those, whose verdict is
-        the constant all-clear one; every other reading (a limit tripped, a null value,
-        custom sensors) takes the per-reading rule itself, so the answers are the same by
-        construction (``cloud/test_scoring_fast.py`` holds the two to it)."""
-        clear = self._all_clear(conn, batch)
-        return [
-            {
-                "method": "thresholds",
-                "is_anomaly": False,
-                "score": 0.0,
-                "sensors": [],
-                "warnings": [],
-            }
-            if ok
-            else self._threshold_verdict(conn, r)
-            for r, ok in zip(batch, clear, strict=True)
-        ]
-
-    def _all_clear(self, conn: psycopg.Connection, batch: Sequence[Reading]) -> list[bool]:
-        """Per reading: True when it has only core sensors, no null, and no value outside
-        a warning or critical bound of its machine (then its verdict trips nothing)."""
-        clear = [False] * len(batch)
-        by_machine: dict[str, list[int]] = {}
-        for k, r in enumerate(batch):
-            if not r.custom:
-                by_machine.setdefault(r.machine_id, []).append(k)
-        nan = math.nan
-        for machine, idx in by_machine.items():
-            limits = self._limits_for(conn, machine)
-            names = [n for n in limits if n in SENSOR_INDEX]
-            if not names:
-                for k in idx:
-                    clear[k] = None not in batch[k].values.values()
-                continue
-            bounds = np.array([limits[n] for n in names], dtype=np.float64)
-            rows = []
-            usable = []
-            for k in idx:
-                values = batch[k].values
-                if None in values.values():
-                    continue  # the per-reading rule skips a null: let it say so
-                rows.append(list(map(values.get, names, repeat(nan))))
-                usable.append(k)
-            if not rows:
-                continue
-            matrix = np.array(rows, dtype=np.float64)
-            # A missing sensor is NaN: every comparison with it is False, as the rule skips it.
-            # The rule flags v < low or v > high (critical) and v < warn_low or v > warn_high:
-            # a value trips nothing only inside the tighter of each pair.
-            low = np.maximum(bounds[:, 0], bounds[:, 2])
-            high = np.minimum(bounds[:, 1], bounds[:, 3])
-            tripped = np.asarray(np.logical_or(matrix < low, matrix > high).any(axis=1), dtype=bool)
-            for k, hit in zip(usable, tripped.tolist(), strict=True):
-                clear[k] = not hit
-        return clear
 
     def _threshold_verdict(self, conn: psycopg.Connection, reading: Reading) -> dict[str, Any]:
         """The edge's threshold rule (``edge.detection.ThresholdDetector.score``) on the

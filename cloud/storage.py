@@ -1,7 +1,9 @@
-"""Writing readings into PostgreSQL: COPY into a staging table, then one statement that
-claims each reading's key ``(edge_id, seq)`` in ``reading_keys`` and inserts only the
-readings whose key was new. Used by the Kafka aggregator and the direct ingest path alike,
-so both give exactly-once storage under redelivery.
+"""Writing readings into PostgreSQL: one statement claims each reading's key ``(edge_id,
+seq)`` in ``reading_keys``, then exactly the readings whose key was new are COPied into
+``sensor_readings`` and added to the per-minute rollups, all in the caller's transaction.
+(Rows loaded around this path make the COPY fail on a unique key: the batch then goes
+through a staging table and one guarded statement instead.) Used by the Kafka aggregator and
+the direct ingest path alike, so both give exactly-once storage under redelivery.
 
 A reading whose key was already stored is compared with the stored row: the same content is a
 silent duplicate (a redelivery), other content (another timestamp, other values) a conflict,
@@ -11,12 +13,17 @@ only on a key hit keeps the normal path free of any per-reading hashing: hits ar
 
 from __future__ import annotations
 
+import math
+import operator
+import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import repeat
 from typing import Any
 
+import numpy as np
 import orjson
 import psycopg
 from psycopg.rows import dict_row
@@ -90,10 +97,11 @@ WITH staged AS (
 )
 SELECT machine_id, "timestamp", edge_id, seq, created_at FROM ins
 """
-# A key new to reading_keys has no row, so the insert needs no conflict handling (that saves
-# ~2 us of PostgreSQL CPU per reading, 7 % of the statement) -- unless rows were loaded
-# around this path (a bulk COPY into sensor_readings): then the unique violation sends the
-# batch through the guarded statement, which skips such rows.
+# The staged statement is the path for batches that hit rows loaded around the claim and
+# COPY path (``_insert_claimed``; a bulk COPY into sensor_readings): its guard skips them.
+# Measured on 5,000-reading batches it costs ~25 us of PostgreSQL CPU per reading against
+# ~15 us for claim + COPY + rollup upsert (the staging write and delete, the join and 200
+# SQL aggregates per row are gone); ``_MERGE`` (unguarded) is kept for comparison runs.
 _MERGE = _MERGE_TEMPLATE.replace("{guard}", "")
 _MERGE_GUARDED = _MERGE_TEMPLATE.replace(
     "{guard}", 'ON CONFLICT (edge_id, seq, "timestamp") DO NOTHING'
@@ -221,14 +229,16 @@ def store_readings(
     judged = default_scorer().judge(conn, [readings[i] for i in unique])
     staged = dict(zip(unique, judged, strict=True))
     with conn.cursor() as cur:
-        cur.execute(_CREATE_STAGING)
-        _stage(cur, judged)
         try:
             with conn.transaction():
-                cur.execute(_MERGE)
+                inserted = _insert_claimed(cur, judged)
         except psycopg.errors.UniqueViolation:
+            # Rows loaded around this path (a bulk COPY into sensor_readings) hold some of
+            # the (edge_id, seq, timestamp) keys: the staged statement skips those rows.
+            cur.execute(_CREATE_STAGING)
+            _stage(cur, judged)
             cur.execute(_MERGE_GUARDED)
-        inserted = cur.fetchall()
+            inserted = cur.fetchall()
         # Where a key of the batch holds other content than the batch's first reading of it:
         # the stored version (its timestamp alone if its row is gone).
         other: dict[tuple[str, int], Reading | datetime] = {}
@@ -260,6 +270,120 @@ def _stage(cur: psycopg.Cursor, readings: Sequence[Reading]) -> None:
         copy.set_types(_COPY_TYPES)
         for reading in readings:
             copy.write_row(_row(reading))
+
+
+_CLAIM = """
+INSERT INTO reading_keys (edge_id, seq, ts)
+SELECT * FROM unnest(%s::text[], %s::bigint[], %s::timestamptz[]) ORDER BY 1, 2
+ON CONFLICT (edge_id, seq) DO NOTHING
+RETURNING edge_id, seq
+"""
+_ROLLUP_UPSERT = f"""
+INSERT INTO sensor_minute_rollup AS r (machine_id, minute, readings, {_ROLLUP_COLUMNS})
+VALUES ({", ".join(["%s"] * (3 + 4 * len(CORE_SENSOR_NAMES)))})
+ON CONFLICT (machine_id, minute) DO UPDATE SET readings = r.readings + excluded.readings,
+{_ROLLUP_MERGE}
+"""
+
+
+def _insert_claimed(
+    cur: psycopg.Cursor, readings: Sequence[Reading]
+) -> list[tuple[str, datetime, str, int, datetime]]:
+    """Claim the readings' keys in ``reading_keys``, COPY exactly the readings whose key was
+    new straight into ``sensor_readings`` and add them to the per-minute rollups; returns
+    them as (machine_id, timestamp, edge_id, seq, created_at).
+
+    The same effect as the staged statement (``_MERGE``) without a staging table: no
+    staging write and delete, no join, and the rollups aggregated vectorised here instead
+    of 200 SQL aggregates per row -- together ~60 % of PostgreSQL's time per reading.
+    Keys are claimed sorted, as the staged statement does, so concurrent writers cannot
+    deadlock. Raises UniqueViolation if a row loaded around this path holds a key."""
+    if not readings:
+        return []
+    cur.execute(_CLAIM, _key_arrays(readings))
+    claimed = set(cur.fetchall())
+    fresh = (
+        list(readings)
+        if len(claimed) == len(readings)
+        else [r for r in readings if (r.edge_id, r.seq) in claimed]
+    )
+    if not fresh:
+        return []
+    with cur.copy(f"COPY sensor_readings ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_COPY_TYPES)
+        for reading in fresh:
+            copy.write_row(_row(reading))
+    _add_to_rollups(cur, fresh)
+    # created_at is clock_timestamp() per row: the clock now is the last row's, give or take.
+    row = cur.execute("SELECT clock_timestamp()").fetchone()
+    assert row is not None
+    stored_at: datetime = row[0]
+    return [(r.machine_id, r.ts, r.edge_id, r.seq, stored_at) for r in fresh]
+
+
+# What an array literal may hold unquoted-in-quotes: the wire's edge id alphabet
+# (shared.message.EDGE_ID_RE) has no quote, backslash, brace or comma.
+_PLAIN_EDGE_IDS = re.compile(r"[A-Za-z0-9_.:\-]*")
+
+
+_CORE_VALUES = operator.itemgetter(*CORE_SENSOR_NAMES)
+
+
+def _key_arrays(readings: Sequence[Reading]) -> tuple[object, object, object]:
+    """The keys as three array parameters. Written as array literals with str.join (C) when
+    the ids allow it: psycopg dumps a list element by element in Python, ~6 us per reading
+    for these three."""
+    edges = [r.edge_id for r in readings]
+    seqs = [r.seq for r in readings]
+    stamps = [r.ts for r in readings]
+    joined = '","'.join(edges)
+    if not _PLAIN_EDGE_IDS.fullmatch(joined.replace('","', "")):
+        return edges, seqs, stamps
+    return (
+        f'{{"{joined}"}}',
+        "{" + ",".join(map(str, seqs)) + "}",
+        '{"' + '","'.join(map(datetime.isoformat, stamps)) + '"}',
+    )
+
+
+def minute_rollup_rows(readings: Sequence[Reading]) -> list[tuple[object, ...]]:
+    """Per (machine, minute) of the readings: the row the rollup statement adds, readings
+    then min, max, sum, count of each core sensor over its non-null values (None where a
+    sensor has none), as SQL's min/max/sum/count over the stored rows give. Sorted by key,
+    the order in which concurrent writers lock rollup rows."""
+    groups: dict[tuple[str, datetime], list[int]] = {}
+    for k, r in enumerate(readings):
+        minute = r.ts.astimezone(UTC).replace(second=0, microsecond=0)
+        groups.setdefault((r.machine_id, minute), []).append(k)
+    nan = math.nan
+    # None (a value that could not be read) becomes NaN, like a missing sensor: neither counts.
+    vectors = []
+    for r in readings:
+        try:
+            vectors.append(_CORE_VALUES(r.values))  # every core sensor present: one C call
+        except KeyError:
+            vectors.append(tuple(map(r.values.get, CORE_SENSOR_NAMES, repeat(nan))))
+    matrix = np.array(vectors, dtype=np.float64)
+    rows: list[tuple[object, ...]] = []
+    for (machine, minute), idx in sorted(groups.items()):
+        part = matrix[idx]
+        present = ~np.isnan(part)
+        counts = present.sum(axis=0).tolist()
+        lows = np.fmin.reduce(part, axis=0).tolist()
+        highs = np.fmax.reduce(part, axis=0).tolist()
+        sums = np.where(present, part, 0.0).sum(axis=0).tolist()
+        cells: list[object] = [machine, minute, len(idx)]
+        for n, low, high, total in zip(counts, lows, highs, sums, strict=True):
+            if n:
+                cells += (low, high, total, n)
+            else:
+                cells += (None, None, None, 0)
+        rows.append(tuple(cells))
+    return rows
+
+
+def _add_to_rollups(cur: psycopg.Cursor, readings: Sequence[Reading]) -> None:
+    cur.executemany(_ROLLUP_UPSERT, minute_rollup_rows(readings))
 
 
 def _one_version_per_key(readings: Sequence[Reading]) -> tuple[list[int], list[tuple[int, int]]]:
@@ -314,6 +438,7 @@ def _stored_otherwise(
     """Of the readings whose key was taken: the keys that hold other content, with the
     stored version. PostgreSQL compares them with the stored rows (staged once more: the
     rare path of a redelivery)."""
+    cur.execute(_CREATE_STAGING)
     _stage(cur, taken)
     cur.execute(_DIFFERENT)
     stamps: dict[tuple[str, int], datetime] = {(edge, seq): ts for edge, seq, ts in cur.fetchall()}
