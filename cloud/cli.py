@@ -179,7 +179,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         maintainer = MaintenanceThread(lambda: _maintain(settings)).start()
         from cloud.cli_audit import start_signer
 
-        signer = start_signer(settings.database_url)  # hourly, with RIG_AUDIT_SIGNING_KEY_FILE
+        signer = start_signer(settings.database_url)  # audit partitions and signed heads
         if args.forwarded_allow_ips:
             settings = settings.model_copy(update={"forwarded_allow_ips": args.forwarded_allow_ips})
         app = create_app(settings)

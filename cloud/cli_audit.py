@@ -179,21 +179,23 @@ def add_audit_commands(
 
 
 def start_signer(database_url: str) -> Any:
-    """``rig-cloud serve``'s hourly signing of the chain heads (RIG_AUDIT_SIGN_INTERVAL_S),
-    on a thread of its own; None when no signing key is configured."""
+    """``rig-cloud serve``'s hourly audit upkeep on a thread of its own: the month partitions
+    ahead (so rows never pile up in a default partition that retention cannot drop), and the
+    chain heads signed when RIG_AUDIT_SIGNING_KEY_FILE is set (every RIG_AUDIT_SIGN_INTERVAL_S)."""
     from cloud.db.partitions import MaintenanceThread
 
     settings = AuditSettings.from_env()
     key = settings.signing_key_file
-    if key is None:
-        return None
 
-    def sign_heads() -> object:
+    def upkeep() -> object:
         with psycopg.connect(database_url) as conn, conn.transaction():
+            store.ensure_partitions(conn)
+            if key is None:
+                return None
             return store.create_checkpoint(conn, str(key), settings.checkpoint_file).key_id
 
     return MaintenanceThread(
-        sign_heads, interval_s=settings.sign_interval_s, name="audit-signing"
+        upkeep, interval_s=settings.sign_interval_s, name="audit-upkeep"
     ).start()
 
 
