@@ -283,6 +283,10 @@ class PasswordResetOut(Out):
 async def reset_password(
     username: Username, services: Services, db: Db, admin: Admin, ctx: AuditCtx
 ) -> dict[str, Any]:
+    if username == admin.username:
+        # One's own password changes with the current one (POST /auth/password): a stolen
+        # admin session must not be enough to take the account over.
+        raise FieldError("username", "change your own password with POST /api/v1/auth/password")
     # Generated, not typed by the admin: nobody picks a weak or reused password for someone
     # else, and the admin sees it once only (like an edge key).
     password = secrets.token_urlsafe(15)
