@@ -40,13 +40,22 @@ MAIL_CHANNEL = "demo mail catcher"
 WEBHOOK_CHANNEL = "demo webhook log"
 # What fires on the scheduled faults: every critical anomaly (thresholds crossed: the spike,
 # the cavitation, the worn bearing's temperature) is an alert per machine and sensor, and a
-# remaining-life estimate under 30 minutes (machine C near the end of its wear) is another.
+# remaining-life estimate under 30 minutes (machine C near the end of its wear) is another, and
+# a model's forecast of an anomaly a third.
 DEMO_RULES: tuple[dict[str, Any], ...] = (
     {
         "name": "demo critical anomaly",
         "kind": "anomaly",
         "params": {"min_severity": "critical", "window_s": 300},
         "severity": "critical",
+    },
+    {
+        # Once the models are in service, a forecast that foresees an anomaly files a
+        # predicted row in the feed (confirmed or expired later) and alerts as a warning.
+        "name": "demo predicted anomaly",
+        "kind": "predicted",
+        "params": {"probability": 0.8, "window_s": 120, "horizon_s": 60},
+        "severity": "warning",
     },
     {
         "name": "demo remaining life under 30 min",
