@@ -236,7 +236,13 @@ def test_users_and_edge_keys(fleet: dict[str, Any], browser: Any) -> None:
 
     # The API's guard, shown on the row: an admin cannot demote themselves.
     me = '#user-rows tr[data-username="ada"]'
-    assert page.is_hidden(f'{me} button[name="reset"]')  # one's own: with the current one
+    # One's own password changes with the current one: no reset button, and the API refuses.
+    assert page.is_hidden(f'{me} button[name="reset"]')
+    own_reset = page.evaluate(
+        "() => fetch('/api/v1/users/ada/password-reset', {method: 'POST'})"
+        ".then(async r => [r.status, (await r.json()).field])"
+    )
+    assert own_reset == [422, "username"]
     page.select_option(f'{me} select[name="role"]', "viewer")
     page.click(f"{me} button.primary")
     page.wait_for_function(
