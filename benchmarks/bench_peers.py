@@ -114,6 +114,22 @@ def _telegraf_or_reason() -> tuple[Path | None, str]:
     return None, f"not built from the Go module proxy (make bench-peers builds it){tail}"
 
 
+def _go_module_version(binary: Path) -> str:
+    """The module version `go install` built (Telegraf's own --version says "unknown" when
+    built without its release ldflags)."""
+    try:
+        info = subprocess.run(
+            ["go", "version", "-m", str(binary)], capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    for line in info.splitlines():
+        fields = line.split()
+        if fields[:2] == ["mod", "github.com/influxdata/telegraf"] and len(fields) > 2:
+            return fields[2]
+    return "unknown"
+
+
 # -- process accounting ----------------------------------------------------------------------
 
 
@@ -338,10 +354,10 @@ def main() -> None:
     if telegraf is None:
         peers["telegraf"] = {"not_installed": reason}
     else:
-        version = subprocess.run(
-            [str(telegraf), "--version"], capture_output=True, text=True
-        ).stdout.strip()
-        peers["telegraf"] = {"version": version, "plugins": "inputs.modbus, outputs.file"}
+        peers["telegraf"] = {
+            "version": _go_module_version(telegraf),
+            "plugins": "inputs.modbus, outputs.file",
+        }
 
     rig: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
