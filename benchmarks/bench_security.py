@@ -24,7 +24,9 @@ Attacks (issue #15 items 2-4):
 - ``edge_key_scope``: an edge key bound to machine M1 writing M2 (JSON and line protocol),
   another edge writing M1, and model/threshold/RUL downloads for M2: 403/404;
 - ``stale_stream``: a stream that stays open after logout or after its machine was taken
-  away (counted when the server does not close it).
+  away (counted when the server does not close it);
+- ``audit_tampering``: an audit row edited, deleted or inserted, or the newest one dropped,
+  straight in the database: ``GET /api/v1/audit/verify`` must report each.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 from fastapi.routing import APIRoute
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
@@ -384,6 +387,50 @@ def attack_stale_streams(
     tally.count("stale_stream", not ok, "after losing machine M2")
 
 
+# Tampering with the audit trail straight in the database (a superuser, triggers off), each
+# undone before the next: GET /api/v1/audit/verify must report every one.
+AUDIT_TAMPERS: dict[str, str] = {
+    "edit": "UPDATE audit_log SET body = body || ' ' WHERE category = 'change' AND seq = 2",
+    "delete": "DELETE FROM audit_log WHERE category = 'change' AND seq = 2",
+    "insert": (
+        "INSERT INTO audit_log SELECT category, seq, at + interval '1 second', actor, action, "
+        "resource, outcome, ip, body, prev_hash, hash FROM audit_log "
+        "WHERE category = 'change' AND seq = 3"
+    ),
+    "drop_newest": (
+        "DELETE FROM audit_log WHERE category = 'change' AND seq = "
+        "(SELECT max(seq) FROM audit_log WHERE category = 'change')"
+    ),
+}
+
+
+def attack_audit(client: httpx.Client, url: str, admin: str, tally: Tally) -> None:
+    for n in range(4):  # a few more changes, so the chain has rows to tamper with
+        client.post(f"/api/v1/edges/rig-audit-{n}/keys", headers=bearer(admin))
+
+    def verified() -> bool:
+        answer = client.get("/api/v1/audit/verify", headers=bearer(admin))
+        assert answer.status_code == 200, answer.text
+        return bool(answer.json()["ok"])
+
+    if not verified():
+        tally.count("audit_tampering", True, "the untouched chain does not verify")
+        return
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute(
+            "CREATE TEMP TABLE bench_change AS SELECT * FROM audit_log WHERE category = 'change'"
+        )
+        for name, sql in AUDIT_TAMPERS.items():
+            conn.execute(sql)
+            tally.count("audit_tampering", verified(), name)
+            conn.execute("DELETE FROM audit_log WHERE category = 'change'")
+            conn.execute("INSERT INTO audit_log SELECT * FROM bench_change")
+            if not verified():
+                tally.count("audit_tampering", True, f"chain not restored after {name}")
+                return
+
+
 def run(work: Path) -> dict[str, Any]:
     pg = EmbeddedPostgres(work / "pg")
     url = pg.start()
@@ -442,6 +489,8 @@ def run(work: Path) -> dict[str, Any]:
             attack_edge_keys(client, rig1, rig2, tally)
             _note("stale streams ...")
             attack_stale_streams(base, client, url, admin, tally)
+            _note("audit tampering ...")
+            attack_audit(client, url, admin, tally)
     finally:
         if api is not None:
             api.stop()
