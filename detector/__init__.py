@@ -9,6 +9,9 @@ so the decision measured during evaluation is by construction the one taken on t
 - ``detector.strategies``: how component scores become one decision, and sensor shares;
 - ``detector.features``: sensor selection, windows and the trailing smoothing of scores;
 - ``detector.bundle``: ``BundleScorer``, a verified bundle run with ONNX Runtime.
+- ``detector.checks``: per-sensor fault checks beside the models, ``detector.stuck`` (stuck /
+  flatline sensors) and ``detector.drift`` (slow drift), their limits learned at fit time and
+  carried in the manifest's ``fault_checks``.
 - ``detector.rul``: remaining useful life, a verified RUL bundle (``RulBundle``) and the
   per-machine ``RulTracker`` the edge runs beside the detector.
 

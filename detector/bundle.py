@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from detector.checks import CheckState, FaultChecks, check_contributors, with_checks
 from detector.features import trailing_mean
 from detector.strategies import (
     LSTM,
@@ -99,6 +100,7 @@ class _MachineState:
     last: np.ndarray
     history: np.ndarray
     recent: np.ndarray
+    checks: CheckState | None = None
 
 
 @dataclass
@@ -178,6 +180,11 @@ class BundleScorer:
                     f"({len(self.sensors)})"
                 )
             self._forecast_scaling = (mean, scale)
+        # Stuck and drift checks (absent in bundles exported before them: the hybrid alone).
+        try:
+            self.checks = FaultChecks.from_manifest(manifest, len(self.sensors))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"fault_checks: {exc}") from None
         self._machines: dict[str, _MachineState] = {}
         self._lstm_outputs = (
             [o.name for o in self._sessions[LSTM].get_outputs()] if LSTM in self._sessions else []
@@ -207,10 +214,16 @@ class BundleScorer:
         windows = np.empty((n, self._window, X.shape[1]), dtype=np.float32) if lstm else X
         ready: list[np.ndarray] = []
         filled = 0
+        checks = np.zeros(X.shape) if self.checks.active else None
         for machine, idx in groups.items():
             if len(idx) == 0:
                 continue
             state = self._state(machine)
+            if checks is not None:
+                # Before the gap filling: a filled gap must not look like a stuck sensor.
+                if state.checks is None:
+                    state.checks = self.checks.new_state()
+                checks[idx] = self.checks.scores(X[idx], state.checks)
             if missing:
                 self._fill_gaps(X, idx, state, missing)
             state.last = X[idx[-1]].copy()
@@ -232,15 +245,23 @@ class BundleScorer:
                 raw_shares[name] = contrib
         combined = combine(self.strategy, normalized, self._weights)
         smoothed = self._smoothed(groups, combined)
-        finite = np.isfinite(smoothed)
-        scores = np.where(finite, smoothed / self._decision, 0.0)
+        hybrid = smoothed / self._decision
+        combined_scores = with_checks(hybrid, checks)
+        finite = np.isfinite(combined_scores)
+        scores = np.where(finite, combined_scores, 0.0)
         flagged = scores > 1.0
+        # Readings a check flagged beyond the hybrid's score name the sensors it found.
+        by_check = flagged & (scores > np.nan_to_num(hybrid))
+        contributions = self._ranked(normalized, raw_shares, flagged & ~by_check)
+        if checks is not None:
+            for i in np.flatnonzero(by_check).tolist():
+                contributions[i] = check_contributors(checks[i], self.sensors)
         return BatchScores(
             score=scores,
             is_anomaly=flagged,
             warming_up=~finite,
             probability_ahead=prob,
-            contributions=self._ranked(normalized, raw_shares, flagged),
+            contributions=contributions,
             missing=missing,
             forecast=forecast,
         )

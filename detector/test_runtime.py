@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_runtime_imports_no_training_stack() -> None:
     code = (
         "import sys, detector.bundle, detector.features, detector.strategies, detector.rul\n"
+        "import detector.checks, detector.stuck, detector.drift\n"
         "ours = ('models', 'edge', 'cloud', 'simulator')\n"
         "heavy = ('tensorflow', 'keras', 'sklearn', 'onnx', 'skl2onnx', 'tf2onnx')\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ours + heavy]\n"

@@ -39,7 +39,10 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
 from detector import strategies as st
+from detector.checks import FaultChecks, with_checks
+from detector.drift import fit_drift
 from detector.features import stationary_mask, trailing_mean
+from detector.stuck import fit_stuck
 from models.isolation_forest import IsolationForestModel
 from models.lstm_autoencoder import LSTMAutoencoder
 from models.pca_model import PcaT2QModel
@@ -95,6 +98,14 @@ class EnsembleConfig:
     # Head-room above the held-back level: the block is short next to a model's service life,
     # so later normal data reaches somewhat beyond its maximum.
     calibration_factor: float = 1.1
+    # Per-sensor fault checks beside the models (detector.checks): stuck sensors and slow
+    # drift, their limits learned from the training rows. Drift needs a long training part
+    # (detector.drift.fit_drift: none below drift_min_rows, e.g. SKAB's 400).
+    stuck_check: bool = True
+    drift_check: bool = False
+    drift_min_rows: int = 1000
+    drift_alpha: float = 0.05
+    drift_head_room: float = 2.0
     # Unfitted components with their hyperparameters (cloned by HybridDetector.fit, so one
     # config can train many detectors), e.g. ``EnsembleConfig(lstm=LSTMAutoencoder(epochs=3))``.
     isolation_forest: IsolationForestModel = field(default_factory=IsolationForestModel)
@@ -113,6 +124,8 @@ class StreamScores:
     normalized: dict[str, np.ndarray]  # component -> (n,)
     shares: dict[str, np.ndarray]  # component -> (n, d)
     probability_ahead: np.ndarray | None  # (n,) or None without LSTM
+    # Per-sensor scores of the fault checks (n, d), None without checks.
+    checks: np.ndarray | None = None
 
 
 class HybridDetector(BaseEstimator):
@@ -132,6 +145,7 @@ class HybridDetector(BaseEstimator):
     n_train_: int
     n_calibration_: int
     calibration_levels_: dict[str, float]
+    checks_: FaultChecks
 
     def __init__(self, config: EnsembleConfig | None = None) -> None:
         self.config = config
@@ -167,6 +181,7 @@ class HybridDetector(BaseEstimator):
         fit_rows = len(X) - n_cal
         calibration = Xf[fit_rows:] if n_cal else None
 
+        self.checks_ = self._fit_checks(Xf)
         self.models_ = {}
         for name in cfg.components:
             # The config's field of the same name holds the unfitted component.
@@ -207,6 +222,17 @@ class HybridDetector(BaseEstimator):
                 threshold = max(threshold, level * head_room)
             self.strategy_thresholds_[strategy] = max(threshold * cfg.decision_factor, 1e-12)
         return self
+
+    def _fit_checks(self, Xf: np.ndarray) -> FaultChecks:
+        cfg = self.config_
+        d = Xf.shape[1]
+        stuck = fit_stuck(Xf) if cfg.stuck_check else None
+        drift = (
+            fit_drift(Xf, cfg.drift_alpha, cfg.drift_head_room, cfg.drift_min_rows)
+            if cfg.drift_check
+            else None
+        )
+        return FaultChecks(d, stuck, drift)
 
     def _calibration_rows(self, n: int) -> int:
         cfg = self.config_
@@ -256,7 +282,10 @@ class HybridDetector(BaseEstimator):
         Xf = np.asarray(X, dtype=np.float64)[:, self.feature_mask_]
         return np.where(np.isnan(Xf), self.fill_values_, Xf)
 
-    def _scores(self, Xf: np.ndarray) -> StreamScores:
+    def _scores(self, Xf: np.ndarray, raw: np.ndarray | None = None) -> StreamScores:
+        """Component scores of feature rows ``Xf`` (gaps filled); the fault checks run on
+        ``raw``, the same rows with gaps as NaN, as the bundle scorer runs them before it
+        fills gaps (no checks when None, e.g. while fitting)."""
         normalized: dict[str, np.ndarray] = {}
         shares: dict[str, np.ndarray] = {}
         prob = None
@@ -270,20 +299,28 @@ class HybridDetector(BaseEstimator):
             else:
                 normalized[name] = model.normalized_score(Xf)
                 shares[name] = model.contributions(Xf)
-        return StreamScores(normalized, shares, prob)
+        checks = None
+        if raw is not None and getattr(self, "checks_", None) is not None and self.checks_.active:
+            checks = self.checks_.scores(raw, self.checks_.new_state())
+        return StreamScores(normalized, shares, prob, checks)
 
     def stream_scores(self, X: np.ndarray) -> StreamScores:
-        """Component scores for full sensor rows ``X`` in time order."""
-        return self._scores(self.select(X))
+        """Component scores (and fault-check scores) for full sensor rows ``X`` in time
+        order, as one fresh stream."""
+        check_is_fitted(self)
+        raw = np.asarray(X, dtype=np.float64)[:, self.feature_mask_]
+        raw = np.where(np.isfinite(raw), raw, np.nan)
+        return self._scores(self.select(X), raw)
 
     def strategy_scores(self, scores: StreamScores, strategy: str | None = None) -> np.ndarray:
         """Reported score per reading for ``strategy`` (> 1 = anomaly)."""
         strategy = strategy or self.config_.strategy
         combined = st.combine(strategy, scores.normalized, self.weights_)
-        return (
+        hybrid = (
             trailing_mean(combined, self.config_.smooth_window)
             / self.strategy_thresholds_[strategy]
         )
+        return with_checks(hybrid, scores.checks)
 
     def anomaly_score(self, X: np.ndarray, strategy: str | None = None) -> np.ndarray:
         """The score the edge reports for each row of ``X`` (rows in time order): above 1.0

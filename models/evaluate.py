@@ -168,6 +168,9 @@ class SimScore:
     faults: Confusion = field(default_factory=Confusion)
     normal: Confusion = field(default_factory=Confusion)
     delays: dict[str, list[float | None]] = field(default_factory=dict)
+    # Point counts of each fault kind's scenarios (its false alarms: readings outside the
+    # fault flagged).
+    by_kind: dict[str, Confusion] = field(default_factory=dict)
 
     @property
     def precision(self) -> float:
@@ -204,6 +207,23 @@ class SimScore:
             "delay_s": {
                 k: None if (d := self.mean_delay(k)) is None else round(d, 1) for k in self.delays
             },
+            # Share of the normal streams' readings flagged (0 is the target).
+            "false_alarm_rate": round(self.normal.fp / max(self.normal.fp + self.normal.tn, 1), 6),
+            "per_kind": {kind: self.kind_metrics(kind) for kind in self.delays},
+        }
+
+    def kind_metrics(self, kind: str) -> dict[str, object]:
+        """``faults_total``/``faults_found``, ``false_alarm_rate`` (share of the readings
+        outside the fault flagged in this kind's scenarios) and the mean
+        ``detection_delay_s`` of the found ones."""
+        delays = self.delays.get(kind, [])
+        c = self.by_kind.get(kind, Confusion())
+        delay = self.mean_delay(kind)
+        return {
+            "faults_total": len(delays),
+            "faults_found": sum(d is not None for d in delays),
+            "false_alarm_rate": round(c.fp / max(c.fp + c.tn, 1), 6),
+            "detection_delay_s": None if delay is None else round(delay, 1),
         }
 
 
@@ -247,6 +267,7 @@ def evaluate_sim(
                     total.normal.add(flags, labels)
                     continue
                 total.faults.add(flags, labels)
+                total.by_kind.setdefault(spec.kind, Confusion()).add(flags, labels)
                 hits = np.flatnonzero(flags & labels)
                 delay = float(hits[0] - spec.start_s) if hits.size else None
                 total.delays.setdefault(spec.kind, []).append(delay)

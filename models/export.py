@@ -64,6 +64,9 @@ def export_bundle(
         "weights": detector.weights_,
         "strategy_thresholds": detector.strategy_thresholds_,
         "components": components,
+        # Stuck-sensor and drift limits learned at fit time (detector.checks), in the sensor
+        # order above: the edge scores with exactly these.
+        "fault_checks": detector.checks_.to_manifest() if hasattr(detector, "checks_") else {},
         "training_window": training_window or {"samples": detector.n_train_},
         "metrics": _finite(metrics or {}),
     }

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -76,6 +77,24 @@ def test_edge_scores_equal_native_scores(trained: Trained) -> None:
     assert hit["contributions"][0]["share"] > 0.3
     assert 0.0 <= hit["probability_ahead"] <= 1.0
     assert not any(r["is_anomaly"] for r in results[TRAIN_ROWS:500])
+
+
+def test_a_stuck_sensor_is_flagged_and_named_alike_at_the_edge(trained: Trained) -> None:
+    """The stuck check's limits travel in the manifest: the edge flags the frozen sensor on
+    the same reading as the training side, and names it."""
+    from edge.onnx_detector import OnnxDetector
+
+    manifest = json.loads((trained.bundle / "manifest.json").read_text())
+    assert len(manifest["fault_checks"]["stuck"]["run_limit"]) == len(manifest["sensors"])
+    frozen = trained.normal.copy()
+    frozen[450:, 0] = frozen[450, 0]
+    results = OnnxDetector(trained.bundle, trained.public_pem).score_batch(readings(frozen))
+    edge = np.array([r["score"] for r in results])
+    native = np.nan_to_num(trained.detector.anomaly_score(frozen))
+    assert np.abs(edge - native).max() < 1e-4
+    first = next(i for i, r in enumerate(results) if r["is_anomaly"])
+    assert 450 < first <= 450 + 30
+    assert results[first]["contributions"][0]["sensor"] == SENSORS[0]
 
 
 @pytest.mark.parametrize("strategy", ["isolation_forest", "lstm", "hybrid_or", "hybrid_and"])

@@ -60,6 +60,16 @@ def test_sim_cli_prints_every_strategy_and_json_last(capsys: pytest.CaptureFixtu
     assert result["strategy"] == "hybrid_smart" and result["faults"] == 5
     assert set(result) >= {"f1", "precision", "recall", "far", "delay_s", "mean_delay_s"}
     assert set(result["delay_s"]) == {"bearing_wear", "cavitation", "spike", "drift", "stuck"}
+    assert set(result["per_kind"]) == set(result["delay_s"])
+    for kind in result["per_kind"].values():
+        assert set(kind) == {
+            "faults_total",
+            "faults_found",
+            "false_alarm_rate",
+            "detection_delay_s",
+        }
+        assert kind["faults_total"] == 1 and 0.0 <= kind["false_alarm_rate"] <= 1.0
+    assert 0.0 <= result["false_alarm_rate"] <= 1.0
     assert 0.0 <= result["f1"] <= 1.0 and 0.0 <= result["far"] <= 100.0
     for strategy in ("isolation_forest", "lstm", "pca", "hybrid_or", "hybrid_and"):
         assert any(line.startswith(strategy) for line in lines), strategy
