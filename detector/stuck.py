@@ -10,7 +10,7 @@ edge and the cloud decide identically):
   often, a noisy analogue one never does);
 - rolling spread: the range of the last ``window`` readings, against a floor
   far below the smallest one seen in normal data (a sensor whose noise vanishes is stuck even
-  when the last digit still flickers).
+  when the last digit still flickers); for sensors that never repeat a value normally.
 
 The per-sensor score is 1.0 at the limit (above 1.0 is stuck). The state per machine is the
 last value, the current run lengths and the last ``window - 1`` rows: O(sensors) numpy per
@@ -159,9 +159,10 @@ def fit_stuck(
 ) -> StuckParams:
     """Limits from normal rows ``X`` (time order, finite): a run limit of ``run_factor``
     times the longest normal run plus ``run_margin`` (at least ``min_run``), and a spread
-    floor of ``range_fraction`` of the smallest normal rolling spread (off for a sensor whose
-    normal spread reaches 0: its flat stretches are normal). A constant sensor gets neither
-    check (it is not a model feature anyway)."""
+    floor of ``range_fraction`` of the smallest normal rolling spread, for sensors that never
+    repeat a value in normal data only (a quantised sensor's flat windows are normal short
+    runs, judged by the run limit). A constant sensor gets neither check (it is not a model
+    feature anyway)."""
     X = np.asarray(X, dtype=np.float32)
     d = X.shape[1]
     if len(X) < window + 1:
@@ -171,5 +172,7 @@ def fit_stuck(
     varying = X.std(axis=0) > 0
     run_limit = np.where(varying, np.maximum(run_factor * longest + run_margin, min_run), 0.0)
     lowest = np.nanmin(rolling_range(X, state.tail, window), axis=0)
-    range_floor = np.where(varying & (lowest > 0), range_fraction * lowest, 0.0)
+    # Only for sensors that never repeat a value in normal data (analogue, noisy): on a
+    # quantised sensor a flat window is a normal short run, which the run limit judges.
+    range_floor = np.where(varying & (longest == 0) & (lowest > 0), range_fraction * lowest, 0.0)
     return StuckParams(run_limit.astype(np.float64), range_floor.astype(np.float64), window)

@@ -44,6 +44,8 @@ def test_limits_follow_what_each_sensor_normally_does() -> None:
     assert params.run_limit[0] == 10
     assert params.run_limit[1] > 10
     assert params.range_floor[0] > 0
+    # A quantised sensor's flat windows are normal short runs: only the run limit judges it.
+    assert params.range_floor[1] == 0
 
 
 def test_no_alarm_on_unseen_normal_data() -> None:
