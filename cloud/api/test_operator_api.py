@@ -113,6 +113,11 @@ def test_user_administration(api: Api) -> None:
     assert (bad_role.status_code, bad_role.json()["field"]) == (422, "role")
     self_demote = api.send("admin", "PATCH", "/api/v1/users/admin", {"role": "viewer"})
     assert (self_demote.status_code, self_demote.json()["field"]) == (422, "role")
+    # One's own password changes only with the current one (POST /api/v1/auth/password).
+    self_password = api.send(
+        "admin", "PATCH", "/api/v1/users/admin", {"password": "a-new-long-password"}
+    )
+    assert (self_password.status_code, self_password.json()["field"]) == (422, "password")
     scoped = api.send(
         "admin", "PATCH", "/api/v1/users/night-shift", {"role": "operator", "machines": ["C"]}
     )

@@ -245,6 +245,10 @@ async def change_user(
         raise FieldError("all_machines", "give either machines or all_machines, not both")
     if username == admin.username and (body.disabled or (body.role and body.role != "admin")):
         raise FieldError("role", "an admin cannot demote or disable their own account")
+    if username == admin.username and body.password is not None:
+        # A stolen admin session must not be enough to take the account over: one's own
+        # password changes only with the current one (POST /api/v1/auth/password).
+        raise FieldError("password", "change your own password with POST /api/v1/auth/password")
 
     def work(conn: psycopg.Connection) -> accounts.User:
         machines: list[str] | EllipsisType | None = ...  # ...: keep the user's machines
