@@ -40,6 +40,14 @@ def database_url(pg_server: EmbeddedPostgres) -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="module")
+def module_database_url(pg_server: EmbeddedPostgres) -> Iterator[str]:
+    """A fresh, migrated database shared by one test module: for tests that only read, or
+    only try what the API must refuse, so they need not pay for a database and a logged-in
+    app each."""
+    yield from database_url.__wrapped__(pg_server)  # type: ignore[attr-defined]
+
+
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     from tools.kafka_broker import KafkaBroker

@@ -37,8 +37,7 @@ class Api:
         return self.client.request(method, url, json=body, headers=bearer(self.tokens[who]))
 
 
-@pytest.fixture
-def api(database_url: str) -> Iterator[Api]:
+def _logged_in_api(database_url: str) -> Iterator[Api]:
     with TestClient(
         create_app(CloudSettings(database_url=database_url, ingest_api_key=KEY))
     ) as client:
@@ -51,6 +50,19 @@ def api(database_url: str) -> Iterator[Api]:
             tokens[who] = login(client, who, add_user(database_url, who, role, machines))
         client.cookies.clear()
         yield Api(client, tokens)
+
+
+@pytest.fixture
+def api(database_url: str) -> Iterator[Api]:
+    """A fresh database and app for a test that changes things."""
+    yield from _logged_in_api(database_url)
+
+
+@pytest.fixture(scope="module")
+def refusing_api(module_database_url: str) -> Iterator[Api]:
+    """One database and app for the tests of what the API refuses: a refusal changes
+    nothing (each such test checks that), so they need not pay for a fresh app each."""
+    yield from _logged_in_api(module_database_url)
 
 
 def _ingest(api: Api, body: object) -> None:
@@ -220,16 +232,19 @@ def test_thresholds_resolve_machine_then_fleet_then_catalog(api: Api) -> None:
     ],
 )
 def test_bad_thresholds_are_refused_and_change_nothing(
-    api: Api, body: dict[str, object], field: str
+    refusing_api: Api, body: dict[str, object], field: str
 ) -> None:
+    api = refusing_api
     response = api.send("admin", "PUT", "/api/v1/machines/A/thresholds/rpm", body)
     assert (response.status_code, response.json()["field"]) == (422, field), response.text
     rpm = api.get("admin", "/api/v1/machines/A/thresholds").json()["thresholds"]["rpm"]
     assert rpm["source"] == "default"
 
 
-def test_threshold_sensor_name_is_checked(api: Api) -> None:
-    response = api.send("admin", "PUT", "/api/v1/thresholds/Not-A-Sensor", {"critical_high": 1})
+def test_threshold_sensor_name_is_checked(refusing_api: Api) -> None:
+    response = refusing_api.send(
+        "admin", "PUT", "/api/v1/thresholds/Not-A-Sensor", {"critical_high": 1}
+    )
     assert (response.status_code, response.json()["field"]) == (422, "sensor")
 
 
@@ -386,13 +401,14 @@ def test_long_history_comes_from_minute_rollups(api: Api, database_url: str) -> 
     ],
 )
 def test_bad_path_and_query_parameters_name_the_parameter(
-    api: Api, method: str, url: str, field: str
+    refusing_api: Api, method: str, url: str, field: str
 ) -> None:
-    response = api.send("admin", method, url, {} if method == "PATCH" else None)
+    response = refusing_api.send("admin", method, url, {} if method == "PATCH" else None)
     assert (response.status_code, response.json()["field"]) == (422, field), response.text
 
 
-def test_unknown_things_are_404_naming_them(api: Api) -> None:
+def test_unknown_things_are_404_naming_them(refusing_api: Api) -> None:
+    api = refusing_api
     for method, url, field in (
         ("GET", "/api/v1/anomalies/99", "anomaly_id"),
         ("GET", "/api/v1/custom-sensors/never_seen", "name"),
