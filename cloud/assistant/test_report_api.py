@@ -295,6 +295,25 @@ def test_model_written_report(online: Env, fake: FakeOpenAI) -> None:
     assert "local-test-model" in text and "Outer-race bearing defect" in text
 
 
+@pytest.fixture(scope="module")
+def shared_fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def shared_online(module_database_url: str, shared_fake: FakeOpenAI) -> Iterator[Env]:
+    """One app for the broken-answer cases: each asks for a new report of the same anomaly
+    and checks only the answer it got, so they need not pay for a fresh app each."""
+    yield from _env(
+        module_database_url,
+        ai_base_url=shared_fake.base_url,
+        ai_model_reports="report-model",
+        ai_timeout_s=2.0,
+        ai_max_retries=0,
+    )
+
+
 @pytest.mark.parametrize(
     ("answer", "note"),
     [
@@ -314,9 +333,10 @@ def test_model_written_report(online: Env, fake: FakeOpenAI) -> None:
     ],
 )
 def test_broken_model_report_falls_back_with_a_note(
-    online: Env, fake: FakeOpenAI, answer: Any, note: str
+    shared_online: Env, shared_fake: FakeOpenAI, answer: Any, note: str
 ) -> None:
-    fake.reply(answer)
+    online = shared_online
+    shared_fake.reply(answer)
     stored = online.post(f"/api/generate-report/{online.ids['now']}").json()
     assert (stored["path"], stored["model"]) == ("offline", None)
     assert note in stored["note"] and "offline writer answered" in stored["note"]
