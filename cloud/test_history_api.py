@@ -20,8 +20,10 @@ pytestmark = pytest.mark.integration
 START = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def client(database_url: str) -> Iterator[TestClient]:
+@pytest.fixture(scope="module")
+def client(module_database_url: str) -> Iterator[TestClient]:
+    """One hour of readings and a logged-in viewer, shared: every test here only reads."""
+    database_url = module_database_url
     maintain_partitions(database_url, now=START)
     readings = [
         Reading(
