@@ -13,6 +13,11 @@ WHEELHOUSE ?= dist
 WHEEL_PLATFORM ?=
 WHEEL_PYTHON ?= 3.11
 PYTEST_ARGS ?=
+# make test spreads test files over this many pytest-xdist workers (one file stays on one
+# worker, so its module fixtures start once). Most integration tests wait on real services,
+# so two workers keep both cores busy; TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) --durations=25
 
 .PHONY: help venv lock wheelhouse system-deps kafka-jars test test-unit test-integration lint demo kafka \
         bench-e2e bench-sim bench-edge bench-cloud bench-ml bench-dashboard bench-faults bench-rul bench-alerts bench-security bench-peers dashboard-deps peer-deps peer-telegraf clean
@@ -134,13 +139,13 @@ TELEGRAF_BENCH_TAGS := custom,inputs.modbus,outputs.file,serializers.influx
 
 # Lint first: a lint, format, import-direction or type error fails the test run (CI too).
 test: venv system-deps kafka-jars dashboard-deps peer-deps lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 test-unit: venv
 	$(PY) -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
 
 test-integration: venv system-deps kafka-jars dashboard-deps peer-deps
-	$(PY) -m pytest -m integration $(PYTEST_ARGS)
+	$(PY) -m pytest -m integration $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 lint: venv dashboard-deps
 	$(PY) -m tools.lock --check
