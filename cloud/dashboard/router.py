@@ -79,8 +79,16 @@ async def _current_user(request: Request) -> Any:
 CurrentUser = Annotated[Any, Depends(_current_user)]
 
 
+# Every logged-in page has the same main navigation: kept once, in pages/_nav.html, and put
+# where a page says <!--#main-nav--> (which links a user may follow is chrome.js's business).
+MAIN_NAV_MARK = "<!--#main-nav-->"
+
+
 def _page(name: str, status: int = 200) -> Response:
     body = (PAGES_DIR / name).read_text(encoding="utf-8")
+    if MAIN_NAV_MARK in body:
+        nav = (PAGES_DIR / "_nav.html").read_text(encoding="utf-8").rstrip("\n")
+        body = body.replace(MAIN_NAV_MARK, nav, 1)
     return _secure(HTMLResponse(body, status_code=status))
 
 

@@ -80,6 +80,8 @@ export async function setupPage(pageName) {
   account.textContent = `${user.username} · ${user.role}`;
   document.getElementById("user-name").replaceChildren(account);
   document.getElementById("nav-admin").hidden = user.role !== "admin";
+  const auditNav = document.getElementById("nav-audit");
+  if (auditNav) auditNav.hidden = user.role !== "admin";
   // The edge fleet is for operators and admins (GET /api/v1/edges).
   const edgesNav = document.getElementById("nav-edges");
   if (edgesNav) edgesNav.hidden = user.role === "viewer";
