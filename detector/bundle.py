@@ -13,6 +13,7 @@ machines with one ``session.run`` per model, which is what makes the per-row cos
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from detector.checks import CheckState, FaultChecks, check_contributors, with_checks
+from detector.checks import CheckState, FaultChecks, check_contributors_rows, with_checks
 from detector.features import trailing_mean
 from detector.strategies import (
     LSTM,
@@ -251,11 +252,15 @@ class BundleScorer:
         scores = np.where(finite, combined_scores, 0.0)
         flagged = scores > 1.0
         # Readings a check flagged beyond the hybrid's score name the sensors it found.
-        by_check = flagged & (scores > np.nan_to_num(hybrid))
+        # NaN as 0 (np.nan_to_num, whose Python wrapper costs more than the comparison; its
+        # mapping of infinities changes no comparison with the finite scores).
+        by_check = flagged & (scores > np.where(np.isnan(hybrid), 0.0, hybrid))
         contributions = self._ranked(normalized, raw_shares, flagged & ~by_check)
         if checks is not None:
-            for i in np.flatnonzero(by_check).tolist():
-                contributions[i] = check_contributors(checks[i], self.sensors)
+            rows = np.flatnonzero(by_check)
+            if rows.size:
+                named = check_contributors_rows(checks[rows], self.sensors)
+                contributions.update(zip(rows.tolist(), named, strict=True))
         return BatchScores(
             score=scores,
             is_anomaly=flagged,
@@ -324,6 +329,10 @@ class BundleScorer:
         count = len(seq) - L + 1  # windows that fit; the history is at most L - 1 rows
         if count <= 0:
             return filled
+        if count == 1:  # one new row (a 1 Hz rig): its window is the tail, no strided view
+            windows[filled] = seq[len(seq) - L :]
+            ready.append(idx[len(idx) - 1 :])
+            return filled + 1
         # Window k of seq is rows k .. k + L - 1 (a strided view, copied once below).
         rows, d = seq.strides
         view = np.lib.stride_tricks.as_strided(seq, (count, L, seq.shape[1]), (rows, rows, d))
@@ -360,12 +369,14 @@ class BundleScorer:
             outputs = dict(
                 zip(
                     self._lstm_outputs,
-                    session.run(None, {self._inputs[LSTM]: windows}),
+                    session.run(self._lstm_outputs, {self._inputs[LSTM]: windows}),
                     strict=True,
                 )
             )
             errors = outputs["sensor_error"]
-            normalized[rows] = errors.mean(axis=1, dtype=np.float64) / self._thresholds[LSTM]
+            # errors.mean(axis=1, dtype=float64) without np.mean's Python wrapper (same bits).
+            mean_error = np.add.reduce(errors, axis=1, dtype=np.float64) / errors.shape[1]
+            normalized[rows] = mean_error / self._thresholds[LSTM]
             errors_all[rows] = errors
             if self._forecast_threshold:
                 prob[rows] = probability_ahead(outputs["forecast"], self._forecast_threshold)
@@ -390,10 +401,24 @@ class BundleScorer:
         parts: list[np.ndarray] = []
         spans: list[tuple[np.ndarray, int, int]] = []
         start = 0
+        out = np.empty(len(combined))
         for machine, idx in groups.items():
             if len(idx) == 0:
                 continue
             state = self._machines[machine]
+            if len(combined) == 1 and keep:
+                # The batch is one reading (a 1 Hz rig): its mean in Python floats, the very
+                # sums and division trailing_mean does on this machine's segment alone (with
+                # more rows the segments share one cumulative sum, whose differences round
+                # otherwise), without a dozen numpy calls on 20 values.
+                i = int(idx[0])
+                seq = state.recent.tolist()
+                seq.append(float(combined[i]))
+                if len(seq) <= keep:
+                    seq = [math.nan] * (keep + 1 - len(seq)) + seq
+                out[i] = _mean_of_finite(seq)
+                state.recent = np.array(seq[1:])
+                continue
             values = combined[idx]
             recent = state.recent
             if len(recent) < keep:
@@ -403,7 +428,6 @@ class BundleScorer:
             parts.append(seq)
             spans.append((idx, start + keep, start + len(seq)))
             start += len(seq)
-        out = np.empty(len(combined))
         if not parts:
             return out
         means = trailing_mean(np.concatenate(parts), self._smooth)
@@ -431,3 +455,17 @@ class BundleScorer:
         return dict(
             zip(rows.tolist(), top_contributors_rows(contributions, self.sensors), strict=True)
         )
+
+
+def _mean_of_finite(values: list[float]) -> float:
+    """``trailing_mean(values, len(values))[-1]`` to the bit: NaN counts as 0.0 in a running
+    sum that starts at the first value (``np.cumsum``), divided by the number of non-NaN
+    values; NaN when there are none."""
+    total = 0.0
+    count = 0
+    for k, v in enumerate(values):
+        valid = not math.isnan(v)
+        x = v if valid else 0.0
+        total = x if k == 0 else total + x
+        count += valid
+    return total / count if count else math.nan

@@ -93,3 +93,52 @@ def check_contributors(
     return [
         {"sensor": sensors[beyond[i]], "share": round(float(values[i]) / total, 4)} for i in order
     ]
+
+
+def check_contributors_rows(
+    check_scores: np.ndarray, sensors: list[str], limit: int = 5
+) -> list[list[dict[str, float | str]]]:
+    """``check_contributors`` of every row of ``check_scores`` ``(m, d)``, the same lists to
+    the bit, with numpy calls per batch instead of per row: a stuck or drifting machine has
+    every reading flagged, and per-row calls cost more than scoring it. Rows with tied scores
+    (capped stuck scores tie often) go through ``check_contributors`` itself: numpy's
+    default sort orders ties its own way, and that order is the one the cloud shows."""
+    scores = np.ascontiguousarray(check_scores, dtype=np.float64)
+    m = len(scores)
+    out: list[list[dict[str, float | str]]] = [[] for _ in range(m)]
+    if m == 0:
+        return out
+    beyond = scores > 1.0
+    counts = beyond.sum(axis=1)
+    # Beyond-limit scores first, largest first; the rest sort last.
+    keyed = np.where(beyond, -scores, np.inf)
+    order = np.argsort(keyed, axis=1, kind="stable")
+    ordered = np.take_along_axis(keyed, order, axis=1)
+    tied = ((ordered[:, 1:] == ordered[:, :-1]) & np.isfinite(ordered[:, 1:])).any(axis=1)
+    # The total of each row's beyond-limit scores summed as check_contributors sums them (one
+    # contiguous row of ``count`` values, in column order): rows of one count at a time.
+    totals = np.zeros(m)
+    compact = scores[beyond]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    for count in np.unique(counts).tolist():
+        if count == 0:
+            continue
+        rows = np.flatnonzero(counts == count)
+        block = compact[starts[rows][:, None] + np.arange(count)]
+        totals[rows] = block.sum(axis=1)
+    top_order = order[:, :limit].tolist()
+    top_values = (-ordered[:, :limit]).tolist()
+    for i, (count, total, tie) in enumerate(
+        zip(counts.tolist(), totals.tolist(), tied.tolist(), strict=True)
+    ):
+        if count == 0:
+            continue
+        if tie:
+            out[i] = check_contributors(scores[i], sensors, limit)
+            continue
+        k = min(count, limit)
+        out[i] = [
+            {"sensor": sensors[j], "share": round(v / total, 4)}
+            for j, v in zip(top_order[i][:k], top_values[i][:k], strict=True)
+        ]
+    return out

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from detector.checks import FaultChecks, check_contributors, with_checks
+from detector.checks import FaultChecks, check_contributors, check_contributors_rows, with_checks
 from detector.drift import fit_drift
 from detector.stuck import StuckParams, fit_stuck, run_lengths
 
@@ -111,3 +111,18 @@ def test_warm_up_stays_unscored_unless_a_check_flags() -> None:
     checks = np.array([[0.2], [3.0], [0.2], [2.0]])
     out = with_checks(hybrid, checks)
     assert np.isnan(out[0]) and out[1:].tolist() == [3.0, 0.5, 2.0]
+
+
+def test_batched_contributors_equal_the_per_row_ones_ties_included() -> None:
+    """The scorer names a batch's check-flagged sensors with one numpy pass; the lists must
+    be the per-row ones to the bit, capped (tied) stuck scores and missing values included."""
+    rng = np.random.default_rng(11)
+    names = [f"s{i}" for i in range(12)]
+    for case in range(60):
+        rows = rng.random((int(rng.integers(0, 20)), len(names))) * [0.5, 2.0, 8.0, 30.0][case % 4]
+        if case % 3 == 0:
+            rows = np.minimum(rows, 10.0)  # the stuck check's cap: ties
+        if case % 5 == 0:
+            rows[rng.random(rows.shape) < 0.2] = np.nan
+        expected = [check_contributors(row, names) for row in rows]
+        assert check_contributors_rows(rows, names) == expected

@@ -62,6 +62,7 @@ class OnnxDetector:
             (name, self.sensors.index(name)) for name in PRIORITY_SENSORS if name in self.sensors
         ]
         self._forecast_sent: dict[str, float] = {}  # machine -> reading time of the last one
+        self._forecast_index = [column for _, column in self._forecast_columns]
 
     # -- Detector protocol --------------------------------------------------------------------
 
@@ -121,10 +122,14 @@ class OnnxDetector:
                 continue
             self._forecast_sent[reading.machine_id] = at
             doc: dict[str, list[float]] = {}
-            for name, column in self._forecast_columns:
-                values = steps[:, column]
-                if np.isfinite(values).all():
-                    doc[name] = [float(f"{v:.{FORECAST_DIGITS}g}") for v in values.tolist()]
+            columns = steps[:, self._forecast_index]  # (H, priority sensors)
+            finite = np.isfinite(columns).all(axis=0).tolist()
+            # One format call per machine and batch instead of one per value: the same
+            # decimal rounding, parsed back.
+            texts = _format_rows(columns.T.tolist())
+            for (name, _), ok, text in zip(self._forecast_columns, finite, texts, strict=True):
+                if ok:
+                    doc[name] = list(map(float, text.split()))
             if doc:
                 results[i]["forecast"] = doc
 
@@ -167,3 +172,11 @@ def _one(sensors: list[str]) -> Any:
     """``itemgetter`` of a single key returns the bare value; the rows need a sequence."""
     name = sensors[0]
     return lambda values: (values[name],)
+
+
+def _format_rows(rows: list[list[float]]) -> list[str]:
+    """Each row's values with ``FORECAST_DIGITS`` significant digits, space separated."""
+    if not rows:
+        return []
+    pattern = " ".join([f"{{:.{FORECAST_DIGITS}g}}"] * len(rows[0]))
+    return [pattern.format(*row) for row in rows]
