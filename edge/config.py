@@ -148,7 +148,21 @@ class ModelsConfig(ApiKeySource):
     as for the HTTP output (``api_key_env``/``api_key_file``)."""
 
     cloud_url: str = Field(pattern=r"^https?://", description="The cloud API's base URL")
-    public_key_file: Path = Field(description="Ed25519 public key that signs model bundles")
+    # One key (the setting before rotation existed) or a small set (``public_key_files``):
+    # during a rotation edges trust the old and the new key, found by key id.
+    public_key_file: Path | None = Field(
+        default=None, description="Ed25519 public key that signs model bundles"
+    )
+    public_key_files: list[Path] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Trusted Ed25519 public keys (key rotation), beside public_key_file",
+    )
+    # A signed statement (shared/model_statement.py) binds a bundle to this machine, a
+    # version that only moves forward and an expiry. false: a bundle from a cloud that
+    # signs no statements yet is accepted with a warning (the upgrade path); a statement
+    # that is present is checked all the same.
+    require_statement: bool = False
     directory: Path = Path("/var/lib/rig-edge/models")
     poll_interval_s: float = Field(default=300.0, ge=1.0, le=86_400.0)
     timeout_s: float = Field(default=30.0, gt=0.0, le=600.0)
@@ -159,6 +173,17 @@ class ModelsConfig(ApiKeySource):
     # Thresholds are a small JSON table per machine, polled often: an admin's change is
     # judged by within seconds (edge/threshold_sync.py).
     thresholds_poll_s: float = Field(default=3.0, ge=0.5, le=3600.0)
+
+    @model_validator(mode="after")
+    def _some_key(self) -> ModelsConfig:
+        if self.public_key_file is None and not self.public_key_files:
+            raise ValueError("public_key_file: set it or public_key_files (one key at least)")
+        return self
+
+    def key_files(self) -> list[Path]:
+        """Every trusted public key file, the single-key setting first."""
+        first = [self.public_key_file] if self.public_key_file is not None else []
+        return first + [p for p in self.public_key_files if p not in first]
 
 
 # Limits a threshold may take (the cloud refuses the same: cloud/thresholds.py validate).

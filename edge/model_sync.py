@@ -1,10 +1,14 @@
 """Model updates from the cloud: poll, download, verify, hot-swap, and keep for offline use.
 
 For every machine this edge reads, the cloud is asked which model is in service
-(``GET /api/v1/edge/models/{machine}``). A new one is downloaded, its Ed25519 signature and
-file hashes verified against the cloud's public key, loaded with ONNX Runtime, and only then
-swapped in (``CombinedDetector.install``). A bundle that fails any check is refused, counted
-and logged; the model in use stays. Installed bundles are kept on disk with a ``current.json``
+(``GET /api/v1/edge/models/{machine}``). Its signed statement (``shared.model_statement``)
+is checked first: this machine, this model and bundle, not expired, and not older than the
+model in use unless it is a signed rollback (``require_statement: false`` lets a model
+without one through with a warning, for clouds not yet upgraded). A new one is then
+downloaded, its Ed25519 signature and file hashes verified against the trusted keys (several
+during a key rotation, picked by key id), loaded with ONNX Runtime, and only then swapped
+in (``CombinedDetector.install``). A bundle that fails any check is refused, counted and
+logged; the model in use stays. Installed bundles are kept on disk with a ``current.json``
 per machine, so after a restart without network the last verified model runs again
 (verified once more before loading).
 
@@ -51,7 +55,20 @@ from edge.metrics import EdgeMetrics
 from edge.onnx_detector import OnnxDetector
 from shared.logs import log_event
 from shared.message import MACHINE_ID_RE, Reading
-from shared.model_bundle import BundleError, TamperedBundleError, extract_bundle, load_public_key
+from shared.model_bundle import (
+    BundleError,
+    TamperedBundleError,
+    WrongKeyError,
+    extract_bundle,
+    signer_key_id,
+)
+from shared.model_statement import (
+    Running,
+    Statement,
+    StatementError,
+    trusted_keys,
+    verify_statement,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +113,8 @@ class ModelInfo:
     model_id: int
     bundle_sha256: str
     bundle_url: str
+    # The signed statement (shared/model_statement.py), None from a cloud that signs none.
+    statement: dict[str, Any] | None = None
 
 
 def parse_model_info(body: bytes) -> ModelInfo:
@@ -121,7 +140,10 @@ def parse_model_info(body: bytes) -> ModelInfo:
         raise RefusedAnswerError(
             f"bundle_url: {_clip(url)} is not a relative path under {BUNDLE_URL_PREFIX}"
         )
-    return ModelInfo(model_id, sha, url)
+    statement = doc.get("statement")
+    if statement is not None and not isinstance(statement, dict):
+        raise RefusedAnswerError(f"statement: {_clip(statement)} is not an object")
+    return ModelInfo(model_id, sha, url, statement)
 
 
 def valid_bundle_url(url: str) -> bool:
@@ -167,7 +189,11 @@ class ModelSync:
         self._to_load: list[str] = []
         self.detector = detector
         self.metrics = metrics
-        self.public_key = load_public_key(config.public_key_file.read_bytes())
+        self.keys = trusted_keys(p.read_bytes() for p in config.key_files())
+        self.public_key = next(iter(self.keys.values()))  # the first trusted key
+        # What each machine runs, from its statement: the floor a new statement must clear
+        # (absent for a model installed without one).
+        self._running: dict[str, Running] = {}
         self.max_bundle_bytes = max_bundle_bytes or int(
             getattr(config, "max_bundle_bytes", None) or DEFAULT_MAX_BUNDLE_BYTES
         )
@@ -230,6 +256,22 @@ class ModelSync:
         self._activate(machine, path, model_id)
         with self._lock:
             self._remembered[machine] = model_id
+        running = doc.get("running")
+        if isinstance(running, dict):
+            try:
+                self._running[machine] = Running(
+                    int(running["model_id"]),
+                    int(running["version"]),
+                    datetime.fromisoformat(running["issued_at"]),
+                )
+            except (KeyError, TypeError, ValueError) as exc:  # the model itself loaded
+                log_event(
+                    log,
+                    logging.WARNING,
+                    "downgrade floor in current.json unreadable; next statement sets it",
+                    machine=machine,
+                    error=_describe(exc),
+                )
 
     def _installed_before(self) -> list[str]:
         if not self._root.is_dir():
@@ -394,7 +436,8 @@ class ModelSync:
                     # Installed, but current.json could not be written last time.
                     self._remember(machine, self._bundle_dir(machine, info), info.model_id)
                 return False
-            self._install(machine, info)
+            statement = self._approve(machine, info)
+            self._install(machine, info, statement)
             return True
         except BundleError as exc:
             if body is not None:
@@ -416,10 +459,49 @@ class ModelSync:
                     raise RefusedAnswerError(f"model info is larger than {MAX_INFO_BYTES} bytes")
             return bytes(body)
 
+    def _approve(self, machine: str, info: ModelInfo) -> Statement | None:
+        """Check the signed statement before anything is downloaded: this machine, this
+        model and bundle, not expired, not older than the model in use unless a signed
+        rollback says so. Raises ``StatementError`` naming the field."""
+        if info.statement is None:
+            if self.config.require_statement:
+                raise StatementError(
+                    "statement: the cloud served no signed statement for this model, and "
+                    "models.require_statement is true"
+                )
+            log_event(
+                log,
+                logging.WARNING,
+                "model without a signed statement accepted (models.require_statement is false)",
+                machine=machine,
+                kind=self.kind,
+                model_id=info.model_id,
+            )
+            return None
+        return verify_statement(
+            info.statement,
+            self.keys,
+            machine_id=machine,
+            kind=self.kind,
+            model_id=info.model_id,
+            bundle_sha256=info.bundle_sha256,
+            running=self._running.get(machine),
+        )
+
+    def _key_for(self, path: Path) -> Any:
+        """The trusted key a bundle directory's signature names (rotation: several)."""
+        kid = signer_key_id(path)
+        if kid is None or kid not in self.keys:
+            raise WrongKeyError(
+                f"{path}: signed by key {kid!r}, but this edge trusts keys "
+                f"{', '.join(sorted(self.keys))}"
+            )
+        return self.keys[kid]
+
     def _bundle_dir(self, machine: str, info: ModelInfo) -> Path:
         return self._root / machine / f"{info.model_id}-{info.bundle_sha256[:12]}"
 
-    def _install(self, machine: str, info: ModelInfo) -> None:
+    def _install(self, machine: str, info: ModelInfo, statement: Statement | None = None) -> None:
         target = self._bundle_dir(machine, info)
         downloaded = False
         if not target.is_dir():
@@ -431,6 +513,12 @@ class ModelSync:
             if downloaded:  # nothing refused stays on the disk the buffer needs
                 shutil.rmtree(target, ignore_errors=True)
             raise
+        if statement is None:
+            self._running.pop(machine, None)
+        else:
+            self._running[machine] = Running(
+                statement.model_id, statement.version, statement.issued_at
+            )
         self._remember(machine, target, info.model_id)
 
     def _download(self, info: ModelInfo, target: Path) -> None:
@@ -481,7 +569,7 @@ class ModelSync:
                 )
             staged = Path(tmp) / "bundle"
             # Verifies signature and hashes before a single file is written out.
-            extract_bundle(archive, staged, self.public_key)
+            extract_bundle(archive, staged, list(self.keys.values()))
             os.replace(staged, target)
 
     def _label(self, machine: str) -> str:
@@ -492,7 +580,7 @@ class ModelSync:
             self._activate_rul(machine, path, model_id)
             return
         try:
-            model = OnnxDetector(path, self.public_key, strategy=self.config.strategy)
+            model = OnnxDetector(path, self._key_for(path), strategy=self.config.strategy)
             _probe(model)
         except BundleError:
             raise
@@ -516,7 +604,7 @@ class ModelSync:
 
     def _activate_rul(self, machine: str, path: Path, model_id: int) -> None:
         try:
-            tracker = RulTracker(RulBundle(path, self.public_key))
+            tracker = RulTracker(RulBundle(path, self._key_for(path)))
             _probe_rul(tracker)
         except BundleError:
             raise
@@ -541,7 +629,16 @@ class ModelSync:
     def _remember(self, machine: str, path: Path, model_id: int) -> None:
         folder = self._root / machine
         tmp = folder / (CURRENT + ".tmp")
-        tmp.write_text(json.dumps({"model_id": model_id, "path": str(path)}))
+        doc: dict[str, Any] = {"model_id": model_id, "path": str(path)}
+        running = self._running.get(machine)
+        if running is not None and running.model_id == model_id:
+            # The downgrade floor survives a restart (this file is the edge's own).
+            doc["running"] = {
+                "model_id": running.model_id,
+                "version": running.version,
+                "issued_at": running.issued_at.isoformat(),
+            }
+        tmp.write_text(json.dumps(doc))
         os.replace(tmp, folder / CURRENT)  # atomic: a crash leaves the old or the new
         with self._lock:
             self._remembered[machine] = model_id

@@ -86,6 +86,8 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 PrivateKeyLike = Ed25519PrivateKey | bytes | str
 PublicKeyLike = Ed25519PublicKey | bytes | str
+# One key, or a small set of trusted keys during a rotation (the signature's key id picks one).
+TrustedKeysLike = PublicKeyLike | list[Ed25519PublicKey] | tuple[Ed25519PublicKey, ...]
 
 
 def generate_keypair() -> tuple[bytes, bytes]:
@@ -186,7 +188,7 @@ def sign_bundle(directory: Path | str, private_key: PrivateKeyLike) -> Path:
 
 
 def verify_bundle(
-    bundle: Path | str, public_key: PublicKeyLike, limits: BundleLimits = DEFAULT_LIMITS
+    bundle: Path | str, public_key: TrustedKeysLike, limits: BundleLimits = DEFAULT_LIMITS
 ) -> dict[str, Any]:
     """Check a bundle directory or tar and return its manifest.
 
@@ -201,7 +203,7 @@ def verify_bundle(
 def extract_bundle(
     archive: Path | str,
     destination: Path | str,
-    public_key: PublicKeyLike,
+    public_key: TrustedKeysLike,
     limits: BundleLimits = DEFAULT_LIMITS,
 ) -> Path:
     """Verify a tar bundle and unpack it into ``destination`` (created); returns it."""
@@ -332,7 +334,18 @@ class _CappedReader(io.RawIOBase):
         return len(data)
 
 
-def _verify(members: dict[str, bytes], public_key: PublicKeyLike, where: str) -> dict[str, Any]:
+def signer_key_id(bundle: Path | str) -> str | None:
+    """The key id a bundle directory's signature names (unverified: it only picks which
+    trusted key to verify with), or None without a readable signature file."""
+    try:
+        doc = json.loads((Path(bundle) / SIGNATURE).read_text())
+    except (OSError, ValueError):
+        return None
+    kid = doc.get("key_id") if isinstance(doc, dict) else None
+    return kid if isinstance(kid, str) else None
+
+
+def _verify(members: dict[str, bytes], public_key: TrustedKeysLike, where: str) -> dict[str, Any]:
     if MANIFEST not in members:
         raise BundleError(f"{where}: no {MANIFEST}")
     if SIGNATURE not in members:
@@ -345,12 +358,13 @@ def _verify(members: dict[str, bytes], public_key: PublicKeyLike, where: str) ->
         raise TamperedBundleError(f"{where}: unreadable signature file ({exc})") from None
     if algorithm != SIGNATURE_ALGORITHM:
         raise BundleError(f"{where}: unsupported signature algorithm {algorithm!r}")
-    key = load_public_key(public_key)
-    expected_id = key_id(key)
-    if sig_doc.get("key_id") != expected_id:
+    candidates = list(public_key) if isinstance(public_key, list | tuple) else [public_key]
+    ring = {key_id(k): k for k in (load_public_key(c) for c in candidates)}
+    key = ring.get(sig_doc.get("key_id"))
+    if key is None:
+        trusted = ", ".join(repr(k) for k in sorted(ring))
         raise WrongKeyError(
-            f"{where}: signed by key {sig_doc.get('key_id')!r}, but this edge trusts key "
-            f"{expected_id!r}"
+            f"{where}: signed by key {sig_doc.get('key_id')!r}, but this edge trusts key {trusted}"
         )
     try:
         key.verify(signature, members[MANIFEST])

@@ -236,21 +236,20 @@ def verify_statement(
         raise StatementError(f"expires_at: the statement expired at {st.expires_at.isoformat()}")
     if running is None or running.model_id == st.model_id:
         return st
+    if st.version <= running.version:
+        if st.purpose != "rollback" or st.rollback_from is None:
+            raise StatementError(
+                f"version: {st.version} is not newer than version {running.version} in use "
+                "(a downgrade needs a signed rollback statement)"
+            )
+        if st.rollback_from < running.version:
+            raise StatementError(
+                f"rollback_from: the rollback replaces version {st.rollback_from}, older than "
+                f"version {running.version} in use"
+            )
     if st.issued_at < running.issued_at:
         raise StatementError(
             f"issued_at: {st.issued_at.isoformat()} is before the statement of the model in "
             f"use ({running.issued_at.isoformat()}): a replayed statement"
         )
-    if st.version > running.version:
-        return st
-    if st.purpose == "rollback" and st.rollback_from is not None:
-        if st.rollback_from >= running.version:
-            return st
-        raise StatementError(
-            f"rollback_from: the rollback replaces version {st.rollback_from}, older than "
-            f"version {running.version} in use"
-        )
-    raise StatementError(
-        f"version: {st.version} is not newer than version {running.version} in use "
-        "(a downgrade needs a signed rollback statement)"
-    )
+    return st
