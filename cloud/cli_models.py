@@ -139,10 +139,19 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
     url = _database_url()
     kind = "rul" if args.rul else "detector"
+    # The rollback statement lets edges that require statements take the older version
+    # (a downgrade otherwise); without the key the restored model has none.
+    key = _signing_key() if os.environ.get("RIG_MODEL_SIGNING_KEY_FILE") else None
+    if key is None:
+        print(
+            "warning: RIG_MODEL_SIGNING_KEY_FILE is not set: no signed rollback statement, "
+            "edges with models.require_statement refuse the older version",
+            file=sys.stderr,
+        )
     try:
         with psycopg.connect(url) as conn, conn.transaction():
             rollback = cli_wrap("model.rollback", f"machine:{args.machine}", registry.rollback)
-            row = rollback(conn, args.machine, "cli", kind)
+            row = rollback(conn, args.machine, "cli", kind, signing_key=key)
     except FieldError as exc:
         print(f"error: {exc.field}: {exc.message}", file=sys.stderr)
         return 2

@@ -7,8 +7,9 @@ per machine", so two trainers finishing at once cannot both put a model in servi
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -16,6 +17,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from cloud.fielderror import FieldError, NotFoundError
+from shared.model_bundle import PrivateKeyLike
+from shared.model_statement import DEFAULT_VALIDITY, Statement, sign_statement
 
 _PUBLIC_COLUMNS = (
     "id, machine_id, version, status, strategy, metrics, baseline_metrics, reason, "
@@ -25,6 +28,53 @@ _PUBLIC_COLUMNS = (
 # Kinds of model a machine can have in service at once, one of each (migration 0015). The
 # public row tells them apart by ``strategy``: a RUL model's is "rul".
 KINDS = ("detector", "rul")
+# How long a signed statement approves a model (an edge refuses it afterwards; a model in
+# service that long is re-approved by retraining or ``rig-cloud model rollback``).
+STATEMENT_DAYS_ENV = "RIG_MODEL_STATEMENT_DAYS"
+
+
+def statement_validity() -> timedelta:
+    raw = os.environ.get(STATEMENT_DAYS_ENV)
+    if not raw:
+        return DEFAULT_VALIDITY
+    try:
+        days = float(raw)
+    except ValueError:
+        raise FieldError(STATEMENT_DAYS_ENV, f"{raw!r} is not a number of days") from None
+    if not 1 <= days <= 3650:
+        raise FieldError(STATEMENT_DAYS_ENV, f"{raw} is not between 1 and 3650 days")
+    return timedelta(days=days)
+
+
+def _sign(
+    conn: psycopg.Connection,
+    model_id: int,
+    signing_key: PrivateKeyLike,
+    *,
+    purpose: str = "deploy",
+    rollback_from: int | None = None,
+) -> dict[str, Any]:
+    """Sign the statement approving model ``model_id`` for its machine and store it."""
+    row = conn.execute(
+        "SELECT machine_id, kind, version, bundle_sha256 FROM model_registry WHERE id = %s",
+        (model_id,),
+    ).fetchone()
+    assert row is not None
+    now = datetime.now(UTC)
+    statement = Statement(
+        machine_id=row[0],
+        kind=row[1],
+        model_id=model_id,
+        version=row[2],
+        bundle_sha256=row[3],
+        issued_at=now,
+        expires_at=now + statement_validity(),
+        purpose=purpose,
+        rollback_from=rollback_from,
+    )
+    doc = sign_statement(statement, signing_key)
+    conn.execute("UPDATE model_registry SET statement = %s WHERE id = %s", (Jsonb(doc), model_id))
+    return doc
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +106,12 @@ def register(
     accepted: bool,
     reason: str,
     baseline_metrics: dict[str, Any] | None,
+    signing_key: PrivateKeyLike | None = None,
 ) -> dict[str, Any]:
     """Record a trained model: accepted ones go into service (the previous active one is
-    retired), refused ones are kept as ``rejected`` with the reason, for the audit trail."""
+    retired), refused ones are kept as ``rejected`` with the reason, for the audit trail.
+    With ``signing_key`` an accepted model gets its signed statement in the same
+    transaction; a refused one never has one."""
     conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"models:{candidate.machine_id}",))
     next_version = conn.execute(
         "SELECT coalesce(max(version), 0) + 1 FROM model_registry "
@@ -101,6 +154,8 @@ def register(
         )
         row = cur.fetchone()
     assert row is not None
+    if accepted and signing_key is not None:
+        _sign(conn, int(row["id"]), signing_key)
     return _json(row)
 
 
@@ -115,6 +170,20 @@ def active(
         )
         row = cur.fetchone()
     return _json(row) if row else None
+
+
+def active_for_edge(
+    conn: psycopg.Connection, machine_id: str, kind: str = "detector"
+) -> dict[str, Any] | None:
+    """The model in service with its signed statement (None: registered without one)."""
+    row = active(conn, machine_id, kind)
+    if row is None:
+        return None
+    found = conn.execute(
+        "SELECT statement FROM model_registry WHERE id = %s", (row["id"],)
+    ).fetchone()
+    row["statement"] = found[0] if found else None
+    return row
 
 
 def bundle(conn: psycopg.Connection, model_id: int) -> tuple[str, bytes, str] | None:
@@ -141,10 +210,16 @@ def list_models(
 
 
 def rollback(
-    conn: psycopg.Connection, machine_id: str, username: str | None, kind: str = "detector"
+    conn: psycopg.Connection,
+    machine_id: str,
+    username: str | None,
+    kind: str = "detector",
+    signing_key: PrivateKeyLike | None = None,
 ) -> dict[str, Any]:
     """Put the previously active model (of ``kind``) back in service; the current one
-    becomes retired with the reason recorded."""
+    becomes retired with the reason recorded. With ``signing_key`` the restored model gets
+    a signed rollback statement (an edge accepts the older version only with one); without,
+    its statement is cleared, so only edges that do not require statements follow."""
     conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"models:{machine_id}",))
     current = conn.execute(
         "SELECT id, version FROM model_registry WHERE machine_id = %s AND kind = %s "
@@ -169,9 +244,12 @@ def rollback(
         (f"rolled back by {username or 'cli'}", current[0]),
     )
     conn.execute(
-        "UPDATE model_registry SET status = 'active', activated_at = now() WHERE id = %s",
+        "UPDATE model_registry SET status = 'active', activated_at = now(), statement = NULL "
+        "WHERE id = %s",
         (previous[0],),
     )
+    if signing_key is not None:
+        _sign(conn, int(previous[0]), signing_key, purpose="rollback", rollback_from=current[1])
     result = active(conn, machine_id, kind)
     assert result is not None
     return result

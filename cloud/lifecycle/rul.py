@@ -113,9 +113,11 @@ def submit_rul_bundle(
     *,
     created_by: str | None = None,
     gate_runs: int = GATE_RUNS,
+    signing_key: PrivateKeyLike | None = None,
 ) -> dict[str, Any]:
     """Validate a signed RUL bundle directory against the RUL model in service and register
-    it (in service, or rejected with the reason); returns the registry row."""
+    it (in service, or rejected with the reason); returns the registry row. With
+    ``signing_key`` an accepted model gets the signed statement edges check."""
     candidate = RulBundle(bundle_dir, public_key)  # signature and format checked here
     if candidate.unit != "hours" or not candidate.manifest.get("step_s"):
         raise ValueError(
@@ -159,6 +161,7 @@ def submit_rul_bundle(
             accepted=accepted,
             reason=reason,
             baseline_metrics=baseline_metrics,
+            signing_key=signing_key,
         )
     log_event(
         log,
@@ -197,6 +200,13 @@ def train_rul(
         out = Path(tmp) / "bundle"
         export_rig_bundle(model, runs, out, private_key=key)
         return [
-            submit_rul_bundle(database_url, machine, out, key.public_key(), created_by=created_by)
+            submit_rul_bundle(
+                database_url,
+                machine,
+                out,
+                key.public_key(),
+                created_by=created_by,
+                signing_key=key,
+            )
             for machine in machines
         ]

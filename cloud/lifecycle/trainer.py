@@ -173,6 +173,7 @@ def train_machine(
             accepted=accepted,
             reason=reason,
             baseline_metrics=baseline_metrics,
+            signing_key=key,  # a statement for an accepted model only
         )
     log_event(
         log,
