@@ -364,6 +364,16 @@ class TrainingJobOut(Out):
     error: str | None
 
 
+class ModelStatementOut(Out):
+    """A signed model statement: ``statement`` is the exact JSON text signed (machine, kind,
+    model id, version, bundle SHA-256, issue and expiry times, deploy or rollback)."""
+
+    statement: str
+    algorithm: str
+    key_id: str
+    signature: str
+
+
 class EdgeModelOut(Out):
     model_id: int
     machine_id: str
@@ -371,6 +381,8 @@ class EdgeModelOut(Out):
     strategy: str
     bundle_sha256: str
     bundle_url: str
+    # Signed model statement (shared/model_statement.py); null: registered without one.
+    statement: ModelStatementOut | None
 
 
 class PredictionOut(Out):

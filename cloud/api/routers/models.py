@@ -122,7 +122,7 @@ async def edge_model(
     machine_id: MachineId, services: Services, db: Db, edge: IngestEdge
 ) -> dict[str, Any]:
     await check_edge_machine(services, edge, machine_id)
-    row = await db.run(registry.active, machine_id)
+    row = await db.run(registry.active_for_edge, machine_id)
     if row is None:
         raise NotFoundError("machine_id", f"machine {machine_id!r} has no model in service")
     return {
@@ -132,6 +132,7 @@ async def edge_model(
         "strategy": row["strategy"],
         "bundle_sha256": row["bundle_sha256"],
         "bundle_url": f"/api/v1/edge/models/{machine_id}/bundle/{row['id']}",
+        "statement": row["statement"],
     }
 
 

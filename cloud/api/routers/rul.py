@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cloud.api.deps import Db, Services
 from cloud.api.guards import Admin, AnyUser, IngestEdge, check_edge_machine, check_machine
 from cloud.api.params import MachineId
-from cloud.api.schemas import ModelOut, Out
+from cloud.api.schemas import ModelOut, ModelStatementOut, Out
 from cloud.fielderror import NotFoundError
 from cloud.lifecycle import registry
 from cloud.store import rul as store
@@ -102,6 +102,8 @@ class EdgeRulModelOut(Out):
     kind: Literal["rul"]
     bundle_sha256: str
     bundle_url: str
+    # Signed model statement (shared/model_statement.py); null: registered without one.
+    statement: ModelStatementOut | None
 
 
 async def machine_rul(machine_id: MachineId, db: Db, user: AnyUser) -> dict[str, Any]:
@@ -143,7 +145,7 @@ async def edge_rul_model(
     machine_id: MachineId, services: Services, db: Db, edge: IngestEdge
 ) -> dict[str, Any]:
     await check_edge_machine(services, edge, machine_id)
-    row = await db.run(registry.active, machine_id, "rul")
+    row = await db.run(registry.active_for_edge, machine_id, "rul")
     if row is None:
         raise NotFoundError("machine_id", f"machine {machine_id!r} has no RUL model in service")
     return {
@@ -153,6 +155,7 @@ async def edge_rul_model(
         "kind": "rul",
         "bundle_sha256": row["bundle_sha256"],
         "bundle_url": f"/api/v1/edge/models/{machine_id}/bundle/{row['id']}",
+        "statement": row["statement"],
     }
 
 
