@@ -31,6 +31,7 @@ from shared.model_bundle import (
     generate_keypair,
     pack_bundle,
 )
+from shared.model_statement import trusted_keys, verify_statement
 from simulator.signals import MachineSignals
 from tests.support.accounts import add_user, bearer, login
 
@@ -111,6 +112,23 @@ def test_first_model_in_service_worse_model_refused_bundle_signed_rollback(
     # The edge's view: the model in service, and its bundle, which verifies with the key.
     info = client.get("/api/v1/edge/models/A", headers={"X-API-KEY": KEY}).json()
     assert info["version"] == 1
+    # Approved for machine A, version 1, by the trainer's key; the refused candidate has
+    # no statement an edge could accept.
+    approved = verify_statement(
+        info["statement"],
+        trusted_keys([public_file.read_bytes()]),
+        machine_id="A",
+        kind="detector",
+        model_id=first["id"],
+        bundle_sha256=info["bundle_sha256"],
+        running=None,
+    )
+    assert (approved.version, approved.purpose) == (1, "deploy")
+    with psycopg.connect(history) as conn:
+        refused = conn.execute(
+            "SELECT statement FROM model_registry WHERE id = %s", (worse["id"],)
+        ).fetchone()
+    assert refused == (None,)
     bundle = client.get(info["bundle_url"], headers={"X-API-KEY": KEY})
     assert bundle.status_code == 200
     archive = tmp_path / "model.tar.gz"
