@@ -132,9 +132,7 @@ class SecurityMiddleware:
                     await send(message)
                 return
             if int(declared) > limit:
-                for message in _error(
-                    413, "$", f"the body is {declared} bytes; the limit here is {limit} bytes"
-                ):
+                for message in _error(413, *_too_large(scope["path"], limit, int(declared))):
                     await send(message)
                 return
 
@@ -165,7 +163,7 @@ class SecurityMiddleware:
         except BodyTooLarge:
             if started:
                 raise
-            for message in _error(413, "$", f"the body exceeds the limit of {limit} bytes"):
+            for message in _error(413, *_too_large(scope["path"], limit, None)):
                 await send_with_headers(message)
 
 
@@ -173,6 +171,17 @@ INGEST_PREFIX = "/api/v1/ingest"
 UPLOAD_PATHS = frozenset({"/api/v1/assistant/spec-sheets", "/api/admin/parse-sensor-file"})
 # A multipart upload's envelope around the file (cloud/api/routers/assistant.py).
 _FORM_OVERHEAD = 64 * 1024
+
+
+def _too_large(path: str, limit: int, declared: int | None) -> tuple[str, str]:
+    """The field and message of a 413: an upload names its file and the file's own limit
+    (as the upload route would), any other body the whole request."""
+    if path in UPLOAD_PATHS:
+        size = f"the upload is {declared} bytes" if declared is not None else "the upload is larger"
+        return "file", f"{size}; at most {limit - _FORM_OVERHEAD} are accepted"
+    if declared is not None:
+        return "$", f"the body is {declared} bytes; the limit here is {limit} bytes"
+    return "$", f"the body exceeds the limit of {limit} bytes"
 
 
 def body_limits(settings: Any) -> Callable[[str], int]:
