@@ -3,10 +3,11 @@
 A command-line report: it prints (like ``models.evaluate``).
 
 Trains a ``RulEstimator`` on ``DIR/train_<set>.txt`` (every unit runs to failure; target
-``min(RUL, 125)``), exports it as the edge's RUL bundle and scores ``DIR/test_<set>.txt``
-through ONNX Runtime with that bundle (``models.rul.runtime.RulBundle``), each test unit at its
-last cycle, against ``DIR/RUL_<set>.txt``. RMSE and the NASA score are over the units; coverage
-is the share of units whose true RUL lies inside the predicted interval.
+``min(RUL, 130)``, see ``CMAPSS_PARAMS``), exports it as the edge's RUL bundle and scores
+``DIR/test_<set>.txt`` through ONNX Runtime with that bundle (``models.rul.runtime.RulBundle``),
+each test unit at its last cycle, against ``DIR/RUL_<set>.txt``. RMSE and the NASA score are
+over the units; coverage is the share of units whose true RUL lies inside the predicted
+interval.
 
 ``python -m models.rul.cmapss split --train FILE --out DIR`` writes a held-out split of a
 training file in the standard layout (``models.rul.data.make_holdout``), for when the official
@@ -144,8 +145,11 @@ def evaluate_cmapss(
 # The benchmark's model, chosen on 5-fold held-out splits of train_FD001 (pooled RMSE; see
 # the README): wider networks trained longer than the estimator's defaults, blended half and
 # half with gradient-boosted trees on the same window statistics (their errors differ, the
-# blend beats either).
+# blend beats either). The target is capped at 130 rather than the literature's 125: test
+# units are cut with up to 145 cycles left, and a 125 cap makes every one above it an error
+# of at least the difference (pooled RMSE 12.45 -> 12.31 over the five folds, better on 4).
 CMAPSS_PARAMS: dict[str, Any] = {
+    "max_rul": 130.0,
     "dense": 128,
     "dropout": 0.1,
     "epochs": 150,
