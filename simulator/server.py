@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from shared.logs import log_event
@@ -83,13 +84,6 @@ async def run_simulator(
             recorder = SampleRecorder(config.record_path)
             sinks.append(recorder)
             closers.append(recorder)
-        if config.ground_truth_path is not None:
-            config.ground_truth_path.parent.mkdir(parents=True, exist_ok=True)
-            config.ground_truth_path.write_text(
-                "".join(
-                    json.dumps(doc) + "\n" for doc in ground_truth(config.faults, engine.started_at)
-                )
-            )
         log_event(
             log,
             logging.INFO,
@@ -100,6 +94,17 @@ async def run_simulator(
             replays=len(config.replay),
             **run.endpoints,
         )
+        # Simulation time 0 is the first tick, which comes only now that every server is up
+        # (an OPC-UA server takes seconds to start): the fault windows of the ground truth
+        # are counted from here, not from when the engine was built.
+        engine.started_at = datetime.now(UTC)
+        if config.ground_truth_path is not None:
+            config.ground_truth_path.parent.mkdir(parents=True, exist_ok=True)
+            config.ground_truth_path.write_text(
+                "".join(
+                    json.dumps(doc) + "\n" for doc in ground_truth(config.faults, engine.started_at)
+                )
+            )
         if started is not None:
             started.set()
         await _tick_loop(config, engine, sinks, stop, run)
