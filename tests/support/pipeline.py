@@ -669,7 +669,8 @@ def wait_log(
 
 
 def kafka_messages(bootstrap: str, topic: str, timeout: float = 60) -> list[dict[str, Any]]:
-    """Every message in ``topic`` from the beginning, decoded (a fresh consumer group)."""
+    """Every reading message in ``topic`` from the beginning, decoded (a fresh consumer
+    group); status reports sent alone are left out."""
     import uuid
 
     from confluent_kafka import Consumer, TopicPartition
@@ -699,6 +700,10 @@ def kafka_messages(bootstrap: str, topic: str, timeout: float = 60) -> list[dict
             if msg is None or msg.error() is not None:
                 continue
             positions[msg.partition()] = msg.offset() + 1
+            if not msg.value():
+                # An edge's status report sent alone (an empty value with the edge_status
+                # header, when it had no readings to carry it): not a reading.
+                continue
             out.append(json.loads(msg.value()))
         return out
     finally:
