@@ -68,8 +68,8 @@ class ModelsSection {
           error.textContent = "";
           try {
             const back = await api(path, { method: "POST" });
-            setStatus("models-status", `Machine ${machineId}: version ${back.version} is in service again.`);
             await this.load();
+            setStatus("models-status", `Machine ${machineId}: version ${back.version} is in service again.`);
             const row = document.querySelector(`tr[data-model-id="${back.id}"]`);
             if (row) flash(row);
           } catch (e) {

@@ -44,8 +44,8 @@ class UsersSection {
       error.textContent = "";
       try {
         await work();
-        setStatus("user-status", done);
         await this.load();
+        setStatus("user-status", done);
         const fresh = document.querySelector(`#user-rows tr[data-username="${CSS.escape(name)}"]`);
         if (fresh) flash(fresh);
       } catch (e) {
@@ -162,8 +162,8 @@ class KeysSection {
         error.textContent = "";
         try {
           await api(`/api/v1/edge-keys/${encodeURIComponent(key.key_id)}`, { method: "DELETE" });
-          setStatus("key-status", `Key ${key.key_id} of ${key.edge_id} is revoked: the edge is refused from now on.`);
           await this.load();
+          setStatus("key-status", `Key ${key.key_id} of ${key.edge_id} is revoked: the edge is refused from now on.`);
         } catch (e) {
           error.textContent = errorText(e);
         }

@@ -86,8 +86,8 @@ class SensorsSection {
         try {
           await this.put(name, unit.value, category.value, description.value);
           await this.putRange(name, spec, bounds.min_range.value, bounds.max_range.value);
-          setStatus("cs-status", `Saved ${name}.`);
           await this.load();
+          setStatus("cs-status", `Saved ${name}.`);
           const fresh = document.querySelector(`#cs-rows tr[data-sensor="${CSS.escape(name)}"]`);
           if (fresh) flash(fresh);
         } catch (e) {
