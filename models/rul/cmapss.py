@@ -148,13 +148,15 @@ def evaluate_cmapss(
 # blend beats either). The target is capped at 130 rather than the literature's 125: test
 # units are cut with up to 145 cycles left, and a 125 cap makes every one above it an error
 # of at least the difference (pooled RMSE 12.45 -> 12.31 over the five folds, better on 4).
+# 300 boosting stages at shrinkage 0.05 instead of 150 at 0.1: 12.31 -> 12.24.
 CMAPSS_PARAMS: dict[str, Any] = {
     "max_rul": 130.0,
     "dense": 128,
     "dropout": 0.1,
     "epochs": 150,
     "patience": 15,
-    "trees": 150,
+    "trees": 300,
+    "tree_learning_rate": 0.05,
     "tree_weight": 0.5,
 }
 

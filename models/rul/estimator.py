@@ -90,10 +90,11 @@ class RulEstimator(BaseEstimator):
         patience: int = 8,
         architecture: str = "stats",
         # Boosting stages of a gradient-boosted tree model per member on the same window
-        # statistics (0: networks only), and its share of the point estimate.
+        # statistics (0: networks only), and its share of the point estimate; its shrinkage.
         trees: int = 0,
         tree_weight: float = 0.5,
         tree_depth: int = 4,
+        tree_learning_rate: float = 0.1,
     ) -> None:
         self.window = window
         self.max_rul = max_rul
@@ -111,6 +112,7 @@ class RulEstimator(BaseEstimator):
         self.trees = trees
         self.tree_weight = tree_weight
         self.tree_depth = tree_depth
+        self.tree_learning_rate = tree_learning_rate
 
     # -- training ---------------------------------------------------------------------------
 
@@ -130,6 +132,8 @@ class RulEstimator(BaseEstimator):
                 f"trees: {self.trees}, tree_weight: {self.tree_weight}; need trees >= 0 and "
                 "0 <= tree_weight <= 1"
             )
+        if not self.tree_learning_rate > 0.0:
+            raise ValueError(f"tree_learning_rate: {self.tree_learning_rate}, need > 0")
         if self.members < 2:
             raise ValueError(f"members: {self.members}; the interval needs at least 2 folds")
         if len(runs) < self.members:
@@ -228,7 +232,7 @@ class RulEstimator(BaseEstimator):
         return GradientBoostingRegressor(
             n_estimators=self.trees,
             max_depth=self.tree_depth,
-            learning_rate=0.1,
+            learning_rate=self.tree_learning_rate,
             subsample=0.8,
             min_samples_leaf=20,
             random_state=self.random_state + k,

@@ -182,6 +182,8 @@ def test_estimator_names_bad_inputs() -> None:
         RulEstimator(members=1).fit(runs)
     with pytest.raises(ValueError, match="tree_weight"):
         RulEstimator(members=2, trees=10, tree_weight=1.5).fit(runs)
+    with pytest.raises(ValueError, match="tree_learning_rate"):
+        RulEstimator(members=2, trees=10, tree_learning_rate=0.0).fit(runs)
     with pytest.raises(ValueError, match="runs: 3 runs"):
         RulEstimator(members=5).fit(runs)
     with pytest.raises(ValueError, match=r"targets\[0\]"):
